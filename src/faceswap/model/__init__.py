@@ -1,0 +1,16 @@
+"""The 3×3-bottleneck face-swap autoencoder and its decoder up-sampling variants."""
+
+from faceswap.model.autoencoder import Decoder, Encoder, FaceSwapAutoencoder, Geometry, ModelConfig, derive_geometry
+from faceswap.model.blocks import UPSAMPLERS, create_upsample, icnr_
+
+__all__ = [
+    "UPSAMPLERS",
+    "Decoder",
+    "Encoder",
+    "FaceSwapAutoencoder",
+    "Geometry",
+    "ModelConfig",
+    "create_upsample",
+    "derive_geometry",
+    "icnr_",
+]

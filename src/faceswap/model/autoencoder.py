@@ -1,0 +1,158 @@
+"""The seed's face-swap autoencoder: shared encoder → 3×3 bottleneck → one decoder per identity.
+
+At the seed scale (256×256 input, width 128, 1024 bottleneck channels)::
+
+    x                                   # (B, 3, 256, 256)
+    encoder: 4 × Conv(k5, s2)           # (B, 1024, 16, 16)
+    bottleneck: 2 × Conv(k3, s2, p0)    # (B, 1024, 7, 7) → (B, 1024, 3, 3)   21.3× compression
+    decoder[a|b]: first step 3→8        # (B, 512, 8, 8)
+                  5 × up ×2             # (B, 16, 256, 256)
+                  Conv(k5) + sigmoid    # (B, 3, 256, 256)
+
+The number of encoder stages is derived from the image size so the bottleneck stays 3×3 from 64 to
+1024 (64 → 2 stages, 1024 → 6); pinning it reproduces the seed's day-13 failure (512 with the 256
+network → 7×7 bottleneck, reconstructions fine, swaps keep the source identity).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+
+from faceswap.model.blocks import UPSAMPLERS, create_upsample
+
+BOTTLENECK_TARGET = 3
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Everything needed to rebuild the network; saved next to the weights in every checkpoint."""
+
+    image_size: int = 64
+    width: int = 16
+    bottleneck_channels: int = 128
+    encoder_stages: int | None = None
+    max_channels: int = 1024
+    decoder: str = "resize_nearest"
+    identities: tuple[str, ...] = ("a", "b")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """Spatial sizes derived from a ModelConfig; every shape claim in the docs comes from here."""
+
+    encoder_stages: int
+    encoder_size: int  # side after the stride-2 encoder
+    bottleneck_size: int  # side of the bottleneck (3 unless encoder_stages is pinned)
+    decoder_doublings: int  # ×2 steps after the first 2b+2 step
+
+    @property
+    def decoder_stages(self) -> int:
+        return 1 + self.decoder_doublings
+
+
+def _conv_s2_p0(side: int) -> int:
+    return (side - 3) // 2 + 1
+
+
+def derive_geometry(cfg: ModelConfig) -> Geometry:
+    """Check that the configuration closes (decoder output == input size) and return its sizes."""
+    n = cfg.image_size
+    if n < 32 or n & (n - 1):
+        raise ValueError(f"image_size must be a power of two ≥ 32, got {n}")
+    if cfg.decoder not in UPSAMPLERS:
+        raise ValueError(f"unknown decoder variant {cfg.decoder!r}; valid: {', '.join(UPSAMPLERS)}")
+    # the bottleneck's two k3/s2/p0 convs take 16 → 7 → 3, so the encoder must end at 16×16
+    stages = cfg.encoder_stages if cfg.encoder_stages is not None else int(math.log2(n)) - 4
+    if stages < 1:
+        raise ValueError(f"encoder_stages must be ≥ 1 (image_size {n} derives {stages})")
+    enc = n >> stages
+    if enc < 8 or enc << stages != n:
+        raise ValueError(
+            f"encoder_stages={stages} leaves a {enc}×{enc} map at image_size {n}; it must be ≥ 8×8 "
+            f"for the bottleneck convs (use at most {int(math.log2(n)) - 3} stages)"
+        )
+    b = _conv_s2_p0(_conv_s2_p0(enc))
+    first_out = 2 * b + 2
+    doublings = int(round(math.log2(n / first_out)))
+    if first_out << doublings != n:
+        raise ValueError(f"a {b}×{b} bottleneck cannot be decoded back to {n}×{n} with ×2 steps")
+    return Geometry(stages, enc, b, doublings)
+
+
+def _encoder_channels(cfg: ModelConfig, stages: int) -> list[int]:
+    return [min(cfg.width * 2**i, cfg.max_channels) for i in range(stages)]
+
+
+def _decoder_channels(cfg: ModelConfig, steps: int) -> list[int]:
+    """Halve from the bottleneck width at every step (1024 → 512 → … in the seed), floor 8."""
+    return [max(cfg.bottleneck_channels >> (i + 1), 8) for i in range(steps)]
+
+
+class Encoder(nn.Module):
+    """Shared encoder plus bottleneck: (B, 3, N, N) → (B, C, b, b), b = 3 by default."""
+
+    def __init__(self, cfg: ModelConfig, geom: Geometry) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        ch_in = 3
+        for ch in _encoder_channels(cfg, geom.encoder_stages):
+            layers.append(nn.Sequential(nn.Conv2d(ch_in, ch, 5, stride=2, padding=2), nn.LeakyReLU(0.1, True)))
+            ch_in = ch
+        self.stages = nn.Sequential(*layers)  # (B, width·2^(K-1), 16, 16)
+        c = cfg.bottleneck_channels
+        self.bottleneck = nn.Sequential(
+            nn.Conv2d(ch_in, c, 3, stride=2), nn.LeakyReLU(0.1, True),  # (B, C, 7, 7)
+            nn.Conv2d(c, c, 3, stride=2), nn.LeakyReLU(0.1, True),  # (B, C, 3, 3)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.bottleneck(self.stages(x))
+
+
+class Decoder(nn.Module):
+    """One identity's decoder: (B, C, b, b) → (B, 3, N, N) with the chosen up-sampling variant."""
+
+    def __init__(self, cfg: ModelConfig, geom: Geometry) -> None:
+        super().__init__()
+        chans = _decoder_channels(cfg, geom.decoder_stages)
+        ups = [create_upsample(cfg.decoder, cfg.bottleneck_channels, chans[0], first=True)]  # (B, C/2, 8, 8)
+        ups += [create_upsample(cfg.decoder, a, b) for a, b in zip(chans, chans[1:], strict=False)]  # ×2 each
+        self.ups = nn.Sequential(*ups)
+        self.to_rgb = nn.Sequential(nn.Conv2d(chans[-1], 3, 5, padding=2), nn.Sigmoid())  # (B, 3, N, N)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.to_rgb(self.ups(z))
+
+
+class FaceSwapAutoencoder(nn.Module):
+    """Shared encoder, one decoder per identity. ``model(x, "b")`` renders x's pose as identity b."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.config = cfg
+        self.geometry = derive_geometry(cfg)
+        self.encoder = Encoder(cfg, self.geometry)
+        self.decoders = nn.ModuleDict({name: Decoder(cfg, self.geometry) for name in cfg.identities})
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        return self.encoder(x)
+
+    def decode(self, z: torch.Tensor, identity: str) -> torch.Tensor:
+        if identity not in self.decoders:
+            raise KeyError(f"no decoder for identity {identity!r}; have {list(self.decoders)}")
+        return self.decoders[identity](z)
+
+    def forward(self, x: torch.Tensor, identity: str) -> torch.Tensor:
+        return self.decode(self.encode(x), identity)
+
+    @property
+    def compression_ratio(self) -> float:
+        n, b = self.config.image_size, self.geometry.bottleneck_size
+        return (3 * n * n) / (self.config.bottleneck_channels * b * b)
