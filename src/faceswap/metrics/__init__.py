@@ -1,0 +1,1 @@
+"""Image-quality metrics: LPIPS with real offline weights, and the checkerboard-artifact score."""
