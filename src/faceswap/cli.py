@@ -83,7 +83,8 @@ def lpips_cmd(
     try:
         a, b = read_rgb(image_a), read_rgb(image_b)
         if a.shape != b.shape:
-            fail(f"images differ in size: {image_a} is {a.shape[1]}×{a.shape[0]}, {image_b} is {b.shape[1]}×{b.shape[0]}", 2)
+            fail(f"images differ in size: {image_a} is {a.shape[1]}×{a.shape[0]}, "
+                 f"{image_b} is {b.shape[1]}×{b.shape[0]}", 2)
         d = lpips_distance(a, b, net=net)
     except (ImageReadError, LpipsWeightsError) as err:
         fail(str(err), 2)
@@ -143,6 +144,130 @@ def weights_cmd(
             typer.echo(f"LPIPS-{name} weights ready: {path}")
     except LpipsWeightsError as err:
         fail(str(err), 2)
+
+
+# --- data stages ---
+
+
+@app.command("demo-data")
+def demo_data_cmd(
+    out: Annotated[Path | None, typer.Option(help="Output folder (default: params data.demo.out).")] = None,
+    clips: Annotated[int | None, typer.Option(help="Clips per identity (default: params).")] = None,
+    seconds: Annotated[float | None, typer.Option(help="Seconds per clip (default: params).")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed (default: params base.seed).")] = None,
+    params: ParamsOpt = Path("params.yaml"),
+) -> None:
+    """Write demo clips <out>/<identity>/clipNN.mp4 filmed from two public-domain face photos."""
+    from faceswap.config import DemoParams, Params
+
+    p = _params(params) if params.exists() else Params()
+    d: DemoParams = p.data.demo
+    try:
+        d = DemoParams(**{**d.model_dump(), **({"clips": clips} if clips else {}),
+                          **({"seconds": seconds} if seconds else {})})
+    except ValueError as err:
+        fail(str(err), 2)
+    from faceswap.data.demo import make_demo
+
+    target = out or Path(d.out)
+    try:
+        paths = make_demo(target, identities=p.base.identities, clips=d.clips, seconds=d.seconds, fps=d.fps,
+                          width=d.width, height=d.height, seed=p.base.seed if seed is None else seed)
+    except (OSError, ValueError) as err:
+        fail(str(err))
+    typer.echo(f"demo data → {target}: {len(paths)} clips ({d.clips} per identity, {d.seconds:g} s, "
+               f"{d.width}×{d.height} @ {d.fps} fps)")
+
+
+@app.command("extract")
+def extract_cmd(
+    raw_dir: Annotated[Path, typer.Argument(help="Videos as <raw_dir>/<identity>/*.mp4.")],
+    out: Annotated[Path, typer.Option(help="Output folder for frames, frames.parquet and report.json.")] = Path(
+        "data/frames"
+    ),
+    every: Annotated[int | None, typer.Option(help="Keep every N-th frame (default: params extract.every).")] = None,
+    max_frames: Annotated[int | None, typer.Option(help="Cap per video (default: params extract.max_frames).")] = None,
+    workers: Annotated[int | None, typer.Option(help="Videos decoded in parallel (default: CPU count).")] = None,
+    params: ParamsOpt = Path("params.yaml"),
+) -> None:
+    """Sample frames from every video of every identity; bad files are reported, not fatal."""
+    from faceswap.config import Params
+
+    p = _params(params) if params.exists() else Params()
+    from tqdm import tqdm
+
+    from faceswap.data.video import ExtractError, extract_frames, find_videos, format_summary
+
+    n_videos = sum(len(find_videos(raw_dir, i)[0]) for i in p.base.identities) if raw_dir.is_dir() else 0
+    bar = tqdm(total=n_videos, unit="video", desc="extract", file=sys.stderr, disable=None)
+
+    def tick(res) -> None:
+        bar.update(1)
+        bar.set_postfix_str(f"{res.identity}/{res.video}: {res.frames_kept} frames")
+
+    try:
+        summary = extract_frames(
+            raw_dir, out, p.base.identities,
+            every=every or p.extract.every,
+            max_frames=max_frames or p.extract.max_frames,
+            workers=workers or p.extract.workers,
+            jpeg_quality=p.extract.jpeg_quality,
+            progress=tick,
+        )
+    except ExtractError as err:
+        bar.close()
+        fail(str(err))
+    bar.close()
+    typer.echo(format_summary(summary))
+
+
+@app.command("align")
+def align_cmd(
+    frames_dir: Annotated[Path, typer.Argument(help="Output of `faceswap extract` (holds frames.parquet).")],
+    out: Annotated[Path, typer.Option(help="Output folder for crops, manifest.parquet, report.json.")] = Path(
+        "data/faces"
+    ),
+    detector: Annotated[
+        str | None, typer.Option(help="auto | retinaface | mtcnn (default: params align.detector).")
+    ] = None,
+    size: Annotated[int | None, typer.Option(help="Crop side (default: params align.size or base.image_size).")] = None,
+    device: Annotated[str | None, typer.Option(help="auto | cpu | cuda (default: params align.device).")] = None,
+    metrics: Annotated[Path | None, typer.Option(help="Also write the headline figures here (JSON, for DVC).")] = None,
+    params: ParamsOpt = Path("params.yaml"),
+) -> None:
+    """Detect, select, align (5-point similarity) and crop faces; write manifest.parquet and a report."""
+    from faceswap.config import AlignParams, Params
+
+    p = _params(params) if params.exists() else Params()
+    try:
+        a = AlignParams(**{**p.align.model_dump(), **({"detector": detector} if detector else {}),
+                           **({"device": device} if device else {}), **({"size": size} if size else {})})
+    except ValueError as err:
+        fail(str(err).replace("AlignParams", "option"), 2)
+    from faceswap.data.align import AlignError, align_faces, format_align_summary
+    from faceswap.data.detect import DetectorError, create_detector
+
+    try:
+        choice = create_detector(
+            a.detector, device=a.device, retinaface_weights=a.retinaface_weights, min_face_size=a.min_face_size
+        )
+        summary = align_faces(
+            frames_dir, out, choice.detector, a, p.split,
+            size=a.size or p.base.image_size, detector_reason=choice.reason,
+        )
+    except (AlignError, DetectorError) as err:
+        fail(str(err))
+    typer.echo(format_align_summary(summary))
+    if metrics:
+        metrics.parent.mkdir(parents=True, exist_ok=True)
+        head = {k: getattr(summary, k) for k in ("faces", "frames_read", "mean_residual_px", "jitter_px",
+                                                 "crop_jitter_px", "frames_per_second", "detector")}
+        head["rejected"] = summary.rejected
+        head["identities"] = summary.identities
+        metrics.write_text(json.dumps(head, indent=2) + "\n")
+    empty = [i for i, d in summary.identities.items() if d["faces"] == 0]
+    if empty or not summary.identities:
+        fail(f"no face found for identity {', '.join(empty) or '(any)'}; see {out / 'report.json'}")
 
 
 def main() -> None:

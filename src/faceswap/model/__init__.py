@@ -1,6 +1,13 @@
 """The 3×3-bottleneck face-swap autoencoder and its decoder up-sampling variants."""
 
-from faceswap.model.autoencoder import Decoder, Encoder, FaceSwapAutoencoder, Geometry, ModelConfig, derive_geometry
+from faceswap.model.autoencoder import (
+    Decoder,
+    Encoder,
+    FaceSwapAutoencoder,
+    Geometry,
+    ModelConfig,
+    derive_geometry,
+)
 from faceswap.model.blocks import UPSAMPLERS, create_upsample, icnr_
 
 __all__ = [

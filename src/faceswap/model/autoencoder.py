@@ -16,6 +16,7 @@ network → 7×7 bottleneck, reconstructions fine, swaps keep the source identit
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import asdict, dataclass
 
@@ -80,7 +81,7 @@ def derive_geometry(cfg: ModelConfig) -> Geometry:
         )
     b = _conv_s2_p0(_conv_s2_p0(enc))
     first_out = 2 * b + 2
-    doublings = int(round(math.log2(n / first_out)))
+    doublings = round(math.log2(n / first_out))
     if first_out << doublings != n:
         raise ValueError(f"a {b}×{b} bottleneck cannot be decoded back to {n}×{n} with ×2 steps")
     return Geometry(stages, enc, b, doublings)
@@ -123,7 +124,7 @@ class Decoder(nn.Module):
         super().__init__()
         chans = _decoder_channels(cfg, geom.decoder_stages)
         ups = [create_upsample(cfg.decoder, cfg.bottleneck_channels, chans[0], first=True)]  # (B, C/2, 8, 8)
-        ups += [create_upsample(cfg.decoder, a, b) for a, b in zip(chans, chans[1:], strict=False)]  # ×2 each
+        ups += [create_upsample(cfg.decoder, a, b) for a, b in itertools.pairwise(chans)]  # ×2 each
         self.ups = nn.Sequential(*ups)
         self.to_rgb = nn.Sequential(nn.Conv2d(chans[-1], 3, 5, padding=2), nn.Sigmoid())  # (B, 3, N, N)
 
