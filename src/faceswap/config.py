@@ -79,12 +79,123 @@ class MetricsParams(_Section):
     checkerboard: CheckerboardParams = CheckerboardParams()
 
 
+# --- data stages (demo, extract, align, split) ---
+
+DETECTORS = ("auto", "mtcnn", "retinaface")
+SELECT_POLICIES = ("track", "largest", "score")
+SMOOTHING_METHODS = ("none", "gaussian")
+SPLIT_MODES = ("tail", "clips")
+DEVICES = ("auto", "cpu", "cuda")
+
+
+class DemoParams(_Section):
+    """Synthetic demo clips made from the public-domain faces (``faceswap demo-data``)."""
+
+    out: str = Field("data/demo/raw", min_length=1, description="Where the demo stage writes its clips.")
+    clips: int = Field(3, ge=1, le=20, description="Clips per identity.")
+    seconds: float = Field(5.0, gt=0.5, le=60.0, description="Length of each clip.")
+    fps: int = Field(25, ge=5, le=60)
+    width: int = Field(640, ge=160, le=1920)
+    height: int = Field(480, ge=120, le=1080)
+
+
+class DataParams(_Section):
+    """Where the raw videos come from: ``<raw_dir>/<identity>/*.mp4``."""
+
+    raw_dir: str = Field(
+        "data/demo/raw", min_length=1, description="data/demo/raw (the demo stage) or data/raw (your own, dvc add)."
+    )
+    demo: DemoParams = DemoParams()
+
+
+class ExtractParams(_Section):
+    """Frame sampling (``faceswap extract``)."""
+
+    every: int = Field(2, ge=1, le=1000, description="Keep every N-th frame.")
+    max_frames: int | None = Field(500, ge=1, description="Cap on kept frames per video; null = no cap.")
+    workers: int | None = Field(None, ge=1, le=64, description="Videos decoded in parallel; null = CPU count.")
+    jpeg_quality: int = Field(95, ge=50, le=100)
+
+
+class AlignParams(_Section):
+    """Face detection, selection and 5-point alignment (``faceswap align``)."""
+
+    detector: str = Field("auto", description="auto | mtcnn | retinaface.")
+    retinaface_weights: str | None = Field(
+        None, description="Path to RetinaFace resnet50 weights; null = the torch hub cache."
+    )
+    device: str = Field("auto", description="auto | cpu | cuda.")
+    batch_size: int = Field(8, ge=1, le=512, description="Frames per detector call.")
+    score_threshold: float = Field(0.95, gt=0.0, lt=1.0)
+    min_face_size: int = Field(40, ge=8, le=2048, description="Shortest side of a face box, in frame pixels.")
+    select: str = Field("track", description="Several faces in a frame: track | largest | score.")
+    track_iou: float = Field(0.3, ge=0.0, le=1.0, description="Least IoU with the previous face to continue a track.")
+    size: int | None = Field(None, description="Crop side; null = base.image_size.")
+    coverage: float = Field(0.8, gt=0.2, le=2.0, description="Template scale in the crop; smaller = more margin.")
+    max_residual: float = Field(
+        0.08, gt=0.0, le=1.0, description="Reject faces whose RMS landmark misfit exceeds this fraction of the crop."
+    )
+    smoothing: str = Field("gaussian", description="Temporal landmark smoothing within a clip: none | gaussian.")
+    smoothing_sigma: float = Field(1.0, gt=0.0, le=20.0, description="Gaussian sigma, in sampled frames.")
+    max_gap_s: float = Field(0.5, gt=0.0, description="A longer gap between faces breaks tracking and smoothing.")
+
+    @field_validator("detector")
+    @classmethod
+    def _detector(cls, v: str) -> str:
+        return _one_of(v, DETECTORS)
+
+    @field_validator("select")
+    @classmethod
+    def _select(cls, v: str) -> str:
+        return _one_of(v, SELECT_POLICIES)
+
+    @field_validator("smoothing")
+    @classmethod
+    def _smoothing(cls, v: str) -> str:
+        return _one_of(v, SMOOTHING_METHODS)
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, v: str) -> str:
+        return _one_of(v, DEVICES)
+
+    @field_validator("size")
+    @classmethod
+    def _size(cls, v: int | None) -> int | None:
+        if v is not None and not 16 <= v <= 1024:
+            raise ValueError("must be null (use base.image_size) or a crop side from 16 to 1024")
+        return v
+
+
+class SplitParams(_Section):
+    """Train/val split written into the manifest: evaluation never sees training frames or their neighbours."""
+
+    mode: str = Field("tail", description="tail: the last part of every clip; clips: whole clips.")
+    val_fraction: float = Field(0.2, gt=0.0, lt=1.0, description="Share of each clip's time (tail) or of clips.")
+    gap_s: float = Field(0.5, ge=0.0, description="tail: frames this close before the val part are dropped.")
+
+    @field_validator("mode")
+    @classmethod
+    def _mode(cls, v: str) -> str:
+        return _one_of(v, SPLIT_MODES)
+
+
+def _one_of(v: str, allowed: tuple[str, ...]) -> str:
+    if v not in allowed:
+        raise ValueError(f"must be one of {', '.join(allowed)}")
+    return v
+
+
 class Params(_Section):
     """The whole ``params.yaml``."""
 
     base: BaseParams = BaseParams()
     model: ModelParams = ModelParams()
     metrics: MetricsParams = MetricsParams()
+    data: DataParams = DataParams()
+    extract: ExtractParams = ExtractParams()
+    align: AlignParams = AlignParams()
+    split: SplitParams = SplitParams()
 
 
 def _format_errors(err: ValidationError, source: str) -> str:

@@ -1,0 +1,514 @@
+"""Face detection, selection, 5-point alignment and the manifest (``faceswap align``).
+
+Geometry first (template, Umeyama, warping, smoothing), then the stage itself. Per clip (one video of
+one identity), in frame order:
+
+1. detect faces in batches (a reader thread decodes the next frames while the detector runs);
+2. reject frames with no face, only low-score faces or only small faces; among the rest keep the face
+   that continues the clip's track (highest IoU with the previous face, at least ``track_iou``),
+   falling back to the largest (policy ``track``), or simply the largest / the highest score;
+3. reject faces whose landmarks do not fit the template (shape misfit above ``max_residual``);
+4. smooth the landmarks over time within each track segment (Gaussian, centred: no lag);
+5. fit the similarity transform (Umeyama) from the smoothed landmarks to the template, warp the crop,
+   and write one manifest row per face.
+
+Two jitter figures are reported per clip: ``jitter_px`` is the frame-to-frame motion of the *detected*
+landmarks after alignment (the issue's definition; smoothing raises it, because the detector's noise is no
+longer absorbed by the transform), and ``crop_jitter_px`` is the frame-to-frame shift of the crop's
+content measured by phase correlation (what a viewer sees shake; smoothing lowers it).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import queue
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from faceswap.config import AlignParams, SplitParams
+from faceswap.data.detect import Detections, Detector
+from faceswap.data.manifest import MANIFEST_NAME, write_manifest
+
+# ArcFace's 5-point template for 112×112 crops (insightface): eyes, nose tip, mouth corners.
+ARCFACE_TEMPLATE_112 = np.array(
+    [[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366], [41.5493, 92.3655], [70.7299, 92.2041]]
+)
+REPORT_NAME = "report.json"
+REJECT_REASONS = ("unreadable", "no_face", "low_score", "too_small", "bad_landmarks", "split_gap")
+
+
+class AlignError(RuntimeError):
+    """The align stage cannot run (missing frame index, unusable output folder)."""
+
+
+# --- geometry ----------------------------------------------------------------------------------------
+
+
+def face_template(size: int, coverage: float = 0.8) -> np.ndarray:
+    """The 5 template points (5, 2) in a ``size``² crop: ArcFace framing scaled by ``coverage`` about the centre."""
+    t = ARCFACE_TEMPLATE_112 / 112.0
+    return size * (0.5 + coverage * (t - 0.5))
+
+
+def umeyama(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """Least-squares similarity (rotation, uniform scale, translation; no reflection) src → dst, as 2×3.
+
+    Umeyama (1991), "Least-squares estimation of transformation parameters between two point patterns".
+    """
+    src, dst = np.asarray(src, float), np.asarray(dst, float)
+    mu_s, mu_d = src.mean(0), dst.mean(0)
+    xs, xd = src - mu_s, dst - mu_d
+    var_s = (xs**2).sum() / len(src)
+    cov = xd.T @ xs / len(src)
+    u, d, vt = np.linalg.svd(cov)
+    s = np.ones(2)
+    if np.linalg.det(u) * np.linalg.det(vt) < 0:
+        s[-1] = -1
+    r = u @ np.diag(s) @ vt
+    scale = (d * s).sum() / var_s if var_s > 0 else 1.0
+    m = np.empty((2, 3))
+    m[:, :2] = scale * r
+    m[:, 2] = mu_d - scale * r @ mu_s
+    return m
+
+
+def apply_affine(m: np.ndarray, pts: np.ndarray) -> np.ndarray:
+    return np.asarray(pts, float) @ m[:, :2].T + m[:, 2]
+
+
+def rms_residual(m: np.ndarray, src: np.ndarray, dst: np.ndarray) -> float:
+    """RMS distance between ``m``·src and dst (pixels of the destination)."""
+    return float(np.sqrt(((apply_affine(m, src) - dst) ** 2).sum(1).mean()))
+
+
+def warp_face(frame: np.ndarray, m: np.ndarray, size: int) -> np.ndarray:
+    """The aligned ``size``² crop. Strong down-scaling warps at k× and area-averages, to avoid aliasing."""
+    import cv2
+
+    scale = math.sqrt(abs(np.linalg.det(m[:, :2])))
+    k = int(min(4, max(1, round(1.0 / max(scale, 1e-6)))))
+    if k == 1:
+        return cv2.warpAffine(frame, m, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+    big = cv2.warpAffine(frame, m * k, (size * k, size * k), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+    return cv2.resize(big, (size, size), interpolation=cv2.INTER_AREA)
+
+
+def smooth_landmarks(landmarks: np.ndarray, segments: np.ndarray, sigma: float) -> np.ndarray:
+    """Centred Gaussian smoothing of (T, 5, 2) landmarks along T, never across segment boundaries."""
+    out = np.array(landmarks, float, copy=True)
+    if sigma <= 0 or len(out) < 2:
+        return out
+    radius = max(1, math.ceil(3 * sigma))
+    offsets = np.arange(-radius, radius + 1)
+    kernel = np.exp(-0.5 * (offsets / sigma) ** 2)
+    for seg in np.unique(segments):
+        idx = np.flatnonzero(segments == seg)
+        x = landmarks[idx]
+        for j in range(len(idx)):
+            lo, hi = max(0, j - radius), min(len(idx), j + radius + 1)
+            w = kernel[lo - j + radius : hi - j + radius]
+            out[idx[j]] = np.tensordot(w / w.sum(), x[lo:hi], axes=1)
+    return out
+
+
+def box_iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    x0, y0 = np.maximum(box[0], boxes[:, 0]), np.maximum(box[1], boxes[:, 1])
+    x1, y1 = np.minimum(box[2], boxes[:, 2]), np.minimum(box[3], boxes[:, 3])
+    inter = np.clip(x1 - x0, 0, None) * np.clip(y1 - y0, 0, None)
+    area = lambda b: (b[..., 2] - b[..., 0]) * (b[..., 3] - b[..., 1])  # noqa: E731
+    return inter / np.maximum(area(box) + area(boxes) - inter, 1e-9)
+
+
+def select_face(
+    det: Detections,
+    prev_box: np.ndarray | None,
+    policy: str,
+    score_threshold: float,
+    min_face_size: int,
+    track_iou: float,
+) -> tuple[int | None, str | None, bool]:
+    """(index of the kept face or None, reject reason or None, whether it continues the previous track)."""
+    if len(det) == 0:
+        return None, "no_face", False
+    ok = det.scores >= score_threshold
+    if not ok.any():
+        return None, "low_score", False
+    wh = np.minimum(det.boxes[:, 2] - det.boxes[:, 0], det.boxes[:, 3] - det.boxes[:, 1])
+    ok &= wh >= min_face_size
+    if not ok.any():
+        return None, "too_small", False
+    cand = np.flatnonzero(ok)
+    areas = (det.boxes[cand, 2] - det.boxes[cand, 0]) * (det.boxes[cand, 3] - det.boxes[cand, 1])
+    if policy == "track" and prev_box is not None:
+        ious = box_iou(prev_box, det.boxes[cand])
+        j = int(np.argmax(ious))
+        if ious[j] >= track_iou:
+            return int(cand[j]), None, True
+    if policy == "score":
+        return int(cand[np.argmax(det.scores[cand])]), None, False
+    return int(cand[np.argmax(areas)]), None, False
+
+
+# --- split -------------------------------------------------------------------------------------------
+
+
+def assign_split(frames, split: SplitParams) -> np.ndarray:
+    """'train', 'val' or 'gap' per frame row (frames: identity, video, timestamp_s)."""
+    labels = np.full(len(frames), "train", dtype=object)
+    ts = frames["timestamp_s"].to_numpy(float)
+    for _ident, by_ident in frames.groupby("identity", sort=True):
+        videos = sorted(by_ident["video"].unique())
+        if split.mode == "clips" and len(videos) >= 2:
+            n_val = min(len(videos) - 1, max(1, round(len(videos) * split.val_fraction)))
+            val_videos = set(videos[-n_val:])
+            for pos, v in zip(by_ident.index, by_ident["video"], strict=True):
+                if v in val_videos:
+                    labels[frames.index.get_loc(pos)] = "val"
+            continue
+        for _v, clip in by_ident.groupby("video", sort=True):  # tail (or clips with a single video)
+            locs = np.array([frames.index.get_loc(i) for i in clip.index])
+            t = ts[locs]
+            start, end = t.min(), t.max()
+            boundary = end - split.val_fraction * (end - start)
+            labels[locs[t >= boundary]] = "val"
+            labels[locs[(t < boundary) & (t >= boundary - split.gap_s)]] = "gap"
+    return labels
+
+
+# --- the stage ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class ClipStats:
+    identity: str
+    video: str
+    frames: int = 0
+    faces: int = 0
+    mean_residual_px: float | None = None
+    jitter_px: float | None = None
+    crop_jitter_px: float | None = None
+    rejected: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class AlignSummary:
+    out: str
+    detector: str
+    detector_reason: str
+    size: int
+    frames_read: int
+    faces: int
+    rejected: dict[str, int]
+    identities: dict[str, dict]
+    mean_residual_px: float | None
+    jitter_px: float | None
+    crop_jitter_px: float | None
+    seconds: float
+    frames_per_second: float
+    clips: list[dict]
+
+
+def _reader(frames_dir: Path, work: list, batch_size: int, q: queue.Queue, stop: threading.Event) -> None:
+    """Decode frames in a thread: puts (clip_key, [row dicts], [RGB frames]) batches, then (clip_key, None)."""
+    import cv2
+
+    try:
+        for key, rows in work:
+            for i in range(0, len(rows), batch_size):
+                if stop.is_set():
+                    return
+                chunk = rows[i : i + batch_size]
+                images = []
+                for r in chunk:
+                    bgr = cv2.imread(str(frames_dir / r["path"]), cv2.IMREAD_COLOR)
+                    images.append(None if bgr is None else cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+                q.put((key, chunk, images))
+            q.put((key, None, None))
+    except BaseException as err:  # surface reader failures in the main thread
+        q.put(err)
+    finally:
+        q.put(StopIteration)
+
+
+def _batches_by_size(chunk: list[dict], images: list) -> Iterator[tuple[list[dict], list]]:
+    """Split a batch where frame sizes differ (a detector batch needs one size)."""
+    groups: dict[tuple, tuple[list, list]] = {}
+    for r, im in zip(chunk, images, strict=True):
+        if im is None:
+            continue
+        g = groups.setdefault(im.shape, ([], []))
+        g[0].append(r)
+        g[1].append(im)
+    yield from groups.values()
+
+
+def _crop_shift(a: np.ndarray, b: np.ndarray, window: np.ndarray) -> float:
+    import cv2
+
+    ga = cv2.cvtColor(a, cv2.COLOR_RGB2GRAY).astype(np.float32)
+    gb = cv2.cvtColor(b, cv2.COLOR_RGB2GRAY).astype(np.float32)
+    (dx, dy), _ = cv2.phaseCorrelate(ga, gb, window)
+    return float(math.hypot(dx, dy))
+
+
+def align_faces(
+    frames_dir: str | Path,
+    out: str | Path,
+    detector: Detector,
+    params: AlignParams,
+    split: SplitParams,
+    *,
+    size: int,
+    detector_reason: str = "",
+    progress: bool = True,
+    cache_bytes: int = 1 << 30,
+) -> AlignSummary:
+    """Run the align stage over ``frames_dir`` (written by extract) into ``out``; see the module docstring."""
+    import sys
+
+    import cv2
+    import pandas as pd
+    from tqdm import tqdm
+
+    from faceswap.data.video import INDEX_NAME, prepare_out_dir
+
+    frames_dir, out = Path(frames_dir), Path(out)
+    index = frames_dir / INDEX_NAME
+    if not index.is_file():
+        raise AlignError(f"no frame index at {index}: run `faceswap extract` first")
+    frames = pd.read_parquet(index).sort_values(["identity", "video", "frame_index"], kind="stable")
+    frames = frames.reset_index(drop=True)
+    try:
+        prepare_out_dir(out, (MANIFEST_NAME, REPORT_NAME))
+    except RuntimeError as err:
+        raise AlignError(str(err)) from None
+    frames["split"] = assign_split(frames, split) if len(frames) else []
+    template = face_template(size, params.coverage)
+    max_res = params.max_residual * size
+
+    work = []
+    clip_stats: dict[tuple[str, str], ClipStats] = {}
+    rejected: Counter[str] = Counter()
+    for (ident, video), clip in frames.groupby(["identity", "video"], sort=True):
+        st = clip_stats[(ident, video)] = ClipStats(ident, video, frames=len(clip))
+        gap = clip["split"] == "gap"
+        st.rejected["split_gap"] = int(gap.sum())
+        work.append(((ident, video), clip[~gap].to_dict("records")))
+    rejected["split_gap"] = sum(s.rejected["split_gap"] for s in clip_stats.values())
+    n_detect = sum(len(rows) for _, rows in work)
+
+    q: queue.Queue = queue.Queue(maxsize=4)
+    stop = threading.Event()
+    reader = threading.Thread(target=_reader, args=(frames_dir, work, params.batch_size, q, stop), daemon=True)
+    t0 = time.perf_counter()
+    reader.start()
+    bar = tqdm(total=n_detect, unit="frame", desc=f"align ({detector.name})", file=sys.stderr, disable=None)
+    manifest_rows: list[dict] = []
+    window = cv2.createHanningWindow((size, size), cv2.CV_32F)
+    pending: dict[tuple, list] = {}  # clip → [(row, detections, image or None)]
+    cached = 0
+    try:
+        while True:
+            item = q.get()
+            if item is StopIteration:
+                break
+            if isinstance(item, BaseException):
+                raise item
+            key, chunk, images = item
+            if chunk is None:
+                manifest_rows += _finish_clip(
+                    frames_dir,
+                    out,
+                    pending.pop(key, []),
+                    clip_stats[key],
+                    detector.name,
+                    params,
+                    template,
+                    max_res,
+                    size,
+                    window,
+                )
+                cached = 0
+                continue
+            for r, im in zip(chunk, images, strict=True):
+                if im is None:
+                    pending.setdefault(key, []).append(({**r, "unreadable": True}, Detections.empty(), None))
+            for rows, ims in _batches_by_size(chunk, images):
+                dets = detector.detect(ims)
+                for r, d, im in zip(rows, dets, ims, strict=True):
+                    keep_img = cached + im.nbytes <= cache_bytes and len(d) > 0
+                    cached += im.nbytes if keep_img else 0
+                    pending.setdefault(key, []).append((r, d, im if keep_img else None))
+            bar.update(len(chunk))
+    finally:
+        stop.set()
+        bar.close()
+    seconds = time.perf_counter() - t0
+
+    for st in clip_stats.values():
+        for reason, n in st.rejected.items():
+            if reason != "split_gap":
+                rejected[reason] += n
+    manifest_rows.sort(key=lambda r: r["face_id"])
+    write_manifest(manifest_rows, out / MANIFEST_NAME)
+
+    def mean_of(values):
+        vals = [v for v in values if v is not None and not math.isnan(v)]
+        return round(float(np.mean(vals)), 4) if vals else None
+
+    idents = {}
+    for ident in sorted(frames["identity"].unique()):
+        mine = [r for r in manifest_rows if r["identity"] == ident]
+        idents[ident] = {
+            "frames": int((frames["identity"] == ident).sum()),
+            "faces": len(mine),
+            "train": sum(r["split"] == "train" for r in mine),
+            "val": sum(r["split"] == "val" for r in mine),
+            "videos_with_faces": len({r["video"] for r in mine}),
+        }
+    res = [r["alignment_residual_px"] for r in manifest_rows]
+    clips = list(clip_stats.values())
+    summary = AlignSummary(
+        out=str(out),
+        detector=detector.name,
+        detector_reason=detector_reason,
+        size=size,
+        frames_read=len(frames),
+        faces=len(manifest_rows),
+        rejected={k: int(rejected.get(k, 0)) for k in REJECT_REASONS},
+        identities=idents,
+        mean_residual_px=mean_of(res),
+        jitter_px=mean_of([c.jitter_px for c in clips]),
+        crop_jitter_px=mean_of([c.crop_jitter_px for c in clips]),
+        seconds=round(seconds, 3),
+        frames_per_second=round(n_detect / seconds, 3) if seconds > 0 else 0.0,
+        clips=[asdict(c) for c in clips],
+    )
+    (out / REPORT_NAME).write_text(json.dumps(asdict(summary), indent=2) + "\n")
+    return summary
+
+
+def _finish_clip(
+    frames_dir: Path,
+    out: Path,
+    items: list,
+    st: ClipStats,
+    detector_name: str,
+    params: AlignParams,
+    template: np.ndarray,
+    max_res: float,
+    size: int,
+    window: np.ndarray,
+) -> list[dict]:
+    """Select, smooth, align and write one clip's faces; fill its stats; return its manifest rows."""
+    import cv2
+
+    items.sort(key=lambda it: it[0]["frame_index"])
+    kept = []  # (row, det, index, image, segment)
+    prev_box, prev_t, segment = None, None, -1
+    for row, det, image in items:
+        t = row["timestamp_s"]
+        if row.get("unreadable"):
+            st.rejected["unreadable"] = st.rejected.get("unreadable", 0) + 1
+            continue
+        if prev_t is not None and t - prev_t > params.max_gap_s:
+            prev_box = None
+        i, reason, continued = select_face(
+            det, prev_box, params.select, params.score_threshold, params.min_face_size, params.track_iou
+        )
+        if i is None:
+            st.rejected[reason] = st.rejected.get(reason, 0) + 1
+            continue
+        lm = det.landmarks[i]
+        if rms_residual(umeyama(lm, template), lm, template) > max_res:
+            st.rejected["bad_landmarks"] = st.rejected.get("bad_landmarks", 0) + 1
+            continue
+        if not continued and (params.select == "track" or prev_t is None or t - prev_t > params.max_gap_s):
+            segment += 1
+        prev_box, prev_t = det.boxes[i], t
+        kept.append((row, det, i, image, segment))
+    if not kept:
+        return []
+    raw = np.stack([d.landmarks[i] for _, d, i, _, _ in kept])
+    segments = np.array([s for *_, s in kept])
+    smooth = smooth_landmarks(raw, segments, params.smoothing_sigma) if params.smoothing == "gaussian" else raw
+
+    rows, aligned_all, crops = [], [], []
+    (out / st.identity).mkdir(parents=True, exist_ok=True)
+    for k, (row, det, i, image, seg) in enumerate(kept):
+        if image is None:
+            bgr = cv2.imread(str(frames_dir / row["path"]), cv2.IMREAD_COLOR)
+            image = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+        m = umeyama(smooth[k], template)
+        crop = warp_face(image, m, size)
+        aligned = apply_affine(m, raw[k])
+        grey = cv2.cvtColor(crop, cv2.COLOR_RGB2GRAY)
+        face_id = f"{row['identity']}__{row['video']}__{row['frame_index']:06d}"
+        rel = f"{row['identity']}/{face_id}.png"
+        cv2.imwrite(str(out / rel), cv2.cvtColor(crop, cv2.COLOR_RGB2BGR))
+        rows.append(
+            {
+                "face_id": face_id,
+                "identity": row["identity"],
+                "video": row["video"],
+                "frame_index": int(row["frame_index"]),
+                "timestamp_s": float(row["timestamp_s"]),
+                "split": row["split"],
+                "path": rel,
+                "frame_path": row["path"],
+                "detector": detector_name,
+                "score": float(det.scores[i]),
+                "box": det.boxes[i],
+                "landmarks_src": raw[k],
+                "landmarks_aligned": aligned,
+                "matrix": m,
+                "alignment_residual_px": float(np.sqrt(((aligned - template) ** 2).sum(1).mean())),
+                "sharpness": float(cv2.Laplacian(grey, cv2.CV_64F).var()),
+                "brightness": float(grey.mean()),
+                "width": size,
+                "height": size,
+                "frame_width": int(image.shape[1]),
+                "frame_height": int(image.shape[0]),
+                "segment": int(seg),
+            }
+        )
+        aligned_all.append(aligned)
+        crops.append(crop)
+    st.faces = len(rows)
+    st.mean_residual_px = round(float(np.mean([r["alignment_residual_px"] for r in rows])), 4)
+    moves, shifts = [], []
+    for k in range(1, len(rows)):
+        if segments[k] == segments[k - 1]:
+            moves.append(float(np.linalg.norm(aligned_all[k] - aligned_all[k - 1], axis=1).mean()))
+            shifts.append(_crop_shift(crops[k - 1], crops[k], window))
+    st.jitter_px = round(float(np.mean(moves)), 4) if moves else None
+    st.crop_jitter_px = round(float(np.mean(shifts)), 4) if shifts else None
+    return rows
+
+
+def format_align_summary(s: AlignSummary) -> str:
+    lines = [
+        f"align → {s.out}: {s.faces} faces from {s.frames_read} frames "
+        f"({s.detector}: {s.detector_reason}; {s.frames_per_second:.1f} frames/s)",
+        "  rejected: " + ", ".join(f"{k} {v}" for k, v in s.rejected.items()),
+    ]
+    for ident, d in s.identities.items():
+        lines.append(f"  {ident}: {d['faces']} faces (train {d['train']}, val {d['val']}) from {d['frames']} frames")
+    lines.append(
+        f"  mean alignment residual {s.mean_residual_px} px at {s.size}²; jitter (aligned landmarks) "
+        f"{s.jitter_px} px, crop jitter (phase correlation) {s.crop_jitter_px} px"
+    )
+    for c in s.clips:
+        rej = ", ".join(f"{k} {v}" for k, v in c["rejected"].items() if v)
+        lines.append(
+            f"    {c['identity']}/{c['video']}: {c['faces']}/{c['frames']} faces, residual {c['mean_residual_px']},"
+            f" jitter {c['jitter_px']}, crop jitter {c['crop_jitter_px']}" + (f"  [{rej}]" if rej else "")
+        )
+    return "\n".join(lines)

@@ -1,0 +1,122 @@
+"""Schema of ``data/faces/manifest.parquet``: one row per aligned face.
+
+The parquet file is written with this exact Arrow schema (even with zero rows), so readers (the
+validation stage, the dataset, Great Expectations) can rely on the column names and types. Array
+columns are nested fixed-shape lists; :func:`column_array` turns one into an ``(N, ...)`` float array.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+MANIFEST_NAME = "manifest.parquet"
+
+
+def _schema_spec():
+    import pyarrow as pa
+
+    f64, i64, s = pa.float64(), pa.int64(), pa.string()
+    point = pa.list_(f64, 2)
+    return [
+        ("face_id", s, "unique id: <identity>__<video>__<frame_index:06d>"),
+        ("identity", s, "identity folder name (a, b)"),
+        ("video", s, "video id within the identity (path under the identity folder)"),
+        ("frame_index", i64, "index of the frame in the video (0-based, before sampling)"),
+        ("timestamp_s", f64, "frame time in the video, seconds"),
+        ("split", s, "train or val (see params split)"),
+        ("path", s, "aligned crop, relative to the manifest's folder"),
+        ("frame_path", s, "source frame, relative to the frames folder"),
+        ("detector", s, "backend that found the face (mtcnn, retinaface)"),
+        ("score", f64, "detector confidence"),
+        ("box", pa.list_(f64, 4), "face box in the frame: x0, y0, x1, y1"),
+        ("landmarks_src", pa.list_(point, 5), "5 detected landmarks in the frame (eyes, nose, mouth corners)"),
+        ("landmarks_aligned", pa.list_(point, 5), "the detected landmarks mapped into the crop by matrix"),
+        ("matrix", pa.list_(pa.list_(f64, 3), 2), "2×3 forward affine: frame → crop (invert to paste back)"),
+        ("alignment_residual_px", f64, "RMS distance of landmarks_aligned to the template, crop pixels"),
+        ("sharpness", f64, "variance of the Laplacian of the grey crop"),
+        ("brightness", f64, "mean grey level of the crop, 0..255"),
+        ("width", i64, "crop width in pixels"),
+        ("height", i64, "crop height in pixels"),
+        ("frame_width", i64, "source frame width"),
+        ("frame_height", i64, "source frame height"),
+        ("segment", i64, "track segment within the clip (a gap or lost track starts a new one)"),
+    ]
+
+
+def manifest_schema():
+    import pyarrow as pa
+
+    return pa.schema([pa.field(name, typ, nullable=False) for name, typ, _ in _schema_spec()])
+
+
+MANIFEST_COLUMNS = [
+    "face_id",
+    "identity",
+    "video",
+    "frame_index",
+    "timestamp_s",
+    "split",
+    "path",
+    "frame_path",
+    "detector",
+    "score",
+    "box",
+    "landmarks_src",
+    "landmarks_aligned",
+    "matrix",
+    "alignment_residual_px",
+    "sharpness",
+    "brightness",
+    "width",
+    "height",
+    "frame_width",
+    "frame_height",
+    "segment",
+]
+
+
+def describe_columns() -> dict[str, str]:
+    """Column name → one-line meaning (for docs and Data Docs)."""
+    return {name: desc for name, _, desc in _schema_spec()}
+
+
+def write_manifest(rows: list[dict], path: str | Path) -> None:
+    """Write rows (dicts with every column; arrays may be numpy) with the manifest schema."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    schema = manifest_schema()
+    cols = {}
+    for field in schema:
+        values = [r[field.name] for r in rows]
+        if pa.types.is_list(field.type) or pa.types.is_fixed_size_list(field.type):
+            values = [np.asarray(v, dtype=np.float64).tolist() for v in values]
+        cols[field.name] = pa.array(values, type=field.type)
+    table = pa.Table.from_pydict(cols, schema=schema)
+    pq.write_table(table, path)
+
+
+def read_manifest(path: str | Path):
+    """The manifest as a pandas DataFrame (array columns hold nested arrays: see column_array)."""
+    import pandas as pd
+
+    return pd.read_parquet(path)
+
+
+def column_array(df, column: str) -> np.ndarray:
+    """An array column as a float array: box → (N, 4), landmarks_* → (N, 5, 2), matrix → (N, 2, 3)."""
+    shapes = {"box": (4,), "landmarks_src": (5, 2), "landmarks_aligned": (5, 2), "matrix": (2, 3)}
+    if column not in shapes:
+        raise KeyError(f"{column!r} is not an array column; array columns: {', '.join(shapes)}")
+    if len(df) == 0:
+        return np.zeros((0, *shapes[column]))
+    return np.asarray([np.stack(v).tolist() if len(shapes[column]) > 1 else list(v) for v in df[column]], float)
+
+
+def check_manifest(df) -> list[str]:
+    """Problems with a manifest's columns (missing, unexpected); empty list when it matches the schema."""
+    missing = [c for c in MANIFEST_COLUMNS if c not in df.columns]
+    extra = [c for c in df.columns if c not in MANIFEST_COLUMNS]
+    return [f"missing column {c}" for c in missing] + [f"unexpected column {c}" for c in extra]
