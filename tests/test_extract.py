@@ -1,0 +1,101 @@
+"""Frame extraction: sampling, timestamps, and bad inputs reported instead of crashing the stage."""
+
+from __future__ import annotations
+
+import json
+
+import cv2
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from faceswap.cli import app
+from faceswap.data.video import FRAME_COLUMNS, ExtractError, extract_frames, iter_sampled_frames
+from tests._clips import face_clip
+from tests.conftest import REPO
+
+
+@pytest.fixture(scope="module")
+def good_clip(tmp_path_factory):
+    return face_clip(tmp_path_factory.mktemp("clip") / "good.mp4", seconds=2.0, fps=10)  # 20 frames
+
+
+def _half_written_avi(src, dst):
+    """An AVI whose second half is missing: it opens, then decoding stops midway."""
+    cap = cv2.VideoCapture(str(src))
+    writer = cv2.VideoWriter(str(dst), cv2.VideoWriter.fourcc(*"MJPG"), 10, (320, 240))
+    while True:
+        ok, f = cap.read()
+        if not ok:
+            break
+        writer.write(f)
+    writer.release()
+    data = dst.read_bytes()
+    dst.write_bytes(data[: len(data) // 2])
+
+
+def test_sampling_indices_and_timestamps(good_clip):
+    got = [(i, t) for i, t, _ in iter_sampled_frames(good_clip, every=3)]
+    assert [i for i, _ in got] == [0, 3, 6, 9, 12, 15, 18]
+    assert [t for _, t in got] == pytest.approx([i / 10 for i, _ in got])
+    assert len(list(iter_sampled_frames(good_clip, every=2, max_frames=4))) == 4
+
+
+def test_bad_files_are_reported_and_skipped(tmp_path, good_clip):
+    raw = tmp_path / "raw"
+    (raw / "a").mkdir(parents=True)
+    (raw / "b").mkdir()
+    (raw / "a" / "good.mp4").write_bytes(good_clip.read_bytes())
+    (raw / "a" / "empty.mp4").write_bytes(b"")
+    (raw / "a" / "fake.mov").write_text("this is not a video\n")
+    data = good_clip.read_bytes()
+    (raw / "a" / "truncated.mp4").write_bytes(data[: len(data) // 2])
+    _half_written_avi(good_clip, raw / "b" / "half.avi")
+    (raw / "b" / "notes.txt").write_text("not a video extension: ignored\n")
+
+    s = extract_frames(raw, tmp_path / "frames", ("a", "b"), every=2, max_frames=None)
+    by_name = {v["video"]: v for v in s.videos}
+    assert by_name["good.mp4"]["status"] == "ok" and by_name["good.mp4"]["frames_kept"] == 10
+    assert by_name["empty.mp4"]["status"] == "failed" and "empty" in by_name["empty.mp4"]["message"]
+    assert by_name["fake.mov"]["status"] == "failed" and "cannot open" in by_name["fake.mov"]["message"]
+    assert by_name["truncated.mp4"]["status"] == "failed"
+    half = by_name["half.avi"]
+    assert half["status"] == "partial" and "stopped at frame" in half["message"]
+    assert 0 < half["frames_kept"] < 10
+    assert s.ignored_files == [str(raw / "b" / "notes.txt")]
+
+    report = json.loads((tmp_path / "frames" / "report.json").read_text())
+    assert report["identities"]["a"]["frames"] == 10 and report["identities"]["a"]["videos_failed"] == 3
+    df = pd.read_parquet(tmp_path / "frames" / "frames.parquet")
+    assert list(df.columns) == list(FRAME_COLUMNS)
+    assert len(df) == s.frames and all((tmp_path / "frames" / p).is_file() for p in df["path"])
+    assert df["frame_index"].dtype == "int64" and df["timestamp_s"].dtype == "float64"
+
+
+def test_identity_without_frames_fails_clearly(tmp_path, good_clip):
+    raw = tmp_path / "raw"
+    (raw / "a").mkdir(parents=True)
+    (raw / "a" / "good.mp4").write_bytes(good_clip.read_bytes())
+    (raw / "b").mkdir()
+    (raw / "b" / "broken.mp4").write_text("nope")
+    with pytest.raises(ExtractError, match=r"no frames for identity b .*1 video file\(s\), none decodable"):
+        extract_frames(raw, tmp_path / "frames", ("a", "b"))
+    assert (tmp_path / "frames" / "report.json").is_file()
+
+    res = CliRunner().invoke(
+        app, ["extract", str(raw), "--out", str(tmp_path / "f2"), "--params", str(REPO / "params.yaml")]
+    )
+    assert res.exit_code == 1
+    assert "no frames for identity b" in res.output
+
+
+def test_refuses_to_wipe_a_foreign_folder(tmp_path, good_clip):
+    raw = tmp_path / "raw"
+    (raw / "a").mkdir(parents=True)
+    (raw / "a" / "good.mp4").write_bytes(good_clip.read_bytes())
+    out = tmp_path / "precious"
+    out.mkdir()
+    (out / "thesis.tex").write_text("keep me")
+    with pytest.raises(ExtractError, match="refusing to wipe"):
+        extract_frames(raw, out, ("a",))
+    assert (out / "thesis.tex").read_text() == "keep me"
