@@ -1,0 +1,71 @@
+"""Checkpoints that survive crashes: atomic writes, config beside the weights, safe loads.
+
+A checkpoint is one dict saved with ``torch.save``: ``model`` (state dict), ``model_config``
+(``ModelConfig.to_dict()``, enough to rebuild the network), and whatever training state the writer adds
+(optimiser, scaler, scheduler, step, RNG states, the run's config). Loads use ``weights_only=True``,
+so a checkpoint can never run code; everything stored must therefore be tensors and plain Python
+containers/scalars.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from faceswap.model import FaceSwapAutoencoder, ModelConfig
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that is missing, truncated or not one of ours."""
+
+
+def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
+    """Write ``state`` to ``path`` atomically: a temporary file in the same folder, fsync, rename.
+
+    A crash at any moment leaves either the old file or the new one, never half of one.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load a checkpoint dict safely (``weights_only=True``); a bad file is a CheckpointError."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:  # truncated zip, foreign pickle, …
+        raise CheckpointError(f"cannot read checkpoint {path}: {err}") from None
+    if not isinstance(state, dict) or "model" not in state or "model_config" not in state:
+        raise CheckpointError(f"{path} is not a faceswap checkpoint (needs 'model' and 'model_config')")
+    return state
+
+
+def model_config_from(state: dict[str, Any]) -> ModelConfig:
+    cfg = dict(state["model_config"])
+    cfg["identities"] = tuple(cfg.get("identities", ("a", "b")))
+    return ModelConfig(**cfg)
+
+
+def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[FaceSwapAutoencoder, dict[str, Any]]:
+    """Rebuild the autoencoder from a checkpoint, in eval mode on ``device``; returns (model, state)."""
+    state = load_checkpoint(path, map_location=device)
+    model = FaceSwapAutoencoder(model_config_from(state))
+    model.load_state_dict(state["model"])
+    return model.to(device).eval(), state
