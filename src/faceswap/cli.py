@@ -270,6 +270,45 @@ def align_cmd(
         fail(f"no face found for identity {', '.join(empty) or '(any)'}; see {out / 'report.json'}")
 
 
+# --- validation ---
+
+
+@app.command("validate")
+def validate_cmd(
+    faces_dir: Annotated[Path, typer.Argument(help="Output of `faceswap align` (holds manifest.parquet).")],
+    out: Annotated[Path, typer.Option(help="Accepted faces.parquet and quarantine.parquet go here.")] = Path(
+        "data/validated"
+    ),
+    report: Annotated[Path, typer.Option(help="Great Expectations Data Docs (HTML) go here.")] = Path(
+        "reports/validation"
+    ),
+    metrics: Annotated[Path | None, typer.Option(help="JSON summary (DVC metrics).")] = Path(
+        "metrics/validation.json"
+    ),
+    mode: Annotated[str | None, typer.Option(help="fail | filter (default: params validate.mode).")] = None,
+    project: Annotated[Path, typer.Option(help="Folder holding the Great Expectations project gx/.")] = Path("."),
+    params: ParamsOpt = Path("params.yaml"),
+) -> None:
+    """Great Expectations gate over the face manifest and crops: quarantine or fail, Data Docs, JSON summary."""
+    from faceswap.config import Params
+
+    p = _params(params) if params.exists() else Params()
+    if mode is not None and mode not in ("fail", "filter"):
+        fail(f"--mode must be 'fail' or 'filter', got {mode!r}", 2)
+    from faceswap.validation import ValidationStageError, format_summary, run_validation
+
+    try:
+        result = run_validation(faces_dir, out, p, report_dir=report, metrics_path=metrics, project_dir=project,
+                                mode=mode)
+    except ValidationStageError as err:
+        fail(str(err))
+    typer.echo(format_summary(result))
+    if not result.success:
+        why = "failed expectations" if result.mode == "fail" else "table-level expectations failed"
+        fail(f"validation gate closed ({result.mode} mode: {why}); see {result.quarantine_path} and {report}")
+
+
+
 def main() -> None:
     app()
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 DEFAULT_PARAMS = Path("params.yaml")
 
@@ -179,6 +179,61 @@ class SplitParams(_Section):
     def _mode(cls, v: str) -> str:
         return _one_of(v, SPLIT_MODES)
 
+# --- validation (``faceswap validate``) ---
+
+VALIDATE_MODES = ("fail", "filter")
+
+
+class ValidateParams(_Section):
+    """Thresholds of the Great Expectations gate between align and training (``faceswap validate``).
+
+    Sizes and distances in the crop are fractions of the crop side, so they hold at any image_size.
+    """
+
+    mode: str = Field("filter", description="fail: any failed expectation fails the stage; filter: quarantine rows.")
+    min_score: float = Field(0.95, ge=0.0, le=1.0, description="Least detector confidence.")
+    min_face_size: int = Field(40, ge=1, le=4096, description="Shortest side of the face box, frame pixels.")
+    min_sharpness: float = Field(50.0, ge=0.0, description="Absolute floor on the crop's variance of the Laplacian.")
+    min_relative_sharpness: float = Field(
+        0.45, ge=0.0, le=1.0, description="Least crop sharpness as a share of its identity's median sharpness."
+    )
+    min_brightness: float = Field(40.0, ge=0.0, le=255.0, description="Least mean grey level of the crop.")
+    max_brightness: float = Field(220.0, ge=0.0, le=255.0, description="Largest mean grey level of the crop.")
+    max_residual: float = Field(
+        0.07, gt=0.0, le=1.0, description="Largest RMS landmark misfit to the template, fraction of the crop side."
+    )
+    landmark_tolerance: float = Field(
+        0.1, gt=0.0, le=1.0, description="Largest distance of any aligned landmark from its template point (fraction)."
+    )
+    max_jitter: float = Field(
+        0.025, gt=0.0, le=1.0, description="Largest median frame-to-frame landmark motion in a clip (fraction)."
+    )
+    min_train_faces: int = Field(50, ge=0, description="Least accepted training faces per identity.")
+    min_val_faces: int = Field(10, ge=0, description="Least accepted validation faces per identity.")
+    split_guard_s: float | None = Field(
+        None, ge=0.0, description="Least time between a train frame and a val frame of a clip; null = split.gap_s."
+    )
+    duplicate_max_diff: float = Field(
+        0.5, ge=0.0, le=255.0, description="Least mean |grey| difference of 16×16 thumbnails to the previous crop."
+    )
+    examples: int = Field(3, ge=0, le=100, description="Example face ids shown per failed expectation.")
+    mlflow_tracking_uri: str | None = Field(
+        None, description="Log summary and Data Docs to this MLflow server; null = only if MLFLOW_TRACKING_URI is set."
+    )
+
+    @field_validator("mode")
+    @classmethod
+    def _mode(cls, v: str) -> str:
+        return _one_of(v, VALIDATE_MODES)
+
+    @model_validator(mode="after")
+    def _brightness_range(self) -> ValidateParams:
+        if self.min_brightness >= self.max_brightness:
+            raise ValueError(
+                f"min_brightness ({self.min_brightness:g}) must be below max_brightness ({self.max_brightness:g})"
+            )
+        return self
+
 
 def _one_of(v: str, allowed: tuple[str, ...]) -> str:
     if v not in allowed:
@@ -189,6 +244,8 @@ def _one_of(v: str, allowed: tuple[str, ...]) -> str:
 class Params(_Section):
     """The whole ``params.yaml``."""
 
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
     base: BaseParams = BaseParams()
     model: ModelParams = ModelParams()
     metrics: MetricsParams = MetricsParams()
@@ -196,6 +253,9 @@ class Params(_Section):
     extract: ExtractParams = ExtractParams()
     align: AlignParams = AlignParams()
     split: SplitParams = SplitParams()
+    # ``validate`` is the params.yaml key (and the stage's name); the attribute is ``validation`` because
+    # pydantic's BaseModel already has a ``validate`` method.
+    validation: ValidateParams = Field(ValidateParams(), alias="validate")
 
 
 def _format_errors(err: ValidationError, source: str) -> str:

@@ -1,0 +1,234 @@
+"""The Great Expectations gate on real aligned faces: a clean set passes; planted defects each trip the one
+expectation meant for them, in both modes; quarantine, JSON summary, Data Docs and MLflow artifacts."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from faceswap.cli import app
+from faceswap.config import ConfigError, Params, parse_params
+from faceswap.data.manifest import column_array, write_manifest
+from tests._clips import face_clip
+from tests.conftest import REPO
+
+SIZE = 64
+ARRAYS = ("box", "landmarks_src", "landmarks_aligned", "matrix")
+
+
+def _params(**validate) -> Params:
+    return parse_params(
+        {
+            "base": {"image_size": SIZE},
+            "split": {"mode": "tail", "val_fraction": 0.25, "gap_s": 0.2},
+            "validate": {"min_train_faces": 8, "min_val_faces": 2, "min_relative_sharpness": 0.3, **validate},
+        }
+    )
+
+
+@pytest.fixture(scope="module")
+def faces_dir(tmp_path_factory):
+    """Real aligned faces: 3 clips of the astronaut (a), 1 of Grace Hopper (b), through extract and align."""
+    from faceswap.config import AlignParams
+    from faceswap.data.align import align_faces
+    from faceswap.data.detect import MtcnnDetector
+    from faceswap.data.video import extract_frames
+
+    root = tmp_path_factory.mktemp("validate")
+    for who, n in (("a", 3), ("b", 1)):
+        for k in range(n):
+            face_clip(root / "raw" / who / f"walk{k}.mp4", who, seconds=2.0, fps=8, seed=10 * k + len(who))
+    extract_frames(root / "raw", root / "frames", ("a", "b"), every=1)
+    p = _params()
+    align_faces(root / "frames", root / "faces", MtcnnDetector("cpu", min_face_size=40),
+                AlignParams(min_face_size=40), p.split, size=SIZE, progress=False)
+    return root / "faces"
+
+
+def _run(faces, tmp_path, params, mode, **kw):
+    from faceswap.validation import run_validation
+
+    return run_validation(faces, tmp_path / "validated", params, report_dir=tmp_path / "reports" / "validation",
+                          metrics_path=tmp_path / "metrics" / "validation.json", project_dir=tmp_path, mode=mode, **kw)
+
+
+def _write(df: pd.DataFrame, path) -> None:
+    rows = df.to_dict("records")
+    for c in ARRAYS:
+        for r, a in zip(rows, column_array(df, c), strict=True):
+            r[c] = a
+    write_manifest(rows, path)
+
+
+# --- defects -------------------------------------------------------------------------------------------
+
+
+def plant_defects(src, dst, too_few: bool = True) -> dict[str, set[str]]:
+    """Copy the faces folder and plant one defect per expectation; return key → face ids meant to trip it."""
+    shutil.copytree(src, dst)
+    df = pd.read_parquet(dst / "manifest.parquet")
+    planted: dict[str, set[str]] = {}
+
+    def clip(who, video, split="train"):
+        return df[(df.identity == who) & (df.video == video) & (df.split == split)].sort_values("frame_index")
+
+    walk0 = clip("a", "walk0.mp4")
+    blurred, small, missing = (walk0.iloc[k] for k in (3, 6, 9))
+    img = cv2.imread(str(dst / blurred.path))
+    cv2.imwrite(str(dst / blurred.path), cv2.GaussianBlur(img, (0, 0), 1.2))
+    planted["relative_sharpness"] = {blurred.face_id}
+    cv2.imwrite(str(dst / small.path), cv2.resize(cv2.imread(str(dst / small.path)), (48, 48)))
+    planted["image_shape"] = {small.face_id}
+    (dst / missing.path).unlink()
+    planted["file_exists"] = {missing.face_id}
+
+    walk1 = clip("a", "walk1.mp4")
+    low = walk1.index[3]
+    df.loc[low, "score"] = 0.5
+    planted["score"] = {df.loc[low, "face_id"]}
+    leak = clip("a", "walk1.mp4", "val").index[0]  # the first held-out frame relabelled as training
+    df.loc[leak, "split"] = "train"
+    planted["split_leak"] = {df.loc[leak, "face_id"]}
+
+    shaky = df[(df.identity == "a") & (df.video == "walk2.mp4")].sort_values("frame_index")
+    lm = column_array(shaky, "landmarks_aligned")
+    lm[:, :, 0] += np.where(np.arange(len(lm)) % 2 == 0, 1.5, -1.5)[:, None]  # ±1.5 px frame to frame
+    df["landmarks_aligned"] = df["landmarks_aligned"].astype(object)
+    for i, a in zip(shaky.index, lm, strict=True):
+        df.at[i, "landmarks_aligned"] = a
+    planted["jitter"] = set(shaky.face_id)
+
+    if too_few:  # identity b keeps 3 training faces (and all its validation faces)
+        b_train = df[(df.identity == "b") & (df.split == "train")].sort_values("face_id")
+        df = df.drop(b_train.index[3:])
+        planted["train_faces"] = {"b"}
+    _write(df.reset_index(drop=True), dst / "manifest.parquet")
+    return planted
+
+
+# --- tests ---------------------------------------------------------------------------------------------
+
+
+def test_validate_params_are_checked():
+    with pytest.raises(ConfigError, match=r"validate.mode = 'strict': must be one of fail, filter"):
+        parse_params({"validate": {"mode": "strict"}})
+    with pytest.raises(ConfigError, match=r"min_brightness .* must be below max_brightness"):
+        parse_params({"validate": {"min_brightness": 200, "max_brightness": 100}})
+    with pytest.raises(ConfigError, match=r"validate\.min_score = 1\.5"):
+        parse_params({"validate": {"min_score": 1.5}})
+    assert Params().validation.mode == "filter"
+
+
+def test_cli_does_not_import_great_expectations():
+    code = (
+        "import sys; import faceswap.cli, faceswap.validation, faceswap.validation.checks; "
+        "heavy = [m for m in ('great_expectations', 'mlflow') if m in sys.modules]; assert not heavy, heavy"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)
+
+
+def test_cli_without_manifest_fails_clearly(tmp_path):
+    res = CliRunner().invoke(app, ["validate", str(tmp_path), "--out", str(tmp_path / "v"),
+                                   "--params", str(REPO / "params.yaml")])
+    assert res.exit_code == 1 and "run `faceswap align` first" in res.output
+
+
+@pytest.mark.slow
+def test_real_faces_pass_and_everything_is_written(faces_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "validate-test")
+    r = _run(faces_dir, tmp_path, _params(), "fail")
+    assert r.success and not r.failures, [f.key for f in r.failures]
+    manifest = pd.read_parquet(faces_dir / "manifest.parquet")
+    accepted = pd.read_parquet(tmp_path / "validated" / "faces.parquet")
+    pd.testing.assert_frame_equal(accepted, manifest)  # every column, both splits, unchanged
+    assert set(accepted["split"]) == {"train", "val"}
+    assert len(pd.read_parquet(tmp_path / "validated" / "quarantine.parquet")) == 0
+    summary = json.loads((tmp_path / "metrics" / "validation.json").read_text())
+    assert summary["success"] and summary["accepted"] == len(manifest) and summary["quarantined"] == 0
+    assert set(summary["rejected_by"]) >= {"score", "relative_sharpness", "jitter", "split_leak", "near_duplicate"}
+    assert (tmp_path / "reports" / "validation" / "index.html").is_file()
+    for f in ("expectations/faces.json", "expectations/identities.json", "checkpoints/validate_faces.json"):
+        assert (tmp_path / "gx" / f).is_file()
+    suite = json.loads((tmp_path / "gx" / "expectations" / "faces.json").read_text())
+    assert {e["meta"]["key"] for e in suite["expectations"]} >= {"file_exists", "image_shape", "score", "jitter"}
+
+    import mlflow
+
+    arts = {a.path for a in mlflow.MlflowClient().list_artifacts(r.mlflow_run_id, "validation")}
+    assert {"validation/validation.json", "validation/quarantine.parquet", "validation/data_docs"} <= arts
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["fail", "filter"])
+def test_planted_defects_trip_exactly_their_expectation(faces_dir, tmp_path, mode):
+    planted = plant_defects(faces_dir, tmp_path / "faces")
+    r = _run(tmp_path / "faces", tmp_path, _params(), mode, log_mlflow=False)
+    assert not r.success  # too few faces for b is table-level: it fails the gate in both modes
+    failed = {f.key: f for f in r.failures}
+    assert set(failed) == set(planted), sorted(failed)
+    q = pd.read_parquet(tmp_path / "validated" / "quarantine.parquet")
+    by_key: dict[str, set[str]] = {}
+    for fid, keys in zip(q["face_id"], q["expectation"], strict=True):
+        for k in keys.split(","):
+            by_key.setdefault(k, set()).add(fid)
+    row_planted = {k: v for k, v in planted.items() if k != "train_faces"}
+    assert by_key == row_planted  # each defect only under its expectation, nothing else quarantined
+    assert failed["train_faces"].level == "table" and failed["train_faces"].examples[0].startswith("b ")
+    assert r.identities["b"]["train"] == 3
+    assert not (tmp_path / "validated" / "faces.parquet").exists()  # a closed gate leaves no accepted list
+    from faceswap.validation import format_summary
+
+    text = format_summary(r)
+    for key, ids in planted.items():
+        assert f"✗ {key}:" in text
+        if len(ids) == 1:
+            assert next(iter(ids)) in text
+    assert "reason" in q.columns and q["reason"].str.len().min() > 10
+    assert (tmp_path / "reports" / "validation" / "index.html").is_file()
+
+
+@pytest.mark.slow
+def test_filter_mode_quarantines_rows_and_passes(faces_dir, tmp_path):
+    planted = plant_defects(faces_dir, tmp_path / "faces", too_few=False)
+    res = CliRunner().invoke(app, ["validate", str(tmp_path / "faces"), "--out", str(tmp_path / "validated"),
+                                   "--report", str(tmp_path / "reports"), "--metrics", str(tmp_path / "m.json"),
+                                   "--project", str(tmp_path), "--mode", "filter",
+                                   "--params", str(_write_params(tmp_path))])
+    assert res.exit_code == 0, res.output
+    bad = set().union(*planted.values())
+    accepted = pd.read_parquet(tmp_path / "validated" / "faces.parquet")
+    manifest = pd.read_parquet(tmp_path / "faces" / "manifest.parquet")
+    assert set(accepted["face_id"]) == set(manifest["face_id"]) - bad
+    assert list(accepted.columns) == list(manifest.columns)
+    q = pd.read_parquet(tmp_path / "validated" / "quarantine.parquet")
+    assert set(q["face_id"]) == bad and {"reason", "expectation"} <= set(q.columns)
+    assert (tmp_path / "faces" / manifest.set_index("face_id").loc[next(iter(planted["image_shape"])), "path"]).exists()
+    m = json.loads((tmp_path / "m.json").read_text())
+    assert m["quarantined"] == len(bad) and m["rejected_by"]["jitter"] == len(planted["jitter"])
+    assert "quarantined" in res.output and "split_leak" in res.output
+
+    # the same defects in fail mode: exit 1, nothing accepted, the quarantine still lists them
+    res = CliRunner().invoke(app, ["validate", str(tmp_path / "faces"), "--out", str(tmp_path / "validated"),
+                                   "--report", str(tmp_path / "reports"), "--metrics", str(tmp_path / "m.json"),
+                                   "--project", str(tmp_path), "--mode", "fail",
+                                   "--params", str(_write_params(tmp_path))])
+    assert res.exit_code == 1 and "validation gate closed" in res.output
+    assert not (tmp_path / "validated" / "faces.parquet").exists()
+    assert set(pd.read_parquet(tmp_path / "validated" / "quarantine.parquet")["face_id"]) == bad
+
+
+def _write_params(tmp_path):
+    import yaml
+
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(_params(mlflow_tracking_uri=None).model_dump(by_alias=True)))
+    return path
