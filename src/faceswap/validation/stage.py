@@ -125,7 +125,12 @@ def _open_project(project_dir: Path, report_dir: Path, suites: dict[str, list]):
         )
         # configurations (not Expectation objects) keep the stable ids given in suite.py
         suite = gx.ExpectationSuite(name=name, expectations=[e.configuration for e in expectations])
+        new = name not in {x.name for x in ctx.suites.all()}
         suite = ctx.suites.add_or_update(suite)
+        if new:  # GX gives a new suite's expectations random ids; an update keeps ours (stable files)
+            suite = ctx.suites.add_or_update(
+                gx.ExpectationSuite(name=name, expectations=[e.configuration for e in expectations])
+            )
         vd = ctx.validation_definitions.add_or_update(gx.ValidationDefinition(name=name, data=batch, suite=suite))
         key_col = "row" if name == "faces" else "identity"
         cp_name = FACES_CHECKPOINT if name == "faces" else IDENTITIES_CHECKPOINT
