@@ -270,6 +270,56 @@ def align_cmd(
         fail(f"no face found for identity {', '.join(empty) or '(any)'}; see {out / 'report.json'}")
 
 
+# --- training ---
+
+
+@app.command("train")
+def train_cmd(
+    variant: Annotated[str, typer.Option(help="Decoder up-sampling variant to train.")],
+    out: Annotated[Path | None, typer.Option(help="Output folder (default: models/<variant>).")] = None,
+    data: Annotated[Path | None, typer.Option(help="Accepted face manifest (default: params train.data).")] = None,
+    faces_dir: Annotated[
+        Path | None, typer.Option(help="Folder the manifest's crop paths are relative to (default: params).")
+    ] = None,
+    steps: Annotated[int | None, typer.Option(help="Override params train.steps.")] = None,
+    metrics: Annotated[Path | None, typer.Option(help="Write the run's summary here (JSON, for DVC).")] = None,
+    curves: Annotated[Path | None, typer.Option(help="Write loss curves (train.csv, val.csv) here, for DVC.")] = None,
+    inject_nonfinite: Annotated[
+        list[int] | None, typer.Option(help="Test hook: make the loss NaN at these steps.", hidden=True)
+    ] = None,
+    params: ParamsOpt = Path("params.yaml"),
+) -> None:
+    """Train one decoder variant (resumes from its checkpoints; Ctrl-C/SIGTERM save and stop)."""
+    from faceswap.config import UPSAMPLE_VARIANTS, Params, TrainParams
+
+    p = _params(params) if params.exists() else Params()
+    if variant not in UPSAMPLE_VARIANTS:
+        fail(f"unknown variant {variant!r}; valid: {', '.join(UPSAMPLE_VARIANTS)}", 2)
+    if steps is not None:
+        try:
+            p = p.model_copy(update={"train": TrainParams(**{**p.train.model_dump(), "steps": steps})})
+        except ValueError as err:
+            fail(str(err), 2)
+    from faceswap.checkpoint import CheckpointError
+    from faceswap.data.dataset import FaceDataError
+    from faceswap.metrics.lpips import LpipsWeightsError
+    from faceswap.train import TrainingError, train
+
+    kwargs = {} if faces_dir is None else {"faces_dir": faces_dir}
+    try:
+        r = train(p, variant, out or Path("models") / variant, data=data, metrics_path=metrics, curves_dir=curves,
+                  inject_nonfinite=tuple(inject_nonfinite or ()), **kwargs)
+    except (TrainingError, FaceDataError, LpipsWeightsError, CheckpointError) as err:
+        fail(str(err))
+    if r.interrupted is not None:
+        typer.echo(f"interrupted at step {r.step}/{r.steps}; rerun the same command to resume", err=True)
+        raise typer.Exit(128 + r.interrupted)
+    best = f"{r.best_val_loss:.4f} @ step {r.best_step}" if r.best_val_loss is not None else "n/a"
+    typer.echo(f"trained {variant}: {r.step} steps, best val loss {best}, {r.images_per_s:.0f} images/s, "
+               f"{r.wall_s:.0f} s → {r.out_dir}" + (f" (MLflow run {r.mlflow_run_id})" if r.mlflow_run_id else ""))
+
+
+
 # --- validation ---
 
 

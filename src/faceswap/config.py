@@ -241,6 +241,120 @@ def _one_of(v: str, allowed: tuple[str, ...]) -> str:
     return v
 
 
+# --- training (``faceswap train``) ---
+
+PIXEL_LOSSES = ("l1", "mse", "ssim")
+LPIPS_NETS = ("alex", "vgg", "none")
+DECAYS = ("cosine", "linear", "none")
+PRECISIONS = ("auto", "bf16", "fp16", "fp32")
+
+
+class LossParams(_Section):
+    """Pixel term + weight × LPIPS. The loss network should not be the evaluation one (alex)."""
+
+    pixel: str = Field("l1", description="l1 | mse | ssim.")
+    lpips_net: str = Field("vgg", description="alex | vgg | none (no perceptual term).")
+    lpips_weight: float = Field(0.1, ge=0.0, le=100.0, description="Weight of the LPIPS term.")
+    lpips_every: int = Field(1, ge=1, le=10_000, description="Add the LPIPS term every k-th step only.")
+    lpips_images: int | None = Field(
+        None, ge=1, le=4096, description="Images per identity the LPIPS term sees; null = the whole batch."
+    )
+
+    @field_validator("pixel")
+    @classmethod
+    def _pixel(cls, v: str) -> str:
+        return _one_of(v, PIXEL_LOSSES)
+
+    @field_validator("lpips_net")
+    @classmethod
+    def _net(cls, v: str) -> str:
+        return _one_of(v, LPIPS_NETS)
+
+
+class AugmentParams(_Section):
+    """Face-swap augmentation, drawn from a per-sample seed (reproducible, resumable)."""
+
+    warp: float = Field(0.05, ge=0.0, le=0.2, description="Random-warp strength (grid noise std / side); input only.")
+    rotate_deg: float = Field(10.0, ge=0.0, le=45.0, description="Random affine: rotation range ±degrees.")
+    scale: float = Field(0.05, ge=0.0, le=0.5, description="Random affine: zoom range ±fraction.")
+    shift: float = Field(0.05, ge=0.0, le=0.5, description="Random affine: translation range ±fraction of side.")
+    flip: float = Field(0.5, ge=0.0, le=1.0, description="Probability of a horizontal flip.")
+    brightness: float = Field(0.1, ge=0.0, le=1.0, description="Colour jitter: brightness ±fraction.")
+    contrast: float = Field(0.1, ge=0.0, le=1.0, description="Colour jitter: contrast ±fraction.")
+    saturation: float = Field(0.1, ge=0.0, le=1.0, description="Colour jitter: saturation ±fraction.")
+
+
+class MlflowParams(_Section):
+    experiment: str = Field("faceswap", min_length=1, description="One experiment holds every variant's run.")
+    tracking_uri: str = Field("sqlite:///mlflow.db", min_length=1, description="Tracking store (sqlite by default).")
+    artifact_root: str = Field("mlruns", min_length=1, description="Artifacts folder for a new experiment.")
+    enabled: bool = Field(True, description="false: train without MLflow (run.json then holds no run id).")
+
+
+class TrainParams(_Section):
+    """The training loop (``faceswap train``); see docs/training.md."""
+
+    data: str = Field("data/validated/faces.parquet", min_length=1, description="Accepted face manifest.")
+    faces_dir: str | None = Field(
+        "data/faces", description="Folder the manifest's crop paths are relative to; null = the manifest's folder."
+    )
+    steps: int = Field(300, ge=1, le=10_000_000)
+    batch_size: int = Field(16, ge=1, le=4096, description="Faces per identity per step and process.")
+    lr: float = Field(5e-4, gt=0.0, le=1.0, description="Peak AdamW learning rate.")
+    betas: tuple[float, float] = (0.9, 0.999)
+    weight_decay: float = Field(1e-4, ge=0.0, le=1.0, description="AdamW decay (not on biases and norms).")
+    warmup_steps: int = Field(20, ge=0, description="Linear warm-up from 0 to lr.")
+    decay: str = Field("cosine", description="After warm-up: cosine | linear | none.")
+    min_lr_ratio: float = Field(0.1, ge=0.0, le=1.0, description="Final lr as a fraction of lr.")
+    grad_clip: float | None = Field(1.0, gt=0.0, description="Max global gradient norm; null = no clipping.")
+    loss: LossParams = LossParams()
+    augment: AugmentParams = AugmentParams()
+    val_every: int = Field(50, ge=1, description="Validation loss every M steps (and at the end).")
+    val_images: int = Field(64, ge=1, description="Held-out faces per identity in the validation loss.")
+    checkpoint_every: int = Field(100, ge=1, description="Full-state checkpoint every N steps (and at the end).")
+    keep_checkpoints: int = Field(2, ge=1, le=1000, description="Last K step checkpoints kept (best.pt besides).")
+    preview_every: int = Field(100, ge=1, description="Preview grid every N steps (and at the end).")
+    preview_rows: int = Field(4, ge=1, le=32, description="Held-out faces per identity in the preview grid.")
+    log_every: int = Field(10, ge=1, description="Metrics to MLflow every N steps.")
+    device: str = Field("auto", description="auto (cuda if present) | cpu | cuda.")
+    precision: str = Field("auto", description="auto (bf16 on a bf16 GPU, fp16+scaler on older GPUs, fp32 on CPU).")
+    channels_last: bool | None = Field(None, description="null = on for CUDA, off for CPU.")
+    compile: bool = Field(False, description="torch.compile the model (GPU runs; minutes of warm-up).")
+    workers: int | None = Field(None, ge=0, le=64, description="Data-loader workers; null = min(8, CPUs - 1).")
+    max_nonfinite: int = Field(5, ge=1, le=10_000, description="Consecutive NaN/Inf losses that stop the run.")
+    mlflow: MlflowParams = MlflowParams()
+
+    @field_validator("decay")
+    @classmethod
+    def _decay(cls, v: str) -> str:
+        return _one_of(v, DECAYS)
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, v: str) -> str:
+        return _one_of(v, DEVICES)
+
+    @field_validator("precision")
+    @classmethod
+    def _precision(cls, v: str) -> str:
+        return _one_of(v, PRECISIONS)
+
+    @field_validator("betas")
+    @classmethod
+    def _betas(cls, v: tuple[float, float]) -> tuple[float, float]:
+        if not all(0.0 <= b < 1.0 for b in v):
+            raise ValueError("both betas must be in [0, 1)")
+        return v
+
+    @model_validator(mode="after")
+    def _consistent(self) -> TrainParams:
+        if self.warmup_steps >= self.steps and self.steps > 1:
+            raise ValueError(f"warmup_steps ({self.warmup_steps}) must be smaller than steps ({self.steps})")
+        if self.loss.lpips_images is not None and self.loss.lpips_images > self.batch_size:
+            raise ValueError(f"loss.lpips_images ({self.loss.lpips_images}) exceeds batch_size ({self.batch_size})")
+        return self
+
+
 class Params(_Section):
     """The whole ``params.yaml``."""
 
@@ -256,6 +370,7 @@ class Params(_Section):
     # ``validate`` is the params.yaml key (and the stage's name); the attribute is ``validation`` because
     # pydantic's BaseModel already has a ``validate`` method.
     validation: ValidateParams = Field(ValidateParams(), alias="validate")
+    train: TrainParams = TrainParams()
 
 
 def _format_errors(err: ValidationError, source: str) -> str:
