@@ -227,3 +227,17 @@ def test_mlflow_run_holds_params_metrics_previews_and_model(faces, tmp_path):
     paths = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"previews", "model", "run.json"} <= paths
     assert [a.path for a in client.list_artifacts(run.info.run_id, "previews")] == ["previews/step_0000010.png"]
+
+
+@pytest.mark.parametrize("name", ["seed-256", "seed-512"])
+def test_profiles_are_valid_dvc_overrides(name, monkeypatch):
+    from typer.testing import CliRunner
+
+    from faceswap.cli import app
+
+    monkeypatch.chdir(REPO)
+    res = CliRunner().invoke(app, ["profile", name])
+    assert res.exit_code == 0, res.output
+    args = res.output.split()
+    assert args[0] == "-S" and "base.image_size=" + name.split("-")[1] in args
+    assert CliRunner().invoke(app, ["profile", "nope"]).exit_code == 2

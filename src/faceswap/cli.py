@@ -320,6 +320,40 @@ def train_cmd(
 
 
 
+
+@app.command("profile")
+def profile_cmd(
+    name: Annotated[str, typer.Argument(help="A preset in profiles/ (seed-256, seed-512).")],
+    folder: Annotated[Path, typer.Option(help="Where presets live.")] = Path("profiles"),
+) -> None:
+    """Print a params preset as `-S key=value` overrides: `dvc exp run $(faceswap profile seed-256)`."""
+    import yaml
+
+    from faceswap.config import parse_params
+
+    path = folder / f"{name}.yaml"
+    if not path.is_file():
+        known = ", ".join(sorted(p.stem for p in folder.glob("*.yaml"))) or "none"
+        fail(f"no profile {name!r} in {folder} (known: {known})", 2)
+    overrides = yaml.safe_load(path.read_text()) or {}
+    raw = yaml.safe_load(Path("params.yaml").read_text()) if Path("params.yaml").is_file() else {}
+    for key, value in overrides.items():  # validate the merged result before DVC sees it
+        node = raw
+        *parents, leaf = key.split(".")
+        for k in parents:
+            node = node.setdefault(k, {})
+        node[leaf] = value
+    from faceswap.config import ConfigError
+
+    try:
+        parse_params(raw, f"params.yaml + {path}")
+    except ConfigError as err:
+        fail(str(err), 2)
+    def scalar(v: object) -> str:  # no spaces or quotes: $(...) word-splits but does not unquote
+        return yaml.safe_dump(v).strip().removesuffix("...").strip()
+
+    typer.echo(" ".join(f"-S {k}={scalar(v)}" for k, v in overrides.items()))
+
 # --- validation ---
 
 
