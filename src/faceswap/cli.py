@@ -393,6 +393,93 @@ def validate_cmd(
 
 
 
+# --- evaluation and registry ---
+
+
+@app.command("evaluate")
+def evaluate_cmd(
+    variant: Annotated[str, typer.Option(help="Variant to evaluate (reads models/<variant>/model.pt and run.json).")],
+    models: Annotated[Path, typer.Option(help="Folder holding models/<variant>/.")] = Path("models"),
+    metrics_dir: Annotated[Path, typer.Option("--metrics-dir", help="Writes <variant>.json here.")] = Path("metrics"),
+    reports_dir: Annotated[
+        Path, typer.Option("--reports-dir", help="Writes <variant>/ (pictures) and evaluations/<variant>.json.")
+    ] = Path("reports"),
+    no_mlflow: Annotated[bool, typer.Option("--no-mlflow", help="Do not log to MLflow.")] = False,
+    params: ParamsOpt = Path("params.yaml"),
+) -> None:
+    """Held-out metrics and pictures of one variant; logged to its MLflow run (docs/metrics.md)."""
+    from faceswap.config import UPSAMPLE_VARIANTS, EvaluateParams, Params
+
+    p = _params(params) if params.exists() else Params()
+    if variant not in UPSAMPLE_VARIANTS:
+        fail(f"unknown variant {variant!r}; valid: {', '.join(UPSAMPLE_VARIANTS)}", 2)
+    if no_mlflow:
+        p = p.model_copy(update={"evaluate": EvaluateParams(**{**p.evaluate.model_dump(), "mlflow": False})})
+    from faceswap.checkpoint import CheckpointError
+    from faceswap.evaluate import EvaluateError, evaluate_variant, format_evaluation
+    from faceswap.metrics.lpips import LpipsWeightsError
+
+    try:
+        r = evaluate_variant(variant, p, models, metrics_dir, reports_dir)
+    except (EvaluateError, CheckpointError, LpipsWeightsError) as err:
+        fail(str(err))
+    typer.echo(format_evaluation(r))
+
+
+@app.command("register")
+def register_cmd(
+    reports_dir: Annotated[Path, typer.Option("--reports-dir", help="Reads evaluations/<variant>.json here.")] = Path(
+        "reports"
+    ),
+    out: Annotated[Path, typer.Option(help="The outcome, for the orchestration flow (JSON).")] = Path(
+        "metrics/register.json"
+    ),
+    summary: Annotated[Path, typer.Option(help="Markdown table of every variant.")] = Path("reports/summary.md"),
+    params: ParamsOpt = Path("params.yaml"),
+) -> None:
+    """Pick the best variant by the rule in params.yaml, register it as a pyfunc and move the aliases."""
+    from faceswap.config import Params
+
+    p = _params(params) if params.exists() else Params()
+    from faceswap.evaluate import EvaluateError
+    from faceswap.registry import RegisterError, format_register, register_best
+
+    try:
+        r = register_best(p, reports_dir, out, summary)
+    except (RegisterError, EvaluateError) as err:
+        fail(str(err))
+    typer.echo(format_register(r))
+    if r.record["version"] is None:
+        typer.secho(f"warning: nothing registered: {r.record['reason']}", fg=typer.colors.YELLOW, err=True)
+
+
+@app.command("ui")
+def ui_cmd(
+    port: Annotated[int, typer.Option(help="Port on 127.0.0.1.")] = 5000,
+    backend_store_uri: Annotated[str, typer.Option(help="Tracking store.")] = "sqlite:///mlflow.db",
+    artifacts: Annotated[Path, typer.Option(help="Artifact folder.")] = Path("mlruns"),
+) -> None:
+    """Start the MLflow UI on the project's own store (127.0.0.1 only) and print its address."""
+    import os
+    import shutil
+    import subprocess
+
+    exe = shutil.which("mlflow") or str(Path(sys.executable).with_name("mlflow"))
+    if not Path(exe).exists():
+        fail("the mlflow command is not installed in this environment (make setup)")
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", "DO_NOT_TRACK": "true",
+           "MLFLOW_DISABLE_TELEMETRY": "true"}
+    cmd = [exe, "ui", "--host", "127.0.0.1", "--port", str(port), "--backend-store-uri", backend_store_uri,
+           "--default-artifact-root", str(artifacts.resolve())]
+    typer.echo(f"MLflow UI on http://127.0.0.1:{port}  (store {backend_store_uri}, artifacts {artifacts}/); "
+               "experiment 'faceswap' → select the variants' runs → Compare; Models → faceswap for the aliases. "
+               "Ctrl-C stops it.")
+    try:
+        raise typer.Exit(subprocess.call(cmd, env=env))
+    except KeyboardInterrupt:
+        raise typer.Exit(0) from None
+
+
 def main() -> None:
     app()
 

@@ -355,6 +355,85 @@ class TrainParams(_Section):
         return self
 
 
+# --- evaluation and registry (``faceswap evaluate``, ``faceswap register``) ---
+
+EVAL_DEVICES = DEVICES
+EVAL_LPIPS_NETS = ("alex", "vgg")
+
+
+class EvaluateParams(_Section):
+    """Held-out evaluation of every variant (``faceswap evaluate``); metrics are defined in docs/metrics.md."""
+
+    data: str = Field("data/validated/faces.parquet", min_length=1, description="Accepted faces; split == val is used.")
+    faces_dir: str | None = Field(
+        "data/faces", description="Folder the manifest's crop paths are relative to; null = the manifest's folder."
+    )
+    max_faces: int | None = Field(200, ge=2, le=100_000, description="Held-out faces per identity; null = all.")
+    batch_size: int = Field(32, ge=1, le=4096)
+    device: str = Field("auto", description="auto | cpu | cuda.")
+    lpips_net: str = Field("alex", description="alex (evaluation) | vgg; alex keeps the loss network out.")
+    landmarks: bool = Field(True, description="Measure landmark preservation of swaps (MTCNN).")
+    landmark_faces: int | None = Field(64, ge=1, description="Faces per swap direction checked; null = all.")
+    landmark_upscale: int = Field(160, ge=32, le=1024, description="Crops are resized to this side for the detector.")
+    landmark_min_score: float = Field(0.9, gt=0.0, lt=1.0, description="Least detector confidence for a face.")
+    preview_rows: int = Field(4, ge=1, le=32, description="Rows of the preview grid (fixed held-out faces).")
+    zoom_size: int = Field(16, ge=4, le=256, description="Side of the flat-region crop, crop pixels.")
+    zoom_factor: int = Field(8, ge=1, le=32, description="Nearest-neighbour magnification of the flat-region crop.")
+    mlflow: bool = Field(True, description="Log metrics and pictures to the variant's MLflow run.")
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, v: str) -> str:
+        return _one_of(v, EVAL_DEVICES)
+
+    @field_validator("lpips_net")
+    @classmethod
+    def _net(cls, v: str) -> str:
+        return _one_of(v, EVAL_LPIPS_NETS)
+
+
+class RegisterParams(_Section):
+    """The rule that picks the registered variant and guards the ``champion`` alias (``faceswap register``)."""
+
+    model_name: str = Field("faceswap", min_length=1, max_length=200, description="Registered model name.")
+    gate_metric: str = Field("swap_checkerboard_excess", description="A variant qualifies when this is ≤ gate_max.")
+    gate_max: float = Field(0.05, description="Threshold on gate_metric.")
+    primary: str = Field("recon_lpips", description="Ranks the qualifying variants (its own direction).")
+    tiebreak: str = Field("cycle_lpips", description="Decides when primary values are within tie_tolerance.")
+    tie_tolerance: float = Field(0.002, ge=0.0, description="Primary values this close count as a tie.")
+    fallback: bool = Field(
+        False, description="No variant qualifies: false = register nothing; true = register the best primary."
+    )
+    tracking_uri: str | None = Field(
+        None, description="Registry store; null = the tracking URI the evaluation logged to (else sqlite:///mlflow.db)."
+    )
+
+    @field_validator("primary", "tiebreak", "gate_metric")
+    @classmethod
+    def _rankable(cls, v: str) -> str:
+        from faceswap.metrics.catalog import RANKABLE
+
+        if v not in RANKABLE:
+            raise ValueError(f"must be a lower- or higher-is-better metric: {', '.join(RANKABLE)}")
+        return v
+
+    @field_validator("gate_metric")
+    @classmethod
+    def _gate_lower(cls, v: str) -> str:
+        from faceswap.metrics.catalog import LOWER, direction
+
+        if direction(v) != LOWER:
+            raise ValueError("the gate keeps variants whose value is at most gate_max: use a lower-is-better metric")
+        return v
+
+    @field_validator("model_name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not all(c.isalnum() or c in "-_." for c in v):
+            raise ValueError("may hold only letters, digits, '-', '_' and '.'")
+        return v
+
+
 class Params(_Section):
     """The whole ``params.yaml``."""
 
@@ -370,6 +449,9 @@ class Params(_Section):
     # ``validate`` is the params.yaml key (and the stage's name); the attribute is ``validation`` because
     # pydantic's BaseModel already has a ``validate`` method.
     validation: ValidateParams = Field(ValidateParams(), alias="validate")
+    evaluate: EvaluateParams = EvaluateParams()
+    # ``register`` is the params.yaml key; pydantic models already have a ``register`` (ABC) method.
+    registry: RegisterParams = Field(RegisterParams(), alias="register")
     train: TrainParams = TrainParams()
 
 

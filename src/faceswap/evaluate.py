@@ -1,0 +1,660 @@
+"""Held-out evaluation of one trained variant (``faceswap evaluate --variant V``, stage ``evaluate@V``).
+
+On the ``val`` faces of both identities (never seen in training) it measures reconstruction quality
+(LPIPS-alex, PSNR, SSIM), the checkerboard score of reconstructions and swaps (set scores and per-image
+means, with the excess over the ground truth / the swap's source), swap quality (cycle consistency,
+landmark preservation with a failure rate) and draws the pictures people look at (preview grid,
+zoomed flat region, mean error spectrum). Every metric's definition and direction: docs/metrics.md;
+names and directions: :mod:`faceswap.metrics.catalog`.
+
+Outputs: ``metrics/<variant>.json`` (flat numbers, for DVC), ``reports/<variant>/`` (pictures,
+and ``reports/evaluations/<variant>.json`` with everything the registry needs), and the same metrics and pictures in the
+variant's MLflow run (the run named in ``models/<variant>/run.json``, else a new one).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from faceswap.metrics.catalog import EVAL_METRICS
+
+if TYPE_CHECKING:
+    import torch
+
+    from faceswap.config import EvaluateParams, Params
+    from faceswap.model import FaceSwapAutoencoder
+
+DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+DEFAULT_EXPERIMENT = "faceswap"
+EVALUATIONS = "evaluations"  # reports/evaluations/<variant>.json: the full record (register reads it)
+PICTURES = ("preview.png", "zoom.png", "spectrum.png")
+
+
+class EvaluateError(RuntimeError):
+    """Evaluation inputs that are missing or inconsistent (no val faces, wrong crop size, …)."""
+
+
+# --- held-out faces ---------------------------------------------------------------------------------
+
+
+@dataclass
+class EvalFaces:
+    """The held-out faces of the two identities, in a fixed order, and a fingerprint of exactly them."""
+
+    identities: tuple[str, str]
+    face_ids: dict[str, list[str]]
+    images: dict[str, np.ndarray]  # identity → (N, H, W, 3) uint8
+    fingerprint: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.fingerprint:
+            h = hashlib.sha256()
+            for ident in self.identities:
+                h.update(ident.encode())
+                for fid in self.face_ids[ident]:
+                    h.update(fid.encode())
+                h.update(np.ascontiguousarray(self.images[ident]).tobytes())
+            self.fingerprint = h.hexdigest()
+
+
+def evenly_spaced(n: int, k: int | None) -> np.ndarray:
+    """``k`` indices spread evenly over ``range(n)`` (all of them when k is None or ≥ n)."""
+    if k is None or k >= n:
+        return np.arange(n)
+    return np.unique(np.linspace(0, n - 1, k).round().astype(int))
+
+
+def _resolve_crop(path: str, manifest: Path, faces_dir: Path | None) -> Path:
+    p = Path(path)
+    if p.is_absolute():
+        return p
+    for root in (faces_dir, manifest.parent):
+        if root is not None and (root / p).is_file():
+            return root / p
+    return (faces_dir or manifest.parent) / p
+
+
+def load_eval_faces(
+    manifest: str | Path,
+    identities: tuple[str, str],
+    image_size: int,
+    faces_dir: str | Path | None = None,
+    max_faces: int | None = None,
+) -> EvalFaces:
+    """The ``split == 'val'`` crops of each identity, sorted by face id, at most ``max_faces`` evenly spaced."""
+    from faceswap.data.manifest import read_manifest
+    from faceswap.imageio import ImageReadError, read_rgb
+
+    manifest = Path(manifest)
+    if not manifest.is_file():
+        raise EvaluateError(f"face manifest not found: {manifest} (run the validate stage, or set evaluate.data)")
+    df = read_manifest(manifest)
+    missing = [c for c in ("face_id", "identity", "split", "path") if c not in df.columns]
+    if missing:
+        raise EvaluateError(f"{manifest} lacks columns {missing}")
+    fdir = Path(faces_dir) if faces_dir else None
+    ids: dict[str, list[str]] = {}
+    images: dict[str, np.ndarray] = {}
+    for ident in identities:
+        rows = df[(df["identity"] == ident) & (df["split"] == "val")].sort_values("face_id")
+        if len(rows) < 2:
+            raise EvaluateError(
+                f"identity {ident!r} has {len(rows)} held-out (split == 'val') faces in {manifest}; need at least 2"
+            )
+        rows = rows.iloc[evenly_spaced(len(rows), max_faces)]
+        crops = []
+        for fid, rel in zip(rows["face_id"], rows["path"], strict=True):
+            try:
+                im = read_rgb(_resolve_crop(rel, manifest, fdir))
+            except ImageReadError as err:
+                raise EvaluateError(f"face {fid}: {err}") from None
+            if im.shape[:2] != (image_size, image_size):
+                raise EvaluateError(
+                    f"face {fid} is {im.shape[1]}×{im.shape[0]}, but the model takes {image_size}×{image_size}"
+                )
+            crops.append(im)
+        ids[ident] = list(rows["face_id"])
+        images[ident] = np.stack(crops)
+    return EvalFaces(identities, ids, images)
+
+
+# --- running the model --------------------------------------------------------------------------------
+
+
+def _to_tensor(images: np.ndarray) -> torch.Tensor:
+    import torch
+
+    return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float().div_(255.0)
+
+
+def to_uint8(x: torch.Tensor) -> np.ndarray:
+    """(B, 3, H, W) float [0, 1] → (B, H, W, 3) uint8."""
+    return (x.clamp(0, 1) * 255.0).round().byte().permute(0, 2, 3, 1).cpu().numpy()
+
+
+def run_model(
+    model: FaceSwapAutoencoder, faces: EvalFaces, batch_size: int, device: str | torch.device
+) -> dict[str, torch.Tensor]:
+    """Reconstructions, swaps and round trips of every face, as CPU float tensors (N, 3, H, W) in [0, 1].
+
+    Keys: ``truth_<i>``, ``recon_<i>``, ``swap_<i>`` (face of i rendered as the other identity) and
+    ``cycle_<i>`` (the swap brought back to i), for i in the two identities.
+    """
+    import torch
+
+    a, b = faces.identities
+    other = {a: b, b: a}
+    out: dict[str, list[torch.Tensor]] = {}
+    model = model.to(device).eval()
+    with torch.inference_mode():
+        for ident in (a, b):
+            x_all = _to_tensor(faces.images[ident])
+            for start in range(0, len(x_all), batch_size):
+                x = x_all[start : start + batch_size].to(device)
+                z = model.encode(x)
+                rec = model.decode(z, ident)
+                swap = model.decode(z, other[ident])
+                cyc = model.decode(model.encode(swap), ident)
+                for key, t in (("truth", x), ("recon", rec), ("swap", swap), ("cycle", cyc)):
+                    out.setdefault(f"{key}_{ident}", []).append(t.float().cpu())
+    return {k: torch.cat(v) for k, v in out.items()}
+
+
+def _batched_lpips(x: torch.Tensor, y: torch.Tensor, net: str, device: str, batch: int) -> np.ndarray:
+    import torch
+
+    from faceswap.metrics.lpips import lpips_tensor
+
+    vals = []
+    with torch.inference_mode():
+        for s in range(0, len(x), batch):
+            vals.append(lpips_tensor(x[s : s + batch].to(device), y[s : s + batch].to(device), net=net).cpu())
+    return torch.cat(vals).numpy().astype(float)
+
+
+# --- landmark preservation ----------------------------------------------------------------------------
+
+
+def _central_face(det: Any, side: int, min_score: float) -> np.ndarray | None:
+    """Landmarks (5, 2) of the confident face closest to the image centre, or None."""
+    if det is None or len(det) == 0:
+        return None
+    ok = det.scores >= min_score
+    if not ok.any():
+        return None
+    centres = (det.boxes[:, :2] + det.boxes[:, 2:]) / 2
+    dist = np.linalg.norm(centres - side / 2, axis=1)
+    dist[~ok] = np.inf
+    return det.landmarks[int(np.argmin(dist))]
+
+
+def detect_landmarks(detector: Any, images: np.ndarray, upscale: int, min_score: float) -> list[np.ndarray | None]:
+    """5 landmarks per crop (crop pixels), or None where no confident face is found."""
+    import cv2
+
+    side = images.shape[1]
+    big = [cv2.resize(im, (upscale, upscale), interpolation=cv2.INTER_CUBIC) for im in images]
+    out: list[np.ndarray | None] = []
+    for s in range(0, len(big), 16):
+        for det in detector.detect(big[s : s + 16]):
+            lm = _central_face(det, upscale, min_score)
+            out.append(None if lm is None else lm * (side / upscale))
+    return out
+
+
+def landmark_errors(src: list[np.ndarray | None], swp: list[np.ndarray | None]) -> dict[str, Any]:
+    """Normalised mean error (÷ inter-ocular distance of the source) per pair; swap misses are failures."""
+    nme, failures, source_misses = [], 0, 0
+    for s, w in zip(src, swp, strict=True):
+        if s is None:
+            source_misses += 1
+            continue
+        if w is None:
+            failures += 1
+            continue
+        iod = float(np.linalg.norm(s[1] - s[0]))
+        nme.append(float(np.linalg.norm(w - s, axis=1).mean() / max(iod, 1e-6)))
+    checked = len(src) - source_misses
+    return {
+        "nme": float(np.mean(nme)) if nme else None,
+        "failure_rate": failures / checked if checked else None,
+        "failures": failures,
+        "source_misses": source_misses,
+        "checked": checked,
+        "per_image": nme,
+    }
+
+
+# --- metrics ------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Evaluation:
+    """What :func:`evaluate_model` measured."""
+
+    metrics: dict[str, float | None]
+    per_image: dict[str, list[float]] = field(default_factory=dict)
+    outputs: dict[str, Any] = field(default_factory=dict)  # tensors from run_model
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+def _hwc(x: torch.Tensor) -> np.ndarray:
+    return x.permute(0, 2, 3, 1).numpy().astype(np.float64)
+
+
+def _mean(*vals: float | None) -> float | None:
+    v = [x for x in vals if x is not None and math.isfinite(x)]
+    return float(np.mean(v)) if v else None
+
+
+def evaluate_model(
+    model: FaceSwapAutoencoder,
+    faces: EvalFaces,
+    cfg: EvaluateParams,
+    periods: tuple[int, ...] = (2, 4, 8),
+    device: str = "cpu",
+    detector: Any = None,
+) -> Evaluation:
+    """Every metric of docs/metrics.md for one model on one set of held-out faces (no files written)."""
+    from faceswap.metrics.checkerboard import checkerboard_score, checkerboard_score_set
+    from faceswap.metrics.image import psnr, ssim
+
+    a, b = faces.identities
+    outs = run_model(model, faces, cfg.batch_size, device)
+    m: dict[str, float | None] = {}
+    per: dict[str, list[float]] = {}
+    for tag, ident in (("a", a), ("b", b)):
+        x, rec = outs[f"truth_{ident}"], outs[f"recon_{ident}"]
+        lp = _batched_lpips(x, rec, cfg.lpips_net, device, cfg.batch_size)
+        per[f"recon_lpips_{tag}"] = lp.tolist()
+        m[f"recon_lpips_{tag}"] = float(lp.mean())
+        m[f"recon_psnr_{tag}"] = float(psnr(rec, x).mean())
+        m[f"recon_ssim_{tag}"] = float(ssim(rec, x).mean())
+        cyc = _batched_lpips(x, outs[f"cycle_{ident}"], cfg.lpips_net, device, cfg.batch_size)
+        per[f"cycle_lpips_{tag}"] = cyc.tolist()
+        m[f"cycle_lpips_{tag}"] = float(cyc.mean())
+
+        truth_np, rec_np, swap_np = _hwc(x), _hwc(rec), _hwc(outs[f"swap_{ident}"])
+        err_np = rec_np - truth_np
+        s_truth = checkerboard_score_set(list(truth_np), periods).score
+        s_rec = checkerboard_score_set(list(rec_np), periods).score
+        s_swap = checkerboard_score_set(list(swap_np), periods).score
+        m[f"_recon_cb_{tag}"] = s_rec
+        m[f"recon_checkerboard_excess_{tag}"] = s_rec - s_truth
+        m[f"_recon_err_cb_{tag}"] = checkerboard_score_set(list(err_np), periods).score
+        direction = f"{tag}2{'b' if tag == 'a' else 'a'}"
+        m[f"_swap_cb_{direction}"] = s_swap
+        m[f"swap_checkerboard_excess_{direction}"] = s_swap - s_truth  # the swap's reference is its source
+        pi_truth = [checkerboard_score(im, periods).score for im in truth_np]
+        pi_rec = [checkerboard_score(im, periods).score for im in rec_np]
+        pi_swap = [checkerboard_score(im, periods).score for im in swap_np]
+        per[f"recon_checkerboard_{tag}"] = pi_rec
+        per[f"recon_checkerboard_excess_{tag}"] = [r - t for r, t in zip(pi_rec, pi_truth, strict=True)]
+        per[f"recon_error_checkerboard_{tag}"] = [checkerboard_score(e, periods).score for e in err_np]
+        per[f"swap_checkerboard_excess_{direction}"] = [s - t for s, t in zip(pi_swap, pi_truth, strict=True)]
+
+    m["recon_lpips"] = _mean(m["recon_lpips_a"], m["recon_lpips_b"])
+    m["recon_psnr"] = _mean(m["recon_psnr_a"], m["recon_psnr_b"])
+    m["recon_ssim"] = _mean(m["recon_ssim_a"], m["recon_ssim_b"])
+    m["recon_checkerboard"] = _mean(m.pop("_recon_cb_a"), m.pop("_recon_cb_b"))
+    m["recon_checkerboard_excess"] = _mean(m["recon_checkerboard_excess_a"], m["recon_checkerboard_excess_b"])
+    m["recon_error_checkerboard"] = _mean(m.pop("_recon_err_cb_a"), m.pop("_recon_err_cb_b"))
+    m["recon_checkerboard_image"] = float(np.mean(per["recon_checkerboard_a"] + per["recon_checkerboard_b"]))
+    m["recon_checkerboard_excess_image"] = float(
+        np.mean(per["recon_checkerboard_excess_a"] + per["recon_checkerboard_excess_b"])
+    )
+    m["recon_error_checkerboard_image"] = float(
+        np.mean(per["recon_error_checkerboard_a"] + per["recon_error_checkerboard_b"])
+    )
+    m["swap_checkerboard"] = _mean(m.pop("_swap_cb_a2b"), m.pop("_swap_cb_b2a"))
+    m["swap_checkerboard_excess"] = max(m["swap_checkerboard_excess_a2b"], m["swap_checkerboard_excess_b2a"])
+    m["swap_checkerboard_excess_image"] = float(
+        np.mean(per["swap_checkerboard_excess_a2b"] + per["swap_checkerboard_excess_b2a"])
+    )
+    m["cycle_lpips"] = _mean(m["cycle_lpips_a"], m["cycle_lpips_b"])
+
+    details: dict[str, Any] = {}
+    if cfg.landmarks:
+        if detector is None:
+            from faceswap.data.detect import MtcnnDetector
+
+            detector = MtcnnDetector(str(device), min_face_size=max(20, cfg.landmark_upscale // 5))
+        fails = checked = 0
+        for tag, ident in (("a2b", a), ("b2a", b)):
+            idx = evenly_spaced(len(faces.images[ident]), cfg.landmark_faces)
+            src = detect_landmarks(detector, faces.images[ident][idx], cfg.landmark_upscale, cfg.landmark_min_score)
+            swp_imgs = to_uint8(outs[f"swap_{ident}"][idx])
+            swp = detect_landmarks(detector, swp_imgs, cfg.landmark_upscale, cfg.landmark_min_score)
+            le = landmark_errors(src, swp)
+            m[f"landmark_nme_{tag}"] = le["nme"]
+            m[f"landmark_failure_rate_{tag}"] = le["failure_rate"]
+            per[f"landmark_nme_{tag}"] = le["per_image"]
+            details[f"landmarks_{tag}"] = {k: v for k, v in le.items() if k != "per_image"}
+            fails += le["failures"]
+            checked += le["checked"]
+        m["landmark_nme"] = _mean(m["landmark_nme_a2b"], m["landmark_nme_b2a"])
+        m["landmark_failure_rate"] = fails / checked if checked else None
+        m["landmark_source_misses"] = float(
+            details["landmarks_a2b"]["source_misses"] + details["landmarks_b2a"]["source_misses"]
+        )
+    m["faces_a"] = float(len(faces.images[a]))
+    m["faces_b"] = float(len(faces.images[b]))
+    unknown = set(m) - set(EVAL_METRICS)
+    assert not unknown, f"metrics missing from the catalogue: {unknown}"
+    ordered = {k: m[k] for k in EVAL_METRICS if k in m}
+    return Evaluation(ordered, per, outs, details)
+
+
+# --- pictures -----------------------------------------------------------------------------------------
+
+
+def _upscale(im: np.ndarray, k: int) -> np.ndarray:
+    return np.repeat(np.repeat(im, k, axis=0), k, axis=1) if k > 1 else im
+
+
+def preview_grid(outs: dict[str, torch.Tensor], identities: tuple[str, str], rows: int, gutter: int = 2) -> np.ndarray:
+    """The series' grid, one row per pair of fixed held-out faces: A | A rec | A→B | B→A | B rec | B."""
+    a, b = identities
+    cols = [f"truth_{a}", f"recon_{a}", f"swap_{a}", f"swap_{b}", f"recon_{b}", f"truth_{b}"]
+    n = min(rows, len(outs[f"truth_{a}"]), len(outs[f"truth_{b}"]))
+    ia = evenly_spaced(len(outs[f"truth_{a}"]), n)
+    ib = evenly_spaced(len(outs[f"truth_{b}"]), n)
+    tiles = {c: to_uint8(outs[c][ia if c.endswith(f"_{a}") else ib]) for c in cols}
+    side = tiles[cols[0]].shape[1]
+    k = max(1, 128 // side)
+    s = side * k
+    grid = np.full((n * (s + gutter) + gutter, 6 * (s + gutter) + gutter, 3), 255, np.uint8)
+    for r in range(n):
+        for c, name in enumerate(cols):
+            y, x = gutter + r * (s + gutter), gutter + c * (s + gutter)
+            grid[y : y + s, x : x + s] = _upscale(tiles[name][r], k)
+    return grid
+
+
+def flattest_window(image: np.ndarray, size: int) -> tuple[int, int]:
+    """Top-left (y, x) of the ``size``² window with the least colour variance in the crop's central part."""
+    import cv2
+
+    im = image.astype(np.float32)
+    mu = cv2.boxFilter(im, -1, (size, size), normalize=True, borderType=cv2.BORDER_REPLICATE)
+    mu2 = cv2.boxFilter(im * im, -1, (size, size), normalize=True, borderType=cv2.BORDER_REPLICATE)
+    var = (mu2 - mu * mu).sum(axis=2)  # colour variance: skin next to a sky of equal grey is not flat
+    h = image.shape[0]
+    half = size // 2
+    lo, hi = max(half, h // 5), min(h - size + half, h - h // 5)  # centres inside the face, away from borders
+    sub = var[lo : hi + 1, lo : hi + 1]
+    cy, cx = np.unravel_index(int(np.argmin(sub)), sub.shape)
+    return int(cy + lo - half), int(cx + lo - half)
+
+
+def zoom_panel(
+    outs: dict[str, torch.Tensor], identities: tuple[str, str], size: int, factor: int, gutter: int = 4
+) -> np.ndarray:
+    """The flattest region of the first held-out face of each identity, magnified: truth | recon | swap."""
+    rows = []
+    for ident in identities:
+        truth = to_uint8(outs[f"truth_{ident}"][:1])[0]
+        side = truth.shape[0]
+        sz = min(size, side // 2)
+        y, x = flattest_window(truth, sz)
+        tiles = [to_uint8(outs[f"{k}_{ident}"][:1])[0][y : y + sz, x : x + sz] for k in ("truth", "recon", "swap")]
+        rows.append([_upscale(t, factor) for t in tiles])
+    s = rows[0][0].shape[0]
+    panel = np.full((len(rows) * (s + gutter) + gutter, 3 * (s + gutter) + gutter, 3), 255, np.uint8)
+    for r, tiles in enumerate(rows):
+        for c, t in enumerate(tiles):
+            yy, xx = gutter + r * (s + gutter), gutter + c * (s + gutter)
+            panel[yy : yy + s, xx : xx + s] = t
+    return panel
+
+
+def mean_error_spectrum(truth: torch.Tensor, recon: torch.Tensor) -> np.ndarray:
+    """log10 of the mean power spectrum (DC centred) of the grey, Hann-windowed reconstruction errors."""
+    err = (recon.float() - truth.float()).mean(dim=1).numpy().astype(np.float64)  # (N, H, W)
+    err -= err.mean(axis=(1, 2), keepdims=True)
+    h, w = err.shape[1:]
+    win = np.outer(np.hanning(h), np.hanning(w))
+    power = (np.abs(np.fft.fft2(err * win)) ** 2).mean(axis=0)
+    return np.log10(np.fft.fftshift(power) + 1e-12)
+
+
+def save_spectrum_figure(path: Path, spectra: dict[str, np.ndarray], title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(spectra), figsize=(4 * len(spectra), 4), dpi=100, squeeze=False)
+    for ax, (name, spec) in zip(axes[0], spectra.items(), strict=True):
+        lo = np.percentile(spec, 5)
+        im = ax.imshow(spec, cmap="magma", vmin=lo, vmax=spec.max(), extent=(-0.5, 0.5, 0.5, -0.5))
+        ax.set_title(f"{name}: log10 power of error")
+        ax.set_xlabel("cycles / pixel")
+        fig.colorbar(im, ax=ax, fraction=0.046)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def write_pictures(ev: Evaluation, identities: tuple[str, str], cfg: EvaluateParams, out_dir: Path, title: str) -> None:
+    from faceswap.imageio import write_rgb
+
+    outs = ev.outputs
+    write_rgb(out_dir / "preview.png", preview_grid(outs, identities, cfg.preview_rows))
+    write_rgb(out_dir / "zoom.png", zoom_panel(outs, identities, cfg.zoom_size, cfg.zoom_factor))
+    spectra = {i: mean_error_spectrum(outs[f"truth_{i}"], outs[f"recon_{i}"]) for i in identities}
+    save_spectrum_figure(out_dir / "spectrum.png", spectra, title)
+
+
+# --- provenance and MLflow ----------------------------------------------------------------------------
+
+
+def file_sha256(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() or None
+
+
+def eval_fingerprint(faces: EvalFaces, cfg: EvaluateParams, periods: tuple[int, ...]) -> str:
+    """The same faces measured the same way: what two evaluations must share to be compared."""
+    keys = ("max_faces", "lpips_net", "landmarks", "landmark_faces", "landmark_upscale", "landmark_min_score")
+    how = {k: getattr(cfg, k) for k in keys} | {"periods": list(periods)}
+    return hashlib.sha256((faces.fingerprint + json.dumps(how, sort_keys=True)).encode()).hexdigest()
+
+
+def artifact_root_for(tracking_uri: str) -> str | None:
+    """``<folder of the sqlite db>/mlruns`` for a sqlite store (the project's layout); None otherwise."""
+    if tracking_uri.startswith("sqlite:///"):
+        db = Path(tracking_uri.removeprefix("sqlite:///"))
+        return (db.resolve().parent / "mlruns").as_uri()
+    return None
+
+
+def ensure_experiment(client: Any, name: str, tracking_uri: str) -> str:
+    exp = client.get_experiment_by_name(name)
+    if exp is not None:
+        return exp.experiment_id
+    return client.create_experiment(name, artifact_location=artifact_root_for(tracking_uri))
+
+
+def _clean(metrics: dict[str, float | None]) -> dict[str, float]:
+    return {k: float(v) for k, v in metrics.items() if v is not None and math.isfinite(v)}
+
+
+def log_to_mlflow(
+    run_info: dict[str, Any], variant: str, metrics: dict[str, float | None], report_dir: Path, tags: dict[str, str],
+    step: int | None = None,
+) -> dict[str, str]:
+    """Log into the training run named in run.json (or a new run in the experiment); returns where."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    tracking_uri = run_info.get("tracking_uri") or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+    mlflow.set_tracking_uri(tracking_uri)
+    client = mlflow.MlflowClient(tracking_uri)
+    run_id = run_info.get("mlflow_run_id")
+    if run_id:
+        try:
+            client.get_run(run_id)
+        except MlflowException:
+            raise EvaluateError(
+                f"run.json names MLflow run {run_id}, which {tracking_uri} does not hold; point "
+                f"MLFLOW_TRACKING_URI at the training store or remove mlflow_run_id from run.json"
+            ) from None
+    else:
+        exp_id = run_info.get("mlflow_experiment_id") or ensure_experiment(client, DEFAULT_EXPERIMENT, tracking_uri)
+        run = client.create_run(exp_id, run_name=f"{variant}-evaluate", tags={"variant": variant})
+        run_id = run.info.run_id
+    with mlflow.start_run(run_id=run_id) as run:
+        mlflow.log_metrics({f"eval/{k}": v for k, v in _clean(metrics).items()}, step=step or 0)
+        mlflow.set_tags({f"eval.{k}": v for k, v in tags.items()} | {"variant": variant})
+        mlflow.log_artifacts(str(report_dir), artifact_path="evaluation")
+        exp_id = run.info.experiment_id
+    return {"tracking_uri": tracking_uri, "run_id": run_id, "experiment_id": exp_id}
+
+
+# --- the stage ----------------------------------------------------------------------------------------
+
+
+@dataclass
+class VariantEvaluation:
+    variant: str
+    metrics: dict[str, float | None]
+    metrics_path: Path
+    report_dir: Path
+    mlflow: dict[str, str] | None
+
+
+def evaluation_record_path(reports_dir: str | Path, variant: str) -> Path:
+    """``reports/evaluations/<variant>.json``: one folder for every variant's record, so the register stage
+    can depend on the folder (DVC has no per-item deps) without overlapping its own outputs."""
+    return Path(reports_dir) / EVALUATIONS / f"{variant}.json"
+
+
+def resolve_device(device: str) -> str:
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise EvaluateError("evaluate.device is 'cuda' but torch sees no GPU; use auto or cpu")
+    return device
+
+
+def evaluate_variant(
+    variant: str,
+    params: Params,
+    models_dir: str | Path = "models",
+    metrics_dir: str | Path = "metrics",
+    reports_dir: str | Path = "reports",
+    detector: Any = None,
+) -> VariantEvaluation:
+    """The ``evaluate@<variant>`` stage: measure, draw, write JSON and log to MLflow."""
+    from faceswap.checkpoint import CheckpointError, load_model
+
+    cfg = params.evaluate
+    periods = params.metrics.checkerboard.periods
+    ckpt = Path(models_dir) / variant / "model.pt"
+    run_json = Path(models_dir) / variant / "run.json"
+    device = resolve_device(cfg.device)
+    try:
+        model, state = load_model(ckpt, device)
+    except CheckpointError as err:
+        raise EvaluateError(f"{err} (train the variant first: dvc repro train@{variant})") from None
+    run_info: dict[str, Any] = {}
+    if run_json.is_file():
+        try:
+            run_info = json.loads(run_json.read_text())
+        except ValueError as err:
+            raise EvaluateError(f"{run_json} is not valid JSON: {err}") from None
+    identities = tuple(model.config.identities)
+    if len(identities) != 2:
+        raise EvaluateError(f"{ckpt} has {len(identities)} decoders; evaluation needs exactly two identities")
+    faces = load_eval_faces(cfg.data, identities, model.config.image_size, cfg.faces_dir, cfg.max_faces)
+    ev = evaluate_model(model, faces, cfg, periods, device, detector)
+    step = int(state.get("step", 0) or 0)
+    ev.metrics["step"] = float(step)
+
+    report_dir = Path(reports_dir) / variant
+    report_dir.mkdir(parents=True, exist_ok=True)
+    write_pictures(ev, identities, cfg, report_dir, f"{variant} (step {step})")
+    fingerprint = eval_fingerprint(faces, cfg, periods)
+    provenance = {
+        "variant": variant,
+        "checkpoint": str(ckpt),
+        "checkpoint_sha256": file_sha256(ckpt),
+        "step": step,
+        "val_loss": state.get("val_loss"),
+        "data_version": run_info.get("data_version"),
+        "git_commit": run_info.get("git_commit") or git_commit(),
+        "eval_fingerprint": fingerprint,
+        "eval_data": faces.fingerprint,
+        "manifest": str(cfg.data),
+        "faces_dir": cfg.faces_dir,
+        "identities": list(identities),
+        "face_ids": faces.face_ids,
+        "device": device,
+    }
+    where = None
+    if cfg.mlflow:
+        tags = {"fingerprint": fingerprint, "checkpoint_sha256": provenance["checkpoint_sha256"]}
+        if provenance["data_version"]:
+            tags["data_version"] = str(provenance["data_version"])
+        where = log_to_mlflow(run_info, variant, ev.metrics, report_dir, tags, step)
+    detail = {**provenance, "metrics": ev.metrics, "landmarks": ev.details, "per_image": ev.per_image,
+              "mlflow": where}
+    record = evaluation_record_path(reports_dir, variant)
+    record.parent.mkdir(parents=True, exist_ok=True)
+    record.write_text(json.dumps(detail, indent=2) + "\n")
+    if cfg.mlflow and where:
+        import mlflow
+
+        mlflow.set_tracking_uri(where["tracking_uri"])
+        with mlflow.start_run(run_id=where["run_id"]):
+            mlflow.log_artifact(str(record), artifact_path="evaluation")
+
+    metrics_path = Path(metrics_dir) / f"{variant}.json"
+    metrics_path.parent.mkdir(parents=True, exist_ok=True)
+    metrics_path.write_text(json.dumps({"variant": variant, **ev.metrics}, indent=2) + "\n")
+    return VariantEvaluation(variant, ev.metrics, metrics_path, report_dir, where)
+
+
+def format_evaluation(r: VariantEvaluation) -> str:
+    m = r.metrics
+
+    def f(k: str, spec: str = ".4f") -> str:
+        v = m.get(k)
+        return "n/a" if v is None else format(v, spec)
+
+    lines = [
+        f"evaluate {r.variant}: {f('faces_a', '.0f')} + {f('faces_b', '.0f')} held-out faces",
+        f"  reconstruction  LPIPS {f('recon_lpips')}  PSNR {f('recon_psnr', '.2f')} dB  SSIM {f('recon_ssim')}",
+        f"  checkerboard    recon excess {f('recon_checkerboard_excess')}  error {f('recon_error_checkerboard')}"
+        f"  swap excess {f('swap_checkerboard_excess')}",
+        f"  swap            cycle LPIPS {f('cycle_lpips')}  landmark NME {f('landmark_nme')}"
+        f"  detection failures {f('landmark_failure_rate', '.1%')}",
+        f"  → {r.metrics_path}, {r.report_dir}/ ({', '.join(PICTURES)})",
+    ]
+    if r.mlflow:
+        lines.append(f"  → MLflow run {r.mlflow['run_id']} ({r.mlflow['tracking_uri']})")
+    return "\n".join(lines)

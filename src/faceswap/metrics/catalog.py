@@ -1,0 +1,59 @@
+"""Every evaluation metric by name, with its direction and a one-line meaning.
+
+One table, read by the evaluation (to write ``metrics/<variant>.json`` and the MLflow run), by the
+registry rule (which may only rank by a known lower/higher-is-better metric) and by the config's
+validation. ``docs/metrics.md`` defines each one in full. Importing this module is cheap.
+"""
+
+from __future__ import annotations
+
+LOWER, HIGHER, INFO = "lower", "higher", "info"
+
+# name → (direction, meaning). Suffixes _a/_b: per identity; _a2b/_b2a: per swap direction.
+EVAL_METRICS: dict[str, tuple[str, str]] = {
+    "recon_lpips": (LOWER, "LPIPS-alex between held-out faces and their reconstructions (mean of a, b)"),
+    "recon_lpips_a": (LOWER, "recon_lpips for identity a"),
+    "recon_lpips_b": (LOWER, "recon_lpips for identity b"),
+    "recon_psnr": (HIGHER, "PSNR (dB, [0, 1] range) of reconstructions (mean of a, b)"),
+    "recon_psnr_a": (HIGHER, "recon_psnr for identity a"),
+    "recon_psnr_b": (HIGHER, "recon_psnr for identity b"),
+    "recon_ssim": (HIGHER, "SSIM (Gaussian 11×11, σ 1.5) of reconstructions (mean of a, b)"),
+    "recon_ssim_a": (HIGHER, "recon_ssim for identity a"),
+    "recon_ssim_b": (HIGHER, "recon_ssim for identity b"),
+    "recon_checkerboard": (LOWER, "set checkerboard score of the reconstructions (mean of a, b)"),
+    "recon_checkerboard_excess": (LOWER, "set score of reconstructions minus set score of the ground truth"),
+    "recon_checkerboard_excess_a": (LOWER, "recon_checkerboard_excess for identity a"),
+    "recon_checkerboard_excess_b": (LOWER, "recon_checkerboard_excess for identity b"),
+    "recon_error_checkerboard": (LOWER, "set checkerboard score of the error images (reconstruction − truth)"),
+    "recon_checkerboard_image": (LOWER, "per-image checkerboard score of reconstructions, averaged"),
+    "recon_checkerboard_excess_image": (LOWER, "per-image excess over the ground truth, averaged"),
+    "recon_error_checkerboard_image": (LOWER, "per-image error_score, averaged"),
+    "swap_checkerboard": (LOWER, "set checkerboard score of the swaps (mean of a2b, b2a)"),
+    "swap_checkerboard_excess": (LOWER, "set score of swaps minus set score of their sources, worse direction"),
+    "swap_checkerboard_excess_a2b": (LOWER, "swap_checkerboard_excess for a→b"),
+    "swap_checkerboard_excess_b2a": (LOWER, "swap_checkerboard_excess for b→a"),
+    "swap_checkerboard_excess_image": (LOWER, "per-image swap excess over the source, averaged over both directions"),
+    "cycle_lpips": (LOWER, "LPIPS-alex between a face and its round trip through the other identity (mean)"),
+    "cycle_lpips_a": (LOWER, "cycle_lpips for a → b → a"),
+    "cycle_lpips_b": (LOWER, "cycle_lpips for b → a → b"),
+    "landmark_nme": (LOWER, "5-point landmark error of swap vs source / inter-ocular distance (mean of a2b, b2a)"),
+    "landmark_nme_a2b": (LOWER, "landmark_nme for a→b"),
+    "landmark_nme_b2a": (LOWER, "landmark_nme for b→a"),
+    "landmark_failure_rate": (LOWER, "share of swaps with no face detected, of sources with one (both directions)"),
+    "landmark_failure_rate_a2b": (LOWER, "landmark_failure_rate for a→b"),
+    "landmark_failure_rate_b2a": (LOWER, "landmark_failure_rate for b→a"),
+    "landmark_source_misses": (INFO, "held-out source faces on which the detector found no face (excluded)"),
+    "faces_a": (INFO, "held-out faces of identity a evaluated"),
+    "faces_b": (INFO, "held-out faces of identity b evaluated"),
+    "step": (INFO, "training step of the evaluated checkpoint"),
+}
+
+RANKABLE = tuple(name for name, (d, _) in EVAL_METRICS.items() if d in (LOWER, HIGHER))
+
+
+def direction(name: str) -> str:
+    """'lower' or 'higher' (is better), or 'info'; a clear error for an unknown name."""
+    try:
+        return EVAL_METRICS[name][0]
+    except KeyError:
+        raise KeyError(f"unknown metric {name!r}; known: {', '.join(EVAL_METRICS)}") from None

@@ -1,0 +1,448 @@
+"""Pick the best variant by the rule in params.yaml and register it (``faceswap register``, stage ``register``).
+
+The rule (``register`` in params.yaml; defaults shown):
+
+1. **gate**: a variant qualifies when ``swap_checkerboard_excess`` ≤ ``gate_max`` (0.05);
+2. **primary**: among the qualifying, the lowest ``recon_lpips`` wins (a higher-is-better metric is
+   ranked the other way);
+3. **tiebreak**: variants within ``tie_tolerance`` of the best primary value are ranked by
+   ``cycle_lpips``; then by primary; then by name, so the choice is always deterministic.
+
+No variant qualifies: nothing is registered (unless ``fallback: true``: then the best primary is).
+
+The winner is logged as an MLflow pyfunc (:mod:`faceswap.serving.pyfunc`) into its evaluation's run and
+registered under ``model_name``. The alias ``champion`` moves to the new version only when it beats
+the current champion by the same rule on the same evaluation data (same held-out faces, same metric
+settings; if the champion was measured on other data it is re-evaluated now); otherwise the new
+version gets ``challenger`` and the output says why the champion stayed. The first version becomes
+champion. A winner that is already registered (same checkpoint, same evaluation) is not registered again.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from faceswap.metrics.catalog import EVAL_METRICS, HIGHER, RANKABLE
+
+if TYPE_CHECKING:
+    from faceswap.config import Params, RegisterParams
+
+CHAMPION, CHALLENGER = "champion", "challenger"
+MODEL_ARTIFACT = "faceswap_model"
+SUMMARY_COLUMNS = (
+    ("recon_lpips", "recon LPIPS ↓", ".4f"),
+    ("recon_psnr", "PSNR dB ↑", ".2f"),
+    ("recon_ssim", "SSIM ↑", ".4f"),
+    ("recon_checkerboard_excess", "recon grid excess ↓", "+.4f"),
+    ("recon_error_checkerboard", "error grid ↓", ".4f"),
+    ("swap_checkerboard_excess", "swap grid excess ↓", "+.4f"),
+    ("cycle_lpips", "cycle LPIPS ↓", ".4f"),
+    ("landmark_nme", "landmark NME ↓", ".4f"),
+    ("landmark_failure_rate", "landmark misses ↓", ".1%"),
+)
+
+
+class RegisterError(RuntimeError):
+    """Missing evaluations, or a registry that cannot be reached."""
+
+
+# --- the rule -----------------------------------------------------------------------------------------
+
+
+@dataclass
+class Candidate:
+    variant: str
+    metrics: dict[str, float | None]
+    evaluation: dict[str, Any] = field(default_factory=dict)  # reports/evaluations/<variant>.json
+    qualifies: bool = False
+    rank: int | None = None
+    note: str = ""
+
+
+def _value(metrics: dict[str, float | None], name: str) -> float:
+    """The metric as a 'lower is better' number; a missing or non-finite value ranks last."""
+    v = metrics.get(name)
+    if v is None or not math.isfinite(float(v)):
+        return math.inf
+    return -float(v) if EVAL_METRICS[name][0] == HIGHER else float(v)
+
+
+def passes_gate(metrics: dict[str, float | None], rule: RegisterParams) -> bool:
+    v = metrics.get(rule.gate_metric)
+    return v is not None and math.isfinite(float(v)) and float(v) <= rule.gate_max
+
+
+def describe_rule(rule: RegisterParams) -> str:
+    fb = "register the best primary anyway" if rule.fallback else "register nothing"
+    return (
+        f"qualify: {rule.gate_metric} ≤ {rule.gate_max:g}; best: {_dir_word(rule.primary)} {rule.primary}; "
+        f"within {rule.tie_tolerance:g}: {_dir_word(rule.tiebreak)} {rule.tiebreak}; none qualifies: {fb}"
+    )
+
+
+def _dir_word(name: str) -> str:
+    return "highest" if EVAL_METRICS[name][0] == HIGHER else "lowest"
+
+
+def select(candidates: list[Candidate], rule: RegisterParams) -> tuple[Candidate | None, str]:
+    """Rank ``candidates`` in place (qualifies, rank, note) and return (winner or None, reason)."""
+    for c in candidates:
+        c.qualifies = passes_gate(c.metrics, rule)
+        v = c.metrics.get(rule.gate_metric)
+        shown = "missing" if v is None else format(v, ".4f")
+        c.note = "" if c.qualifies else f"{rule.gate_metric} {shown} > {rule.gate_max:g}"
+    pool = [c for c in candidates if c.qualifies]
+    fallback = False
+    if not pool:
+        if not rule.fallback or not candidates:
+            return None, (
+                f"no variant qualifies ({rule.gate_metric} ≤ {rule.gate_max:g}): "
+                + ", ".join(f"{c.variant} {c.note}" for c in candidates)
+                + "; nothing registered (set register.fallback: true to register the best anyway)"
+            )
+        pool, fallback = list(candidates), True
+    best_primary = min(_value(c.metrics, rule.primary) for c in pool)
+
+    def key(c: Candidate) -> tuple:
+        p = _value(c.metrics, rule.primary)
+        tied = p - best_primary <= rule.tie_tolerance + 1e-12
+        return (0 if tied else 1, _value(c.metrics, rule.tiebreak) if tied else p, p, c.variant)
+
+    ranked = sorted(pool, key=key)
+    for i, c in enumerate(ranked, 1):
+        c.rank = i
+    win = ranked[0]
+    tied = [c for c in ranked if key(c)[0] == 0]
+    how = f"lowest {rule.primary}" if EVAL_METRICS[rule.primary][0] != HIGHER else f"highest {rule.primary}"
+    reason = f"{win.variant}: {how} ({win.metrics.get(rule.primary):.4f})"
+    if len(tied) > 1:
+        reason += (f", tied within {rule.tie_tolerance:g} with {', '.join(c.variant for c in tied[1:])}; "
+                   f"{_dir_word(rule.tiebreak)} {rule.tiebreak} ({win.metrics.get(rule.tiebreak)})")
+    reason += f" among {len(pool)} qualifying of {len(candidates)}"
+    if fallback:
+        reason += f" (FALLBACK: none passes {rule.gate_metric} ≤ {rule.gate_max:g})"
+    return win, reason
+
+
+def beats(new: dict[str, float | None], old: dict[str, float | None], rule: RegisterParams) -> tuple[bool, str]:
+    """Whether ``new`` beats ``old`` by the rule (gate, then primary beyond the tolerance, then tiebreak)."""
+    gn, go = passes_gate(new, rule), passes_gate(old, rule)
+    if gn != go:
+        return gn, f"{'only the newcomer' if gn else 'only the champion'} passes {rule.gate_metric} ≤ {rule.gate_max:g}"
+    pn, po = _value(new, rule.primary), _value(old, rule.primary)
+    if abs(pn - po) > rule.tie_tolerance:
+        better = pn < po
+        return better, (f"{rule.primary} {new.get(rule.primary):.4f} (new) vs {old.get(rule.primary):.4f} "
+                        f"(champion): {'new is better' if better else 'champion is better'}")
+    tn, to = _value(new, rule.tiebreak), _value(old, rule.tiebreak)
+    better = tn < to
+    return better, (f"{rule.primary} tied within {rule.tie_tolerance:g}; {rule.tiebreak} {new.get(rule.tiebreak)} "
+                    f"(new) vs {old.get(rule.tiebreak)} (champion): {'new is better' if better else 'champion stays'}")
+
+
+# --- inputs -------------------------------------------------------------------------------------------
+
+
+def load_candidates(variants: tuple[str, ...], reports_dir: str | Path) -> list[Candidate]:
+    """Every variant's evaluation record (``reports/evaluations/<variant>.json``); a clear error if one is missing."""
+    from faceswap.evaluate import evaluation_record_path
+
+    out, missing = [], []
+    for v in variants:
+        path = evaluation_record_path(reports_dir, v)
+        if not path.is_file():
+            missing.append(v)
+            continue
+        evaluation = json.loads(path.read_text())
+        metrics = {k: val for k, val in evaluation.get("metrics", {}).items() if k in EVAL_METRICS}
+        out.append(Candidate(v, metrics, evaluation))
+    if missing:
+        raise RegisterError(
+            f"no evaluation for {', '.join(missing)} (expected {evaluation_record_path(reports_dir, '<variant>')}); "
+            f"run `dvc repro evaluate` (or `faceswap evaluate --variant V`) first"
+        )
+    return out
+
+
+# --- summary ------------------------------------------------------------------------------------------
+
+
+def _fmt(v: float | None, spec: str) -> str:
+    return "–" if v is None else format(v, spec)
+
+
+def summary_table(candidates: list[Candidate], winner: str | None) -> str:
+    head = "| variant | qualifies | rank | " + " | ".join(t for _, t, _ in SUMMARY_COLUMNS) + " |"
+    sep = "|" + "---|" * (3 + len(SUMMARY_COLUMNS))
+    lines = [head, sep]
+    for c in sorted(candidates, key=lambda c: (c.rank is None, c.rank or 0, c.variant)):
+        name = f"**{c.variant}**" if c.variant == winner else c.variant
+        q = "yes" if c.qualifies else f"no ({c.note})"
+        cells = [_fmt(c.metrics.get(k), spec) for k, _, spec in SUMMARY_COLUMNS]
+        lines.append(f"| {name} | {q} | {c.rank or '–'} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def write_summary(path: Path, candidates: list[Candidate], rule: RegisterParams, result: dict[str, Any]) -> None:
+    faces = next((c.metrics for c in candidates), {})
+    lines = [
+        "# Variant comparison",
+        "",
+        f"Held-out faces: {_fmt(faces.get('faces_a'), '.0f')} (a) + {_fmt(faces.get('faces_b'), '.0f')} (b). "
+        "↓ lower is better, ↑ higher is better; definitions in docs/metrics.md.",
+        "",
+        summary_table(candidates, result.get("variant")),
+        "",
+        f"**Rule**: {describe_rule(rule)}.",
+        "",
+        f"**Choice**: {result['reason']}",
+        "",
+    ]
+    if result.get("version"):
+        lines.append(f"**Registry**: `{result['model_name']}` version {result['version']} → alias "
+                     f"`{result['alias']}`; champion is version {result['champion_version']}"
+                     f"{' (moved)' if result['champion_changed'] else ' (unchanged)'}. {result['alias_reason']}")
+    else:
+        lines.append("**Registry**: nothing registered.")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + "\n")
+
+
+# --- registry -----------------------------------------------------------------------------------------
+
+
+def _metric_tags(metrics: dict[str, float | None]) -> dict[str, str]:
+    return {f"metric.{k}": repr(float(v)) for k, v in metrics.items() if v is not None and k in EVAL_METRICS}
+
+
+def _metrics_from_tags(tags: dict[str, str]) -> dict[str, float | None]:
+    out: dict[str, float | None] = {}
+    for k, v in tags.items():
+        if k.startswith("metric."):
+            try:
+                out[k.removeprefix("metric.")] = float(v)
+            except ValueError:
+                out[k.removeprefix("metric.")] = None
+    return out
+
+
+def _champion(client: Any, name: str) -> Any | None:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client.get_registered_model(name)
+    except MlflowException:
+        return None
+    try:
+        return client.get_model_version_by_alias(name, CHAMPION)
+    except MlflowException:
+        return None
+
+
+def _existing_version(client: Any, name: str, sha: str, fingerprint: str) -> Any | None:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        versions = client.search_model_versions(f"name = '{name}'")
+    except MlflowException:
+        return None
+    for mv in sorted(versions, key=lambda m: int(m.version)):
+        if mv.tags.get("checkpoint_sha256") == sha and mv.tags.get("eval_fingerprint") == fingerprint:
+            return mv
+    return None
+
+
+def reevaluate_version(tracking_uri: str, name: str, version: str, params: Params) -> dict[str, float | None]:
+    """Measure a registered version again on the current held-out faces with the current settings."""
+    import mlflow
+
+    from faceswap.checkpoint import load_model
+    from faceswap.evaluate import evaluate_model, load_eval_faces, resolve_device
+
+    mlflow.set_tracking_uri(tracking_uri)
+    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}/{version}"))
+    found = sorted(local.rglob("model.pt"))
+    if not found:
+        raise RegisterError(f"registered version {name}/{version} holds no checkpoint (model.pt)")
+    device = resolve_device(params.evaluate.device)
+    model, _ = load_model(found[0], device)
+    cfg = params.evaluate
+    faces = load_eval_faces(cfg.data, tuple(model.config.identities), model.config.image_size, cfg.faces_dir,
+                            cfg.max_faces)
+    return evaluate_model(model, faces, cfg, params.metrics.checkerboard.periods, device).metrics
+
+
+def log_and_register(win: Candidate, rule: RegisterParams, tracking_uri: str, reason: str) -> Any:
+    """Log the winner as a pyfunc into its evaluation run and register it; returns the ModelVersion."""
+    import mlflow
+
+    from faceswap.evaluate import DEFAULT_EXPERIMENT, ensure_experiment
+    from faceswap.imageio import read_rgb
+    from faceswap.serving import pyfunc
+
+    ev = win.evaluation
+    ckpt = Path(ev["checkpoint"])
+    if not ckpt.is_file():
+        raise RegisterError(f"checkpoint of {win.variant} not found: {ckpt}")
+    from faceswap.evaluate import file_sha256
+
+    if file_sha256(ckpt) != ev["checkpoint_sha256"]:
+        raise RegisterError(f"{ckpt} changed since it was evaluated; run `dvc repro evaluate@{win.variant}` again")
+    mlflow.set_tracking_uri(tracking_uri)
+    client = mlflow.MlflowClient(tracking_uri)
+    run_id = (ev.get("mlflow") or {}).get("run_id")
+    if not run_id:
+        exp_id = ensure_experiment(client, DEFAULT_EXPERIMENT, tracking_uri)
+        run = client.create_run(exp_id, run_name=f"{win.variant}-register", tags={"variant": win.variant})
+        run_id = run.info.run_id
+    example = _example_faces(ev, read_rgb)
+    tags = {
+        "variant": win.variant,
+        "data_version": str(ev.get("data_version") or "unknown"),
+        "git_commit": str(ev.get("git_commit") or "unknown"),
+        "eval_fingerprint": ev["eval_fingerprint"],
+        "checkpoint_sha256": ev["checkpoint_sha256"],
+        "step": str(ev.get("step")),
+        "rule": describe_rule(rule),
+        "selection": reason,
+        **_metric_tags(win.metrics),
+    }
+    import faceswap
+
+    with mlflow.start_run(run_id=run_id):
+        info = mlflow.pyfunc.log_model(
+            name=MODEL_ARTIFACT,
+            python_model=pyfunc.FaceSwapModel(),
+            artifacts={"checkpoint": str(ckpt)},
+            code_paths=[str(Path(faceswap.__file__).parent)],
+            signature=pyfunc.signature(),
+            input_example=pyfunc.input_example(*example) if example else None,
+            pip_requirements=pyfunc.pip_requirements(),
+            tags={"variant": win.variant},
+        )
+        mlflow.set_tags({"registered_as": rule.model_name, "variant": win.variant})
+    try:
+        client.get_registered_model(rule.model_name)
+    except Exception:
+        client.create_registered_model(
+            rule.model_name, description="Face-swap autoencoder (3×3 bottleneck); pyfunc: aligned crops in, swaps out."
+        )
+    mv = mlflow.register_model(info.model_uri, rule.model_name, tags=tags)
+    client.update_model_version(rule.model_name, mv.version, description=f"{win.variant}: {reason}")
+    return client.get_model_version(rule.model_name, mv.version)
+
+
+def _example_faces(ev: dict[str, Any], read_rgb: Any) -> tuple | None:
+    """The first held-out crop of each identity, for the model's input example (None if unavailable)."""
+    from faceswap.data.manifest import read_manifest
+    from faceswap.evaluate import _resolve_crop
+
+    try:
+        manifest = Path(ev["manifest"])
+        faces_dir = Path(ev["faces_dir"]) if ev.get("faces_dir") else None
+        df = read_manifest(manifest)
+        faces = []
+        for ident in ev["identities"]:
+            rel = df.loc[df["face_id"] == ev["face_ids"][ident][0], "path"].iloc[0]
+            faces.append(read_rgb(_resolve_crop(rel, manifest, faces_dir)))
+        return tuple(faces)
+    except (KeyError, IndexError, OSError, ValueError):
+        return None
+
+
+@dataclass
+class RegisterResult:
+    record: dict[str, Any]
+    table: str
+
+
+def register_best(
+    params: Params,
+    reports_dir: str | Path = "reports",
+    out_json: str | Path = "metrics/register.json",
+    summary_md: str | Path = "reports/summary.md",
+) -> RegisterResult:
+    """The ``register`` stage: rank, register the winner, move the aliases, write register.json + summary.md."""
+    import mlflow
+
+    from faceswap.evaluate import DEFAULT_TRACKING_URI
+
+    rule = params.registry
+    candidates = load_candidates(params.model.variants, reports_dir)
+    win, reason = select(candidates, rule)
+    record: dict[str, Any] = {
+        "model_name": rule.model_name, "version": None, "run_id": None, "variant": None, "alias": None,
+        "champion_version": None, "champion_changed": False, "reason": reason, "alias_reason": "",
+        "rule": describe_rule(rule), "tracking_uri": None,
+        "candidates": [],
+    }
+    if win is not None:
+        tracking_uri = (rule.tracking_uri or (win.evaluation.get("mlflow") or {}).get("tracking_uri")
+                        or DEFAULT_TRACKING_URI)
+        record["tracking_uri"] = tracking_uri
+        mlflow.set_tracking_uri(tracking_uri)
+        client = mlflow.MlflowClient(tracking_uri)
+        ev = win.evaluation
+        champ = _champion(client, rule.model_name)
+        mv = _existing_version(client, rule.model_name, ev["checkpoint_sha256"], ev["eval_fingerprint"])
+        if mv is None:
+            mv = log_and_register(win, rule, tracking_uri, reason)
+        else:
+            reason += f" (already registered as version {mv.version}; not registered again)"
+            record["reason"] = reason
+        if champ is None:
+            alias, why = CHAMPION, "first registered model: it becomes champion"
+        elif str(champ.version) == str(mv.version):
+            alias, why = CHAMPION, f"version {mv.version} already holds the champion alias"
+        else:
+            if champ.tags.get("eval_fingerprint") == ev["eval_fingerprint"]:
+                champ_metrics = _metrics_from_tags(champ.tags)
+                basis = "same evaluation data"
+            else:
+                champ_metrics = reevaluate_version(tracking_uri, rule.model_name, champ.version, params)
+                basis = "champion re-evaluated on the current held-out faces"
+            better, why = beats(win.metrics, champ_metrics, rule)
+            alias = CHAMPION if better else CHALLENGER
+            why = (f"beats champion version {champ.version} ({basis}): {why}" if better
+                   else f"champion version {champ.version} stays ({basis}): {why}")
+        client.set_registered_model_alias(rule.model_name, alias, mv.version)
+        if alias == CHAMPION:
+            try:  # a version cannot usefully be both; the old challenger alias may point at it
+                if str(client.get_model_version_by_alias(rule.model_name, CHALLENGER).version) == str(mv.version):
+                    client.delete_registered_model_alias(rule.model_name, CHALLENGER)
+            except Exception:
+                pass
+        record.update(
+            version=str(mv.version), run_id=mv.run_id, variant=win.variant, alias=alias,
+            champion_version=str(mv.version) if alias == CHAMPION else str(champ.version),
+            champion_changed=alias == CHAMPION and (champ is None or str(champ.version) != str(mv.version)),
+            alias_reason=why,
+        )
+    record["candidates"] = [
+        {"variant": c.variant, "qualifies": c.qualifies, "rank": c.rank, "note": c.note,
+         "metrics": {k: c.metrics.get(k) for k in RANKABLE if k in c.metrics}}
+        for c in candidates
+    ]
+    out_json = Path(out_json)
+    out_json.parent.mkdir(parents=True, exist_ok=True)
+    out_json.write_text(json.dumps(record, indent=2) + "\n")
+    write_summary(Path(summary_md), candidates, rule, record)
+    return RegisterResult(record, summary_table(candidates, record["variant"]))
+
+
+def format_register(r: RegisterResult) -> str:
+    rec = r.record
+    lines = [r.table, "", f"rule: {rec['rule']}", f"choice: {rec['reason']}"]
+    if rec["version"]:
+        lines.append(f"registered {rec['model_name']} version {rec['version']} (run {rec['run_id']}) → "
+                     f"@{rec['alias']}; champion: version {rec['champion_version']}"
+                     f"{' (moved)' if rec['champion_changed'] else ' (unchanged)'}")
+        lines.append(f"why: {rec['alias_reason']}")
+        lines.append(f"load: mlflow.pyfunc.load_model('models:/{rec['model_name']}@champion')  ({rec['tracking_uri']})")
+    else:
+        lines.append("nothing registered")
+    return "\n".join(lines)

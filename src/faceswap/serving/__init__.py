@@ -1,0 +1,1 @@
+"""Serving the registered model: the MLflow pyfunc wrapper (``faceswap.serving.pyfunc``)."""
