@@ -41,6 +41,7 @@ lint: $(STAMP)
 ## bench: CPU benchmarks; each prints a table and writes JSON under bench/results/
 bench: setup
 	$(PY) bench/model.py
+	$(PY) bench/train.py
 
 clean-venv:
 	rm -rf $(VENV)
