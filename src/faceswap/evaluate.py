@@ -172,10 +172,13 @@ def run_model(
 def _batched_lpips(x: torch.Tensor, y: torch.Tensor, net: str, device: str, batch: int) -> np.ndarray:
     import torch
 
-    from faceswap.metrics.lpips import lpips_tensor
+    from faceswap.metrics.lpips import load_lpips, lpips_tensor
 
+    # Build the process-wide cached LPIPS module *outside* inference mode, and use no_grad rather than
+    # inference_mode here: its tensors must stay usable by later autograd users (the training loss).
+    load_lpips(net, device)
     vals = []
-    with torch.inference_mode():
+    with torch.no_grad():
         for s in range(0, len(x), batch):
             vals.append(lpips_tensor(x[s : s + batch].to(device), y[s : s + batch].to(device), net=net).cpu())
     return torch.cat(vals).numpy().astype(float)
