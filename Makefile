@@ -13,7 +13,7 @@ export DVC_NO_ANALYTICS := 1
 export NO_ALBUMENTATIONS_UPDATE := 1
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: setup pipeline test lint bench clean-venv
+.PHONY: setup pipeline test lint bench ui clean-venv
 
 ## setup: create .venv with the pinned environment (idempotent: reinstalls only when a pin changes)
 setup: $(STAMP)
@@ -42,6 +42,10 @@ lint: $(STAMP)
 bench: setup
 	$(PY) bench/model.py
 	$(PY) bench/train.py
+
+## ui: the MLflow UI on the project's own store (sqlite:///mlflow.db, mlruns/), on http://127.0.0.1:5000
+ui: $(STAMP)
+	$(PY) -m faceswap.cli ui
 
 clean-venv:
 	rm -rf $(VENV)
