@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from faceswap.config import AugmentParams, LossParams
-from faceswap.data.dataset import FaceSet, StepBatches, SwapPairs, to_float
+from faceswap.data.dataset import FaceSet, StepBatches, SwapPairs, to_float, worker_init
 from faceswap.losses import reconstruction_loss
 from faceswap.model import UPSAMPLERS, FaceSwapAutoencoder, ModelConfig
 from faceswap.model.info import describe_model
@@ -85,7 +85,8 @@ def main() -> None:
         opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=cuda)
         loader = torch.utils.data.DataLoader(
             SwapPairs(faces, AugmentParams(), 0), batch_sampler=StepBatches(0, args.warmup + args.steps, args.batch),
-            num_workers=args.workers, pin_memory=cuda, prefetch_factor=4 if args.workers else None)
+            num_workers=args.workers, pin_memory=cuda, prefetch_factor=4 if args.workers else None,
+            worker_init_fn=worker_init)
         if cuda:
             torch.cuda.reset_peak_memory_stats()
         wait = 0.0

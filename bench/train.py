@@ -71,7 +71,7 @@ def main() -> None:
     args = ap.parse_args()
     p = load_params()
     t = p.train
-    workers = t.workers if t.workers is not None else max(0, min(8, (os.cpu_count() or 1) - 1))
+    workers = t.workers if t.workers is not None else max(0, min(16, (os.cpu_count() or 1) - 1))
     faces = load_faces(args.data, p.base.identities, "train", p.base.image_size, args.faces_dir)
     k = t.loss.lpips_every
     steps = -(-args.steps // k) * k

@@ -320,7 +320,7 @@ class TrainParams(_Section):
     precision: str = Field("auto", description="auto (bf16 on a bf16 GPU, fp16+scaler on older GPUs, fp32 on CPU).")
     channels_last: bool | None = Field(None, description="null = on for CUDA, off for CPU.")
     compile: bool = Field(False, description="torch.compile the model (GPU runs; minutes of warm-up).")
-    workers: int | None = Field(None, ge=0, le=64, description="Data-loader workers; null = min(8, CPUs - 1).")
+    workers: int | None = Field(None, ge=0, le=64, description="Data-loader workers; null = min(16, CPUs - 1).")
     max_nonfinite: int = Field(5, ge=1, le=10_000, description="Consecutive NaN/Inf losses that stop the run.")
     mlflow: MlflowParams = MlflowParams()
 

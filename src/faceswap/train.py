@@ -40,7 +40,7 @@ from torch import nn
 
 from faceswap.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from faceswap.config import Params, TrainParams
-from faceswap.data.dataset import StepBatches, SwapPairs, load_faces, stack_faces, to_float
+from faceswap.data.dataset import StepBatches, SwapPairs, load_faces, stack_faces, to_float, worker_init
 from faceswap.losses import reconstruction_loss, uses_lpips
 from faceswap.model import FaceSwapAutoencoder, ModelConfig
 
@@ -361,12 +361,12 @@ def train(
 
         net = DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
 
-    workers = t.workers if t.workers is not None else max(0, min(8, (os.cpu_count() or 1) - 1))
+    workers = t.workers if t.workers is not None else max(0, min(16, (os.cpu_count() or 1) - 1))
     loader = torch.utils.data.DataLoader(
         SwapPairs(train_faces, t.augment, params.base.seed),
         batch_sampler=StepBatches(start, t.steps, t.batch_size, dist.rank, dist.world),
         num_workers=workers, pin_memory=device.type == "cuda",
-        prefetch_factor=4 if workers else None, persistent_workers=False,
+        prefetch_factor=4 if workers else None, persistent_workers=False, worker_init_fn=worker_init,
     )
     val = {i: stack_faces(fs, t.val_images) for i, fs in val_faces.items()}
     preview_faces = {i: stack_faces(fs, t.preview_rows) for i, fs in val_faces.items()}

@@ -200,6 +200,14 @@ class StepBatches(torch.utils.data.Sampler[list[int]]):
             yield list(range(first, first + b))
 
 
+def worker_init(_: int) -> None:
+    """One thread per loader worker: N workers × M OpenCV/torch threads each would oversubscribe the CPU."""
+    import cv2
+
+    cv2.setNumThreads(1)
+    torch.set_num_threads(1)
+
+
 def to_float(x: torch.Tensor, device: torch.device, channels_last: bool = False) -> torch.Tensor:
     """uint8 (B, 3, H, W) → float in [0, 1] on ``device`` (the copy is async when the batch is pinned)."""
     x = x.to(device, non_blocking=True).float().div_(255.0)
@@ -228,4 +236,5 @@ __all__ = [
     "resolve_crop",
     "stack_faces",
     "to_float",
+    "worker_init",
 ]
