@@ -320,7 +320,6 @@ def train_cmd(
 
 
 
-
 @app.command("profile")
 def profile_cmd(
     name: Annotated[str, typer.Argument(help="A preset in profiles/ (seed-256, seed-512).")],
@@ -390,7 +389,6 @@ def validate_cmd(
     if not result.success:
         why = "failed expectations" if result.mode == "fail" else "table-level expectations failed"
         fail(f"validation gate closed ({result.mode} mode: {why}); see {result.quarantine_path} and {report}")
-
 
 
 # --- evaluation and registry ---
@@ -478,6 +476,61 @@ def ui_cmd(
         raise typer.Exit(subprocess.call(cmd, env=env))
     except KeyboardInterrupt:
         raise typer.Exit(0) from None
+
+
+# --- orchestration ---
+
+flow_app = typer.Typer(help="Prefect orchestration of the DVC pipeline (docs/orchestration.md).", no_args_is_help=True)
+app.add_typer(flow_app, name="flow")
+
+
+@flow_app.command("run")
+def flow_run_cmd(
+    variant: Annotated[
+        list[str] | None, typer.Option("--variant", help="Run only these foreach items (repeatable; default all).")
+    ] = None,
+    force: Annotated[
+        list[str] | None, typer.Option("--force", help="Rerun this stage or stage@item even if up to date.")
+    ] = None,
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", "-S", help="Params overlay, `dvc exp run -S` syntax: key=value.")
+    ] = None,
+    register: Annotated[bool, typer.Option(help="Run the register stage(s) (params flow.register_stages).")] = True,
+    pull: Annotated[bool | None, typer.Option(help="`dvc pull` first (default: params flow.pull).")] = None,
+    push: Annotated[bool | None, typer.Option(help="`dvc push` after (default: params flow.push).")] = None,
+    dry_run: Annotated[bool, typer.Option(help="Print the stage plan from dvc.yaml and stop.")] = False,
+    repo: Annotated[Path, typer.Option(help="The DVC repository (holds dvc.yaml and params.yaml).")] = Path("."),
+) -> None:
+    """Run the DVC pipeline once as a Prefect flow (temporary local server unless PREFECT_API_URL is set)."""
+    import os
+
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+    try:
+        from pipelines.flow import pipeline
+    except ModuleNotFoundError as err:  # console scripts do not put the working folder on sys.path
+        if err.name not in ("pipelines", "pipelines.flow"):
+            raise
+        sys.path.insert(0, str(repo.resolve()))
+        try:
+            from pipelines.flow import pipeline
+        except ModuleNotFoundError:
+            fail(f"no pipelines/ package in {repo.resolve()}: run from the repository root or pass --repo", 2)
+    from pipelines.graph import PlanError
+
+    from faceswap.config import ConfigError
+
+    try:
+        result = pipeline(variants=variant or None, force=force or None, set_params=set_ or None,
+                          register_model=register, pull=pull, push=push, dry_run=dry_run, repo=str(repo))
+    except (ConfigError, PlanError) as err:
+        fail(str(err), 2)
+    except Exception as err:  # the stage's own message; the full log is in the Prefect UI
+        fail(str(err))
+    if dry_run:
+        typer.echo("\n".join(result["plan"]))
+        return
+    for o in result["stages"]:
+        typer.echo(f"{o['stage']:<32} {o['status']:<8} {o['seconds']:7.2f} s  {o.get('detail', '')}")
 
 
 def main() -> None:

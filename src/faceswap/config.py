@@ -179,6 +179,7 @@ class SplitParams(_Section):
     def _mode(cls, v: str) -> str:
         return _one_of(v, SPLIT_MODES)
 
+
 # --- validation (``faceswap validate``) ---
 
 VALIDATE_MODES = ("fail", "filter")
@@ -434,6 +435,77 @@ class RegisterParams(_Section):
         return v
 
 
+# --- orchestration (Prefect flow ``pipelines.flow`` and its schedule; see docs/orchestration.md) ---
+
+_CRON_FIELD = set("0123456789*/,-?LW#ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
+
+
+class ScheduleParams(_Section):
+    """The deployment that re-runs the pipeline (``python -m pipelines.deploy``)."""
+
+    name: str = Field("nightly", min_length=1, max_length=100, description="Deployment name.")
+    cron: str = Field("0 3 * * *", description="Five-field cron expression (minute hour day month weekday).")
+    timezone: str = Field("UTC", description="IANA time zone the cron expression is read in.")
+    pull: bool = Field(False, description="Scheduled runs `dvc pull` first (new data from the DVC remote).")
+    push: bool = Field(False, description="Scheduled runs `dvc push` the outputs after a successful run.")
+
+    @field_validator("cron")
+    @classmethod
+    def _cron(cls, v: str) -> str:
+        fields = v.split()
+        if len(fields) != 5 or any(set(f) - _CRON_FIELD for f in fields):
+            raise ValueError("must be a five-field cron expression such as '0 3 * * *' (03:00 every day)")
+        return " ".join(fields)
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, v: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError("unknown time zone; use an IANA name such as UTC or Europe/Berlin") from None
+        return v
+
+
+class FlowArtifactsParams(_Section):
+    """Files the flow turns into Prefect artifacts (paths relative to the repository; missing files are reported)."""
+
+    validation: str = Field("metrics/validation.json", min_length=1, description="Validation gate summary.")
+    variant_metrics: str = Field("metrics/{variant}.json", description="Held-out metrics of one variant.")
+    register_record: str = Field("metrics/register.json", min_length=1, description="The register stage's record.")
+    run: str = Field("models/{variant}/run.json", description="Names the variant's MLflow run.")
+
+    @field_validator("variant_metrics", "run")
+    @classmethod
+    def _per_variant(cls, v: str) -> str:
+        if "{variant}" not in v:
+            raise ValueError("must contain {variant}")
+        return v
+
+
+class FlowParams(_Section):
+    """How the Prefect flow runs the DVC stages (``faceswap flow run``, ``python -m pipelines.flow``)."""
+
+    retries: int = Field(2, ge=0, le=20, description="Retries of a failed stage (transient failures).")
+    retry_delay_s: float = Field(30.0, ge=0.0, le=3600.0, description="First retry delay; doubles on each retry.")
+    no_retry: tuple[str, ...] = Field(
+        ("validate",), description="Stages whose failure is a verdict, not an accident: never retried."
+    )
+    register_stages: tuple[str, ...] = Field(
+        ("register",), description="Stages left out when the flow runs with register=false."
+    )
+    pull: bool = Field(False, description="`dvc pull` before the run (the default of a manual run).")
+    push: bool = Field(False, description="`dvc push` after a successful run.")
+    log_tail: int = Field(30, ge=1, le=1000, description="Last output lines of a failed stage put in the error.")
+    mlflow_ui: str | None = Field(
+        None, description="MLflow UI base URL for run links; null = $MLFLOW_UI_URL, else the tracking URI if http."
+    )
+    artifacts: FlowArtifactsParams = FlowArtifactsParams()
+    schedule: ScheduleParams = ScheduleParams()
+
+
 class Params(_Section):
     """The whole ``params.yaml``."""
 
@@ -446,13 +518,14 @@ class Params(_Section):
     extract: ExtractParams = ExtractParams()
     align: AlignParams = AlignParams()
     split: SplitParams = SplitParams()
+    train: TrainParams = TrainParams()
     # ``validate`` is the params.yaml key (and the stage's name); the attribute is ``validation`` because
     # pydantic's BaseModel already has a ``validate`` method.
     validation: ValidateParams = Field(ValidateParams(), alias="validate")
     evaluate: EvaluateParams = EvaluateParams()
     # ``register`` is the params.yaml key; pydantic models already have a ``register`` (ABC) method.
     registry: RegisterParams = Field(RegisterParams(), alias="register")
-    train: TrainParams = TrainParams()
+    flow: FlowParams = FlowParams()
 
 
 def _format_errors(err: ValidationError, source: str) -> str:

@@ -1,0 +1,169 @@
+"""Markdown for the Prefect artifacts a user sees after each run, built from the pipeline's own files.
+
+The builders are plain functions of the repository folder (no Prefect import): a file that is missing (a run
+that skipped registering, a stage that failed) is reported in the artifact instead of raising.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+KEYS = {  # Prefect artifact keys (lower case, digits, dashes): each run adds a version under the same key
+    "metrics": "faceswap-variant-metrics",
+    "validation": "faceswap-validation",
+    "champion": "faceswap-champion",
+    "mlflow": "faceswap-mlflow-runs",
+    "stages": "faceswap-stages",
+}
+
+
+def _read_json(path: Path) -> tuple[dict[str, Any] | None, str | None]:
+    """(content, None) or (None, why it is unusable)."""
+    if not path.is_file():
+        return None, f"`{path.as_posix()}` does not exist"
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        return None, f"`{path.as_posix()}` is unreadable: {err}"
+    if not isinstance(data, dict):
+        return None, f"`{path.as_posix()}` does not hold a JSON object"
+    return data, None
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, bool) or v is None:
+        return "—" if v is None else ("yes" if v else "no")
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return str(v).replace("|", "\\|").replace("\n", " ")
+
+
+def _scalars(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Flatten nested mappings into dotted keys; keep scalars only."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, Mapping):
+            out.update(_scalars(v, f"{prefix}{k}."))
+        elif v is None or isinstance(v, str | int | float | bool):
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def _table(header: list[str], rows: Iterable[list[Any]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(_fmt(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def variant_metrics_markdown(root: Path, variants: Iterable[str], pattern: str) -> str:
+    """Every variant's held-out metrics side by side; a variant without a metrics file says so."""
+    variants = list(variants)
+    found, missing = {}, {}
+    for v in variants:
+        data, why = _read_json(root / pattern.format(variant=v))
+        if data is None:
+            missing[v] = why
+        else:
+            found[v] = {k: x for k, x in _scalars(data).items() if k != "variant"}
+    out = ["# Held-out metrics per variant", ""]
+    if found:
+        columns = list(dict.fromkeys(k for m in found.values() for k in m))
+        out.append(_table(["variant", *columns], ([v, *(found[v].get(c) for c in columns)] for v in found)))
+    else:
+        out.append("No variant has evaluation metrics yet.")
+    if missing:
+        out += ["", "Not evaluated in this workspace (stage excluded, skipped or failed):", ""]
+        out += [f"- **{v}**: {why}" for v, why in missing.items()]
+    return "\n".join(out) + "\n"
+
+
+def validation_markdown(root: Path, path: str) -> str:
+    """The validation gate's verdict and counts."""
+    data, why = _read_json(root / path)
+    if data is None:
+        return f"# Validation summary\n\nNo validation summary: {why} (the validate stage has not run here).\n"
+    rows = [[k, v] for k, v in _scalars(data).items() if not k.endswith("_path")]
+    verdict = {True: "**passed**", False: "**failed**"}.get(data.get("success"), "unknown")
+    return f"# Validation summary\n\nGate {verdict}.\n\n" + _table(["check", "value"], rows) + "\n"
+
+
+def _mlflow_ui(tracking_uri: str | None, ui: str | None) -> str | None:
+    base = ui or os.environ.get("MLFLOW_UI_URL")
+    if not base and tracking_uri and tracking_uri.startswith(("http://", "https://")):
+        base = tracking_uri  # an MLflow tracking server serves its UI at the same address
+    return base.rstrip("/") if base else None
+
+
+def champion_markdown(root: Path, path: str, ui: str | None = None) -> str:
+    """Which version holds ``champion`` now, whether this run moved it, and why."""
+    rec, why = _read_json(root / path)
+    if rec is None:
+        return (f"# Champion\n\nNo register record: {why}. Registering was skipped (register=false) or the "
+                "register stage has not run; the champion alias was not touched by this run.\n")
+    name = rec.get("model_name")
+    out = ["# Champion", ""]
+    if rec.get("version"):
+        moved = "**moved** to this version" if rec.get("champion_changed") else "unchanged"
+        out.append(f"`{name}` version **{rec['version']}** ({rec.get('variant')}) registered as "
+                   f"`@{rec.get('alias')}`; champion is version **{rec.get('champion_version')}** ({moved}).")
+        base = _mlflow_ui(rec.get("tracking_uri"), ui)
+        uri = f"models:/{name}@champion"
+        out += ["", f"- load: `{uri}`" + (f" (tracking `{rec['tracking_uri']}`)" if rec.get("tracking_uri") else "")]
+        if base:
+            out.append(f"- model page: [{name} v{rec['champion_version']}]"
+                       f"({base}/#/models/{name}/versions/{rec['champion_version']})")
+    else:
+        out.append(f"Nothing registered by the last register run; champion unchanged "
+                   f"(version {rec.get('champion_version') or '—'}).")
+    out += ["", f"Reason: {rec.get('reason') or '—'}"]
+    if rec.get("alias_reason"):
+        out.append(f"Alias: {rec['alias_reason']}")
+    cands = rec.get("candidates") or []
+    if cands:
+        metric_keys = list(dict.fromkeys(k for c in cands for k in (c.get("metrics") or {})))
+        out += ["", _table(["variant", "qualifies", "rank", *metric_keys, "note"],
+                           ([c.get("variant"), c.get("qualifies"), c.get("rank"),
+                             *((c.get("metrics") or {}).get(k) for k in metric_keys), c.get("note")]
+                            for c in cands))]
+    return "\n".join(out) + "\n"
+
+
+def mlflow_runs_markdown(root: Path, variants: Iterable[str], pattern: str, ui: str | None = None) -> str:
+    """Each variant's MLflow run: a link when a UI address is known, else the ``runs:/`` URI and its store."""
+    rows = []
+    for v in variants:
+        info, why = _read_json(root / pattern.format(variant=v))
+        if info is None:
+            rows.append([v, "—", f"no run record: {why}"])
+            continue
+        run_id, uri = info.get("mlflow_run_id"), info.get("tracking_uri")
+        if not run_id:
+            rows.append([v, "—", "trained without MLflow (no run id in the run record)"])
+            continue
+        base = _mlflow_ui(uri, ui)
+        exp = info.get("mlflow_experiment_id")
+        link = (f"[{run_id[:12]}]({base}/#/experiments/{exp}/runs/{run_id})" if base and exp
+                else f"`runs:/{run_id}`")
+        rows.append([v, link, f"tracking `{uri}`" if uri else "default tracking store"])
+    lines = ["# MLflow runs", "", "| variant | run | where |", "|---|---|---|"]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    if not any(r[1].startswith("[") for r in rows):
+        lines += ["", "Set `flow.mlflow_ui` (or `$MLFLOW_UI_URL`) to the MLflow UI address to get clickable links."]
+    return "\n".join(lines) + "\n"
+
+
+def stages_markdown(outcomes: list[dict[str, Any]], overlay: list[str], excluded: list[str]) -> str:
+    """What this run did per stage (ran / skipped by DVC / failed), with wall time."""
+    out = ["# Stages", ""]
+    if overlay:
+        out += ["Params overlay: " + ", ".join(f"`{o}`" for o in overlay), ""]
+    out.append(_table(["stage", "status", "seconds", "detail"],
+                      ([o["stage"], o["status"], round(o.get("seconds", 0.0), 2), o.get("detail", "")]
+                       for o in outcomes)))
+    if excluded:
+        out += ["", "Excluded by the run's parameters: " + ", ".join(f"`{e}`" for e in excluded)]
+    return "\n".join(out) + "\n"

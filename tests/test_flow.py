@@ -1,0 +1,292 @@
+"""Prefect orchestration (pipelines/): the flow on a tiny real DVC repository, its artifacts, skipping, failure,
+params overlay, the cron deployment, and stage discovery on this repository's own dvc.yaml.
+
+The tiny repository has the shape of ours (a validation summary, train@/evaluate@ foreach stages over
+model.variants, a register record, run.json with an MLflow run) but its stages are one-line Python scripts,
+so the whole module runs in about a minute; one Prefect test server is shared by the module.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import REPO
+
+TINY_PARAMS = {
+    "base": {"seed": 0},
+    "model": {"variants": ["convtranspose", "pixelshuffle"]},
+    "flow": {"retries": 0, "schedule": {"name": "tiny-nightly", "cron": "30 2 * * *", "timezone": "Europe/Berlin"}},
+}
+
+STAGES_PY = '''
+import json, sys
+from pathlib import Path
+import yaml
+
+seed = yaml.safe_load(open("params.yaml"))["base"]["seed"]
+what = sys.argv[1]
+
+def dump(path, data):
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps(data))
+
+if what == "prep":
+    if seed == 13:
+        print("prep: seed 13 is refused (planted failure)", file=sys.stderr)
+        sys.exit(3)
+    dump("data/prep.json", {"seed": seed})
+    dump("metrics/validation.json", {"success": True, "mode": "filter", "faces": 12, "accepted": 10,
+                                     "quarantined": 2, "identities": {"a": {"train": 4, "val": 1}}})
+elif what == "train":
+    v = sys.argv[2]
+    dump(f"models/{v}/run.json", {"variant": v, "mlflow_run_id": f"run{v}0123456789", "mlflow_experiment_id": "7",
+                                  "tracking_uri": "http://mlflow.example:5000"})
+elif what == "evaluate":
+    v = sys.argv[2]
+    m = {"variant": v, "recon_lpips": 0.1 + len(v) / 100, "swap_checkerboard_excess": 0.01}
+    dump(f"metrics/{v}.json", m)
+    dump(f"reports/evaluations/{v}.json", m)
+elif what == "register":
+    cands = [json.loads(p.read_text()) for p in sorted(Path("reports/evaluations").glob("*.json"))]
+    best = min(cands, key=lambda c: c["recon_lpips"])
+    dump("metrics/register.json", {
+        "model_name": "faceswap", "version": "3", "run_id": "r3", "variant": best["variant"], "alias": "champion",
+        "champion_version": "3", "champion_changed": True, "reason": "lowest recon_lpips",
+        "tracking_uri": "http://mlflow.example:5000",
+        "candidates": [{"variant": c["variant"], "qualifies": True, "rank": i + 1, "note": "",
+                        "metrics": {"recon_lpips": c["recon_lpips"]}} for i, c in enumerate(cands)]})
+'''
+
+DVC_YAML = textwrap.dedent('''
+    stages:
+      prep:
+        cmd: python stages.py prep
+        deps:
+          - stages.py
+        params:
+          - base.seed
+        outs:
+          - data/prep.json
+        metrics:
+          - metrics/validation.json:
+              cache: false
+      train:
+        foreach: ${model.variants}
+        do:
+          cmd: python stages.py train ${item}
+          deps:
+            - data/prep.json
+          outs:
+            - models/${item}
+      evaluate:
+        foreach: ${model.variants}
+        do:
+          cmd: python stages.py evaluate ${item}
+          deps:
+            - models/${item}
+          outs:
+            - reports/evaluations/${item}.json:
+                cache: false
+          metrics:
+            - metrics/${item}.json:
+                cache: false
+      register:
+        cmd: python stages.py register
+        deps:
+          - reports/evaluations
+        metrics:
+          - metrics/register.json:
+              cache: false
+''')
+
+EXPECTED = ["prep", "train@convtranspose", "train@pixelshuffle", "evaluate@convtranspose", "evaluate@pixelshuffle",
+            "register"]
+
+
+# --- fast checks: no Prefect server ---
+
+
+def test_artifact_builders_tolerate_missing_files(tmp_path):
+    from pipelines import artifacts as art
+
+    md = art.champion_markdown(tmp_path, "metrics/register.json")
+    assert "No register record" in md and "skipped" in md
+    md = art.variant_metrics_markdown(tmp_path, ["convtranspose"], "metrics/{variant}.json")
+    assert "No variant has evaluation metrics" in md and "convtranspose" in md
+    assert "has not run" in art.validation_markdown(tmp_path, "metrics/validation.json")
+    assert "no run record" in art.mlflow_runs_markdown(tmp_path, ["pixelshuffle"], "models/{variant}/run.json")
+    (tmp_path / "metrics").mkdir()
+    (tmp_path / "metrics" / "register.json").write_text("{not json")
+    assert "unreadable" in art.champion_markdown(tmp_path, "metrics/register.json")
+
+
+def test_select_filters_variants_and_checks_names():
+    from pipelines.graph import PlanError, StageSpec, select
+
+    stages = [StageSpec("prep", "prep", None, "x"), StageSpec("train@a", "train", "a", "x"),
+              StageSpec("train@b", "train", "b", "x"), StageSpec("register", "register", None, "x")]
+    run, out, forced = select(stages, variants=["b"], skip=["register"], force=["train"])
+    assert [s.address for s in run] == ["prep", "train@b"]
+    assert [s.address for s in out] == ["train@a", "register"]
+    assert forced == {"train@b"}
+    with pytest.raises(PlanError, match="unknown or empty variant"):
+        select(stages, variants=["c"])
+    with pytest.raises(PlanError, match="no stage 'nope'"):
+        select(stages, force=["nope"])
+
+
+def test_flow_params_are_validated():
+    from faceswap.config import ConfigError, parse_params
+
+    with pytest.raises(ConfigError, match=r"flow\.schedule\.cron"):
+        parse_params({"flow": {"schedule": {"cron": "every night"}}})
+    with pytest.raises(ConfigError, match=r"flow\.schedule\.timezone"):
+        parse_params({"flow": {"schedule": {"timezone": "Mars/Olympus"}}})
+    with pytest.raises(ConfigError, match="must contain"):
+        parse_params({"flow": {"artifacts": {"variant_metrics": "metrics/all.json"}}})
+    assert parse_params({}).flow.schedule.cron == "0 3 * * *"
+
+
+# --- the flow on a tiny DVC repository, one Prefect test server for the module ---
+
+
+@pytest.fixture(scope="module")
+def prefect_server():
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+@pytest.fixture(scope="module")
+def tiny_repo(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("tiny-dvc")
+    subprocess.run(["git", "init", "-q"], cwd=root, check=True)
+    subprocess.run([sys.executable, "-m", "dvc", "init", "-q"], cwd=root, check=True)
+    (root / "params.yaml").write_text(yaml.safe_dump(TINY_PARAMS, sort_keys=False))
+    (root / "dvc.yaml").write_text(DVC_YAML)
+    (root / "stages.py").write_text(STAGES_PY)
+    return root
+
+
+def _artifact(key: str) -> str:
+    from prefect import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+    from prefect.client.schemas.sorting import ArtifactSort
+
+    with get_client(sync_client=True) as client:
+        found = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])),
+                                      sort=ArtifactSort.CREATED_DESC, limit=1)
+    assert found, f"no artifact {key}"
+    return found[0].data
+
+
+@pytest.mark.slow
+def test_first_run_runs_every_stage_in_order_and_publishes_artifacts(prefect_server, tiny_repo):
+    from pipelines import artifacts as art
+    from pipelines.flow import pipeline
+
+    out = pipeline(repo=str(tiny_repo))
+    assert out["plan"] == EXPECTED
+    assert [o["status"] for o in out["stages"]] == ["ran"] * len(EXPECTED)
+    metrics = _artifact(art.KEYS["metrics"])
+    assert "| convtranspose |" in metrics and "| pixelshuffle |" in metrics and "recon_lpips" in metrics
+    assert "Gate **passed**" in _artifact(art.KEYS["validation"])
+    champion = _artifact(art.KEYS["champion"])
+    assert "version **3**" in champion and "**moved**" in champion and "models:/faceswap@champion" in champion
+    runs = _artifact(art.KEYS["mlflow"])
+    assert "http://mlflow.example:5000/#/experiments/7/runs/runpixelshuffle0123456789" in runs
+    assert "| prep | ran |" in _artifact(art.KEYS["stages"])
+
+
+@pytest.mark.slow
+def test_second_run_skips_every_stage(prefect_server, tiny_repo):
+    from pipelines.flow import pipeline
+
+    t0 = time.perf_counter()
+    out = pipeline(repo=str(tiny_repo))
+    wall = time.perf_counter() - t0
+    assert [o["status"] for o in out["stages"]] == ["skipped"] * len(EXPECTED)
+    print(f"no-op run of {len(EXPECTED)} stages: {wall:.1f} s")
+
+
+@pytest.mark.slow
+def test_params_overlay_runs_an_experiment_and_restores_params(prefect_server, tiny_repo):
+    from pipelines.flow import pipeline
+
+    before = (tiny_repo / "params.yaml").read_bytes()
+    out = pipeline(repo=str(tiny_repo), set_params=["base.seed=7"], variants=["pixelshuffle"], register_model=False)
+    assert json.loads((tiny_repo / "data/prep.json").read_text()) == {"seed": 7}
+    assert (tiny_repo / "params.yaml").read_bytes() == before
+    assert out["plan"] == ["prep", "train@pixelshuffle", "evaluate@pixelshuffle"]
+    assert out["excluded"] == ["train@convtranspose", "evaluate@convtranspose", "register"]
+    assert [o["status"] for o in out["stages"]] == ["ran", "ran", "skipped"]  # same evaluation output: DVC skips
+    lock = yaml.safe_load((tiny_repo / "dvc.lock").read_text())
+    assert lock["stages"]["prep"]["params"]["params.yaml"]["base.seed"] == 7
+
+
+@pytest.mark.slow
+def test_failing_stage_fails_the_flow_with_its_message(prefect_server, tiny_repo):
+    from pipelines.flow import StageFailed, pipeline
+    from prefect import get_client
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+
+    before = (tiny_repo / "params.yaml").read_bytes()
+    state = pipeline(repo=str(tiny_repo), set_params=["base.seed=13"], return_state=True)
+    assert state.is_failed()
+    with pytest.raises(StageFailed, match=r"stage prep failed \(exit \d+\)[\s\S]*seed 13 is refused"):
+        state.result()
+    assert (tiny_repo / "params.yaml").read_bytes() == before
+    run_filter = LogFilter(flow_run_id=LogFilterFlowRunId(any_=[state.state_details.flow_run_id]))
+    found, deadline = False, time.monotonic() + 20  # logs reach the API in batches, every ~2 s
+    while not found and time.monotonic() < deadline:
+        with get_client(sync_client=True) as client:
+            logs = client.read_logs(log_filter=run_filter)
+        found = any("seed 13 is refused (planted failure)" in log.message for log in logs)
+        time.sleep(0.0 if found else 0.5)
+    assert found, "the stage's own message is not in the flow run's logs"
+
+
+@pytest.mark.slow
+def test_deployment_registers_with_its_cron_schedule(prefect_server, tiny_repo):
+    from pipelines.deploy import build_deployment
+    from prefect import get_client
+
+    deployment_id = build_deployment(repo=str(tiny_repo)).apply()
+    with get_client(sync_client=True) as client:
+        d = client.read_deployment(deployment_id)
+    assert d.name == "tiny-nightly"
+    assert [(s.schedule.cron, s.schedule.timezone) for s in d.schedules] == [("30 2 * * *", "Europe/Berlin")]
+    assert d.parameters["pull"] is False
+
+
+@pytest.mark.slow
+def test_plan_of_this_repository_expands_foreach_stages_in_dvc_order(prefect_server):
+    from dvc.repo import Repo
+    from dvc.repo.reproduce import plan_repro
+    from pipelines.flow import pipeline
+
+    from faceswap.config import load_params
+
+    out = pipeline(repo=str(REPO), dry_run=True)
+    plan = out["plan"]
+    variants = load_params(REPO / "params.yaml").model.variants
+    with Repo(str(REPO)) as repo:
+        dvc_order = [s.addressing for s in plan_repro(repo.index.graph) if s.cmd]
+        edges = [(a.addressing, b.addressing) for a, b in repo.index.graph.edges]
+    assert plan == dvc_order
+    for name in ("train", "evaluate"):
+        if any(p.startswith(f"{name}@") for p in plan):
+            assert [p.split("@")[1] for p in plan if p.startswith(f"{name}@")] == list(variants)
+    pos = {p: i for i, p in enumerate(plan)}
+    for dependent, dependency in edges:  # DVC's edges point from a stage to what it depends on
+        if dependent in pos and dependency in pos:
+            assert pos[dependency] < pos[dependent], (dependency, dependent)
