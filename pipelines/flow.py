@@ -197,6 +197,7 @@ def pipeline(
     with params_overlay(root, overlay):
         params = _load_params(root) if overlay else base
         stages = discover(root)
+        f = params.flow  # the overlay may set flow.* too (retries, register stages)
         todo, excluded, forced = select(stages, variants, () if register_model else f.register_stages, force or ())
         plan = [s.address for s in todo]
         logger.info("plan: %s%s", " → ".join(plan), f" (excluded: {', '.join(s.address for s in excluded)})"

@@ -39,6 +39,9 @@ def dump(path, data):
     Path(path).write_text(json.dumps(data))
 
 if what == "prep":
+    if seed == 21 and not Path(".flaky").exists():  # fails once, then works: a transient failure
+        Path(".flaky").touch()
+        sys.exit("prep: transient failure")
     if seed == 13:
         print("prep: seed 13 is refused (planted failure)", file=sys.stderr)
         sys.exit(3)
@@ -231,6 +234,17 @@ def test_params_overlay_runs_an_experiment_and_restores_params(prefect_server, t
     assert [o["status"] for o in out["stages"]] == ["ran", "ran", "skipped"]  # same evaluation output: DVC skips
     lock = yaml.safe_load((tiny_repo / "dvc.lock").read_text())
     assert lock["stages"]["prep"]["params"]["params.yaml"]["base.seed"] == 7
+
+
+@pytest.mark.slow
+def test_transient_failure_is_retried(prefect_server, tiny_repo):
+    from pipelines.flow import pipeline
+
+    out = pipeline(repo=str(tiny_repo), set_params=["base.seed=21", "flow.retries=1", "+flow.retry_delay_s=0"],
+                   register_model=False)
+    assert (tiny_repo / ".flaky").exists()  # the first attempt failed
+    assert out["stages"][0]["stage"] == "prep" and out["stages"][0]["status"] == "ran"
+    assert json.loads((tiny_repo / "data/prep.json").read_text()) == {"seed": 21}
 
 
 @pytest.mark.slow
