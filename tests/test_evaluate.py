@@ -129,7 +129,7 @@ def test_register_champion_challenger_and_pyfunc(evaluated):
     from faceswap.evaluate import evaluate_variant
     from faceswap.imageio import read_rgb
     from faceswap.registry import register_best
-    from faceswap.serving.pyfunc import FULL_FRAME_ERROR, encode_png
+    from faceswap.serving.pyfunc import encode_png
 
     root, params, uri = evaluated["root"], evaluated["params"], evaluated["uri"]
     out, summary = root / "metrics" / "register.json", root / "reports" / "summary.md"
@@ -188,7 +188,8 @@ def test_register_champion_challenger_and_pyfunc(evaluated):
     swapped = np.asarray(Image.open(io.BytesIO(base64.b64decode(res.loc[0, "image"]))))
     assert swapped.shape == (64, 64, 3) and swapped.std() > 1
     assert "base64" in res.loc[1, "error"] and pd.isna(res.loc[1, "image"])
-    assert res.loc[2, "error"] == FULL_FRAME_ERROR
+    assert res.loc[2, "error"] is None and res.loc[2, "aligned"] is False  # a full frame: served, face or not
+    assert (res.loc[2, "width"], res.loc[2, "height"]) == (64, 64) and res.loc[2, "face_found"] in (True, False)
     assert "square" in res.loc[3, "error"]
 
 

@@ -435,6 +435,63 @@ class RegisterParams(_Section):
         return v
 
 
+# --- serving and video conversion (``faceswap serve``, ``faceswap swap``; see README) ---
+
+BLEND_MASKS = ("hull", "ellipse")
+COLOUR_TRANSFERS = ("reinhard", "none")
+
+
+class ServeParams(_Section):
+    """The REST server around the registered pyfunc, and how swapped faces go back into frames and videos."""
+
+    model: str = Field("models:/faceswap@champion", min_length=1, description="Model served and used by swap.")
+    tracking_uri: str | None = Field(
+        None, description="Registry store; null = $MLFLOW_TRACKING_URI, else register.tracking_uri, else mlflow.db."
+    )
+    host: str = Field("127.0.0.1", min_length=1, description="Interface; loopback only unless told otherwise.")
+    port: int = Field(5001, ge=1, le=65535)
+    workers: int = Field(1, ge=1, le=16, description="uvicorn workers (each loads the model).")
+    timeout_s: int = Field(60, ge=1, le=3600, description="Longest a request may take.")
+    max_image_pixels: int = Field(
+        16_777_216, ge=4096, le=268_435_456, description="Largest image accepted (width × height); 4096² by default."
+    )
+    max_image_bytes: int = Field(
+        20_000_000, ge=1024, le=1_000_000_000, description="Largest encoded image accepted (bytes after base64)."
+    )
+    blend_mask: str = Field("hull", description="Paste-back mask from the 5 landmarks: hull | ellipse.")
+    feather: float = Field(0.08, ge=0.0, le=0.5, description="Mask edge softness, fraction of the face size.")
+    colour_transfer: str = Field("reinhard", description="Match the swap to the frame's skin tone: reinhard | none.")
+    seamless_clone: bool = Field(False, description="Poisson (OpenCV seamlessClone) instead of a feathered blend.")
+    smoothing_sigma: float = Field(
+        1.5, ge=0.0, le=20.0, description="Video: Gaussian smoothing of landmarks and boxes over frames; 0 = off."
+    )
+    max_gap_frames: int = Field(5, ge=1, le=1000, description="Video: a longer run without a face breaks smoothing.")
+    batch_size: int = Field(8, ge=1, le=512, description="Frames per detector call and crops per model call.")
+    device: str = Field("auto", description="auto | cpu | cuda.")
+
+    @field_validator("blend_mask")
+    @classmethod
+    def _mask(cls, v: str) -> str:
+        return _one_of(v, BLEND_MASKS)
+
+    @field_validator("colour_transfer")
+    @classmethod
+    def _colour(cls, v: str) -> str:
+        return _one_of(v, COLOUR_TRANSFERS)
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, v: str) -> str:
+        return _one_of(v, DEVICES)
+
+    @field_validator("host")
+    @classmethod
+    def _host(cls, v: str) -> str:
+        if any(c.isspace() for c in v) or "/" in v:
+            raise ValueError("must be a host name or IP address such as 127.0.0.1 (0.0.0.0 for every interface)")
+        return v
+
+
 # --- orchestration (Prefect flow ``pipelines.flow`` and its schedule; see docs/orchestration.md) ---
 
 _CRON_FIELD = set("0123456789*/,-?LW#ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
@@ -525,6 +582,7 @@ class Params(_Section):
     evaluate: EvaluateParams = EvaluateParams()
     # ``register`` is the params.yaml key; pydantic models already have a ``register`` (ABC) method.
     registry: RegisterParams = Field(RegisterParams(), alias="register")
+    serve: ServeParams = ServeParams()
     flow: FlowParams = FlowParams()
 
 
