@@ -533,6 +533,108 @@ def flow_run_cmd(
         typer.echo(f"{o['stage']:<32} {o['status']:<8} {o['seconds']:7.2f} s  {o.get('detail', '')}")
 
 
+# --- serving ---
+
+
+@app.command("serve")
+def serve_cmd(
+    model: Annotated[
+        str | None, typer.Option(help="MLflow model URI or a checkpoint .pt (default: params serve.model).")
+    ] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default: params serve.port).")] = None,
+    host: Annotated[
+        str | None, typer.Option(help="Interface (default: params serve.host, 127.0.0.1; 0.0.0.0 = every one).")
+    ] = None,
+    workers: Annotated[int | None, typer.Option(help="uvicorn workers (default: params serve.workers).")] = None,
+    params: ParamsOpt = Path("params.yaml"),
+) -> None:
+    """Serve the registered model over REST (`mlflow models serve`, loopback only) and print a curl example."""
+    import signal
+
+    from faceswap.config import Params
+
+    p = _params(params) if params.exists() else Params()
+    from faceswap.serving.server import ServeError, Server, curl_example
+
+    server = Server(p, model=model, host=host, port=port, workers=workers)
+    if server.host not in ("127.0.0.1", "localhost", "::1"):
+        typer.secho(f"warning: listening on {server.host}: the server is reachable from the network and has no "
+                    "authentication", fg=typer.colors.YELLOW, err=True)
+
+    def _stop(signum, _frame):
+        server.stop()
+        raise typer.Exit(0)
+
+    typer.echo(f"starting mlflow models serve: {server.model} (registry {server.tracking_uri}) on {server.url} ...")
+    try:
+        server.start(new_session=False)  # same process group: Ctrl-C or a group kill stops both
+        signal.signal(signal.SIGTERM, _stop)
+        took = server.wait_ready(timeout=max(120.0, float(p.serve.timeout_s)))
+    except ServeError as err:
+        server.stop()
+        fail(str(err))
+    except KeyboardInterrupt:
+        server.stop()
+        raise typer.Exit(130) from None
+    typer.echo(f"ready in {took:.1f} s: {server.url}/invocations (GET /ping answers 200). Ctrl-C stops it.")
+    typer.echo(curl_example(server.host, server.port))
+    try:
+        code = server.proc.wait()
+    except KeyboardInterrupt:
+        server.stop()
+        raise typer.Exit(0) from None
+    if code:
+        fail(f"mlflow models serve exited with code {code}")
+
+
+@app.command("swap")
+def swap_cmd(
+    input_path: Annotated[Path, typer.Argument(metavar="INPUT", help="A video (mp4, avi, ...) or an image.")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Output video (.mp4) or image (.png).")],
+    direction: Annotated[str, typer.Option(help="a2b: render the face as the second identity; b2a: as the first.")] = (
+        "a2b"
+    ),
+    model: Annotated[
+        str | None, typer.Option(help="MLflow model URI or checkpoint .pt (default: params serve.model, the champion).")
+    ] = None,
+    aligned: Annotated[bool, typer.Option(help="Images only: the input is an aligned square face crop.")] = False,
+    progress: Annotated[bool, typer.Option(help="Progress bars with frames/s and ETA (stderr).")] = True,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    params: ParamsOpt = Path("params.yaml"),
+) -> None:
+    """Swap faces in a whole video (same fps, size and frame count; audio kept when ffmpeg is there) or a still."""
+    from faceswap.config import Params
+
+    p = _params(params) if params.exists() else Params()
+    if direction not in ("a2b", "b2a"):
+        fail(f"direction must be a2b or b2a, got {direction!r}", 2)
+    if not input_path.is_file():
+        fail(f"input not found: {input_path}", 2)
+    if input_path.resolve() == output.resolve():
+        fail("the output must not overwrite the input", 2)
+    from faceswap.swap import SwapError, format_video_result, is_image, load_swapper, swap_image, swap_video
+
+    try:
+        swapper = load_swapper(p, model)
+        if is_image(input_path):
+            r = swap_image(swapper, input_path, output, direction, aligned)
+            if as_json:
+                typer.echo(json.dumps(r))
+            elif r["face_found"]:
+                typer.echo(f"swap {direction}: {input_path} → {output} (face score {r['score']}, box {r['box']})")
+            else:
+                typer.echo(f"swap {direction}: no face found in {input_path}; written unchanged to {output}")
+            return
+        if aligned:
+            fail("--aligned applies to images only", 2)
+        r = swap_video(swapper, input_path, output, direction, progress=progress)
+    except SwapError as err:
+        fail(str(err))
+    from dataclasses import asdict
+
+    typer.echo(json.dumps(asdict(r)) if as_json else format_video_result(r))
+
+
 def main() -> None:
     app()
 

@@ -106,7 +106,9 @@ def decode_image(data: Any, max_bytes: int | None = None, max_pixels: int | None
                 raise RowError(f"image is too large: {w}×{h} = {w * h} pixels, the limit is {max_pixels} "
                                "(serve.max_image_pixels)")
             return np.asarray(im.convert("RGB"))
-    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as err:
+    except UnidentifiedImageError:
+        raise RowError(f"image is not a PNG or JPEG ({len(raw)} bytes that no image decoder recognises)") from None
+    except (OSError, Image.DecompressionBombError) as err:
         raise RowError(f"image is not a decodable PNG/JPEG: {err}") from None
 
 
