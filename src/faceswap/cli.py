@@ -620,6 +620,8 @@ def swap_cmd(
             r = swap_image(swapper, input_path, output, direction, aligned)
             if as_json:
                 typer.echo(json.dumps(r))
+            elif r["aligned"]:
+                typer.echo(f"swap {direction}: aligned crop {input_path} → {output}")
             elif r["face_found"]:
                 typer.echo(f"swap {direction}: {input_path} → {output} (face score {r['score']}, box {r['box']})")
             else:

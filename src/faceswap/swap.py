@@ -94,7 +94,8 @@ def swap_image(swapper: Swapper, src: str | Path, out: str | Path, direction: st
         crop = cv2.resize(image, (swapper.size, swapper.size), interpolation=cv2.INTER_AREA) if h != swapper.size \
             else image
         write_rgb(out, swapper.swap_crops(crop[None], direction)[0])
-        return {"input": str(src), "output": str(out), "aligned": True, "face_found": True}
+        return {"input": str(src), "output": str(out), "aligned": True, "face_found": True, "score": None,
+                "box": None}
     (result,), (face,) = swapper.swap_frames([image], direction)
     write_rgb(out, result)
     return {"input": str(src), "output": str(out), "aligned": False, "face_found": face is not None,
