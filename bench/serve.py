@@ -12,7 +12,8 @@ conversion frames/s, with the bare model forward as the floor, all measured in o
   detection pass and swap pass separately.
 
 The model is untrained (timing does not depend on the weights) with the chosen profile's shape; it is packaged
-as a pyfunc exactly as ``register`` logs it. Prints a table and writes bench/results/serve_cpu.json.
+as a pyfunc exactly as ``register`` logs it. Prints a table and writes bench/results/serve_cpu.json (other profiles:
+serve_cpu_<profile>.json).
 """
 
 from __future__ import annotations
@@ -182,7 +183,7 @@ def main() -> None:
           f"{summary['rest_overhead_ms_frame']:.1f} ms")
     print(f"video 640×480, {res.frames} frames ({res.faces} with a face): {res.frames_per_second:.1f} frames/s "
           f"(detect {video['detect_frames_per_second']:.1f}, swap+blend+write {video['swap_frames_per_second']:.1f})")
-    path = write_results("serve_cpu", rows, summary)
+    path = write_results("serve_cpu" if args.profile == "demo-256" else f"serve_cpu_{args.profile}", rows, summary)
     print(f"wrote {path}", file=sys.stderr)
 
 
