@@ -392,7 +392,8 @@ def train(
                 "scaler": scaler.state_dict(), "schedule": {"kind": t.decay, "step": step, "lr": lr_at(step, t)},
                 "step": step, "variant": variant, "best_val_loss": best_val, "best_step": best_step,
                 "nonfinite_total": nonfinite_total, "rng": rng, "config": cfg, "fingerprint": fp,
-                "mlflow_run_id": tracker.run_id or run_id, "history": history}
+                "mlflow_run_id": tracker.run_id or run_id, "history": history,
+                "loss_window": [window_loss, window_n]}  # a resumed run logs the same window means
 
     def save(step: int, best: bool = False) -> None:
         if not dist.is_main:
@@ -410,7 +411,9 @@ def train(
     bar = tqdm(total=t.steps, initial=start, unit="step", desc=f"train {variant}", file=sys.stderr,
                disable=(not dist.is_main) or (progress is False) or (None if progress is None else False),
                dynamic_ncols=True)
-    step, consecutive, window_loss, window_n = start, 0, 0.0, 0
+    step, consecutive = start, 0
+    window_loss, window_n = (float(state["loss_window"][0]), int(state["loss_window"][1])) if (
+        state is not None and "loss_window" in state) else (0.0, 0)
     t_start = time.perf_counter()
     t_win, imgs_win, ips = t_start, 0, 0.0
     status = "FAILED"
