@@ -41,7 +41,9 @@ lint: $(STAMP)
 ## bench: CPU benchmarks; each prints a table and writes JSON under bench/results/
 bench: setup
 	$(PY) bench/model.py
+	$(PY) bench/data.py
 	$(PY) bench/train.py
+	$(PY) bench/serve.py
 
 ## ui: the MLflow UI on the project's own store (sqlite:///mlflow.db, mlruns/), on http://127.0.0.1:5000
 ui: $(STAMP)
