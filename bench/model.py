@@ -36,7 +36,8 @@ def main() -> None:
             n, b = info["config"]["image_size"], BATCH[profile]
             x = torch.rand(b, 3, n, n)
             step = train_step_fn(model, x, contextlib.nullcontext)
-            step()  # warm-up
+            step()  # warm-up: allocator and oneDNN primitive caches
+            step()
             times = median_time(step, args.repeats)
             t = statistics.median(times)
             rows.append({
