@@ -18,7 +18,6 @@ import hashlib
 import json
 import math
 import os
-import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -26,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from faceswap.metrics.catalog import EVAL_METRICS
+from faceswap.tracking import file_digest, git_commit
 
 if TYPE_CHECKING:
     import torch
@@ -73,16 +73,6 @@ def evenly_spaced(n: int, k: int | None) -> np.ndarray:
     return np.unique(np.linspace(0, n - 1, k).round().astype(int))
 
 
-def _resolve_crop(path: str, manifest: Path, faces_dir: Path | None) -> Path:
-    p = Path(path)
-    if p.is_absolute():
-        return p
-    for root in (faces_dir, manifest.parent):
-        if root is not None and (root / p).is_file():
-            return root / p
-    return (faces_dir or manifest.parent) / p
-
-
 def load_eval_faces(
     manifest: str | Path,
     identities: tuple[str, str],
@@ -91,6 +81,7 @@ def load_eval_faces(
     max_faces: int | None = None,
 ) -> EvalFaces:
     """The ``split == 'val'`` crops of each identity, sorted by face id, at most ``max_faces`` evenly spaced."""
+    from faceswap.data.dataset import resolve_crop
     from faceswap.data.manifest import read_manifest
     from faceswap.imageio import ImageReadError, read_rgb
 
@@ -114,7 +105,7 @@ def load_eval_faces(
         crops = []
         for fid, rel in zip(rows["face_id"], rows["path"], strict=True):
             try:
-                im = read_rgb(_resolve_crop(rel, manifest, fdir))
+                im = read_rgb(resolve_crop(rel, manifest, fdir))
             except ImageReadError as err:
                 raise EvaluateError(f"face {fid}: {err}") from None
             if im.shape[:2] != (image_size, image_size):
@@ -463,19 +454,7 @@ def write_pictures(ev: Evaluation, identities: tuple[str, str], cfg: EvaluatePar
 
 
 def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def git_commit() -> str | None:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10, check=False)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return out.stdout.strip() or None
+    return file_digest(path, "sha256")
 
 
 def eval_fingerprint(faces: EvalFaces, cfg: EvaluateParams, periods: tuple[int, ...]) -> str:

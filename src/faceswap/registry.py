@@ -338,8 +338,8 @@ def log_and_register(win: Candidate, rule: RegisterParams, tracking_uri: str, re
 
 def _example_faces(ev: dict[str, Any], read_rgb: Any) -> tuple | None:
     """The first held-out crop of each identity, for the model's input example (None if unavailable)."""
+    from faceswap.data.dataset import resolve_crop
     from faceswap.data.manifest import read_manifest
-    from faceswap.evaluate import _resolve_crop
 
     try:
         manifest = Path(ev["manifest"])
@@ -348,7 +348,7 @@ def _example_faces(ev: dict[str, Any], read_rgb: Any) -> tuple | None:
         faces = []
         for ident in ev["identities"]:
             rel = df.loc[df["face_id"] == ev["face_ids"][ident][0], "path"].iloc[0]
-            faces.append(read_rgb(_resolve_crop(rel, manifest, faces_dir)))
+            faces.append(read_rgb(resolve_crop(rel, manifest, faces_dir)))
         return tuple(faces)
     except (KeyError, IndexError, OSError, ValueError):
         return None

@@ -18,13 +18,14 @@ from faceswap.config import MlflowParams
 GROUP_ENV = "FACESWAP_PIPELINE_RUN"
 
 
-def file_md5(path: str | Path) -> str:
-    """The DVC 3 hash of a file (plain md5 of its bytes): equals the ``md5`` dvc.lock records for it."""
-    h = hashlib.md5()
+def file_digest(path: str | Path, algorithm: str = "md5") -> str:
+    """Hex digest of a file's bytes. md5 is the DVC 3 hash (equals the ``md5`` dvc.lock records for it)."""
     with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+        return hashlib.file_digest(f, algorithm).hexdigest()
+
+
+def file_md5(path: str | Path) -> str:
+    return file_digest(path, "md5")
 
 
 def git_commit(cwd: str | Path = ".") -> str:
