@@ -274,15 +274,10 @@ def test_auto_without_gpu_uses_mtcnn_even_with_weights(tmp_path, monkeypatch):
 def test_retinaface_plumbing_with_random_weights(tmp_path, astronaut):
     """Real inference needs the real weights (not available offline); this checks loading and shapes only."""
     import torch
-    from retinaface.network import RetinaFace
 
-    net = RetinaFace(
-        name="Resnet50",
-        pretrained=False,
-        return_layers={"layer2": 1, "layer3": 2, "layer4": 3},
-        in_channels=256,
-        out_channels=256,
-    )
+    from faceswap.data.detect import build_retinaface_network
+
+    net = build_retinaface_network()
     path = tmp_path / "rf.pth"
     torch.save(net.state_dict(), path)
     det = RetinaFaceDetector(path, device="cpu", max_size=320, confidence=0.0)

@@ -161,6 +161,20 @@ def _load_state_dict(path: Path) -> dict:
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
+def build_retinaface_network():
+    """The untrained ResNet-50 RetinaFace of retinaface-pytorch 0.0.7, shaped for its released weights."""
+    os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # albumentations phones home at import
+    from retinaface.network import RetinaFace
+
+    return RetinaFace(
+        name="Resnet50",
+        pretrained=False,
+        return_layers={"layer2": 1, "layer3": 2, "layer4": 3},
+        in_channels=256,
+        out_channels=256,
+    )
+
+
 class RetinaFaceDetector:
     """RetinaFace ResNet-50 (retinaface-pytorch 0.0.7 network), batched, float landmarks."""
 
@@ -177,18 +191,10 @@ class RetinaFaceDetector:
         nms_iou: float = 0.4,
     ) -> None:
         path = find_retinaface_weights(weights)
-        os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # albumentations phones home at import
         import torch
-        from retinaface.network import RetinaFace
 
         self.device, self.max_size, self.confidence, self.nms_iou = device, max_size, confidence, nms_iou
-        net = RetinaFace(
-            name="Resnet50",
-            pretrained=False,
-            return_layers={"layer2": 1, "layer3": 2, "layer4": 3},
-            in_channels=256,
-            out_channels=256,
-        )
+        net = build_retinaface_network()
         state = _load_state_dict(path)
         state = {k.removeprefix("module."): v for k, v in state.items()}
         try:
