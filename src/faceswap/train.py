@@ -340,14 +340,14 @@ def train(
     if dist.enabled:
         torch.distributed.barrier()  # nobody reads checkpoints the main rank is deleting
     start, best_val, best_step, nonfinite_total, run_id = 0, None, None, 0, None
-    history: dict[str, list[float]] = {"step": [], "loss": [], "val_step": [], "val_loss": []}
+    history: dict[str, list[float]] = {"step": [], "loss": [], "val_step": [], "val_loss": [], "train_clean_loss": []}
     if state is not None:
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         scaler.load_state_dict(state["scaler"])
         start, best_val, best_step = state["step"], state["best_val_loss"], state["best_step"]
         nonfinite_total, run_id = state["nonfinite_total"], state.get("mlflow_run_id")
-        history = {k: list(v) for k, v in state["history"].items()}
+        history = {**history, **{k: list(v) for k, v in state["history"].items()}}
         torch.set_rng_state(state["rng"]["torch"])
         if device.type == "cuda" and state["rng"].get("cuda") is not None:
             torch.cuda.set_rng_state(state["rng"]["cuda"], device)
@@ -369,6 +369,9 @@ def train(
         prefetch_factor=4 if workers else None, persistent_workers=False, worker_init_fn=worker_init,
     )
     val = {i: stack_faces(fs, t.val_images) for i, fs in val_faces.items()}
+    # the same loss on unaugmented training faces: a gap to the (augmented) training loss means the model
+    # is learning the augmentation, a gap to val_loss means it is overfitting
+    train_clean = {i: stack_faces(fs, t.val_images) for i, fs in train_faces.items()}
     preview_faces = {i: stack_faces(fs, t.preview_rows) for i, fs in val_faces.items()}
 
     # tracking (main rank only)
@@ -488,9 +491,11 @@ def train(
                 new_best = False
                 if dist.is_main and (step % t.val_every == 0 or step == t.steps):
                     v = validation_loss(model, val, t, device, autocast, channels_last)
+                    vc = validation_loss(model, train_clean, t, device, autocast, channels_last)
                     history["val_step"].append(step)
                     history["val_loss"].append(v)
-                    tracker.log_metrics({"val_loss": v}, step)
+                    history["train_clean_loss"].append(vc)
+                    tracker.log_metrics({"val_loss": v, "train_clean_loss": vc}, step)
                     if best_val is None or v < best_val:
                         best_val, best_step, new_best = v, step, True
                     _log(f"step {step}/{t.steps}  loss {history['loss'][-1] if history['loss'] else float('nan'):.4f}"
@@ -571,5 +576,7 @@ def _finish(out: Path, model: FaceSwapAutoencoder, mcfg: ModelConfig, variant: s
         h = result.history
         (cd / "train.csv").write_text("step,loss\n" + "".join(f"{s},{v:.6f}\n" for s, v in
                                                               zip(h["step"], h["loss"], strict=True)))
-        (cd / "val.csv").write_text("step,val_loss\n" + "".join(f"{s},{v:.6f}\n" for s, v in
-                                                                zip(h["val_step"], h["val_loss"], strict=True)))
+        clean = h.get("train_clean_loss", [])
+        clean = [float("nan")] * (len(h["val_step"]) - len(clean)) + clean  # resumed from an older checkpoint
+        (cd / "val.csv").write_text("step,val_loss,train_clean_loss\n" + "".join(
+            f"{s},{v:.6f},{c:.6f}\n" for s, v, c in zip(h["val_step"], h["val_loss"], clean, strict=True)))

@@ -9,11 +9,14 @@ disjoint slices of the same stream (DistributedSampler-style) without any shared
 Augmentation, as face-swap practice has it: a random affine (rotation, zoom, shift) and a horizontal
 flip applied to input and target alike, colour jitter on both, and the classic deepfake **random
 warp** (a 5×5 control grid perturbed by Gaussian noise, interpolated to a smooth flow) on the input
-only, so the network must learn to produce the clean face from a distorted one.
+only, so the network must learn to produce the clean face from a distorted one. The warp's maps are the
+identity plus a displacement field (never a resized coordinate grid: OpenCV's half-pixel resize would shift
+every input the same way, which the model then learns to undo on inputs that never have it).
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -108,17 +111,46 @@ def _affine(rng: np.random.Generator, n: int, a: AugmentParams) -> np.ndarray:
     return m
 
 
-def _random_warp_maps(rng: np.random.Generator, n: int, strength: float) -> tuple[np.ndarray, np.ndarray]:
-    """The classic deepfake warp: a 5×5 grid of control points jittered by N(0, strength·n), smoothed up."""
-    import cv2
+WARP_GRID = 5  # control points per side of the classic deepfake warp
 
-    grid = np.linspace(0, n - 1, 5, dtype=np.float32)
-    mx, my = np.meshgrid(grid, grid)
-    mx = mx + rng.normal(0, strength * n, (5, 5)).astype(np.float32)
-    my = my + rng.normal(0, strength * n, (5, 5)).astype(np.float32)
-    mx = cv2.resize(mx, (n, n), interpolation=cv2.INTER_CUBIC)
-    my = cv2.resize(my, (n, n), interpolation=cv2.INTER_CUBIC)
-    return mx, my
+
+@functools.lru_cache(maxsize=8)
+def _warp_basis(n: int, k: int = WARP_GRID) -> tuple[np.ndarray, float]:
+    """Cubic interpolation weights (k, n) from k control points at the crop's corners and edges to n pixels.
+
+    Control point ``j`` sits at pixel ``j·(n−1)/(k−1)`` (align-corners), so zero noise is the exact identity.
+    Also returns the RMS gain from control-point noise to per-pixel displacement, so the noise can be scaled
+    to give the requested displacement spread at any crop size.
+    """
+    basis = torch.nn.functional.interpolate(
+        torch.eye(k, dtype=torch.float64).view(k, 1, 1, k), size=(1, n), mode="bicubic", align_corners=True
+    ).view(k, n).numpy()
+    per_axis = (basis**2).sum(axis=0)  # variance gain per pixel along one axis
+    gain = float(np.sqrt(np.mean(np.outer(per_axis, per_axis))))
+    return basis.astype(np.float32), gain
+
+
+def warp_displacement(rng: np.random.Generator, n: int, strength: float) -> tuple[np.ndarray, np.ndarray]:
+    """A smooth random displacement field (dx, dy), each (n, n) in pixels, with RMS ``strength·n`` per axis.
+
+    The classic deepfake warp: Gaussian noise on a 5×5 control grid, interpolated (bicubic) to every pixel.
+    The grid's noise is scaled so the per-pixel displacement has standard deviation ``strength·n`` on average
+    over the crop, whatever ``n``.
+    """
+    basis, gain = _warp_basis(n)
+    sigma = strength * n / gain
+    out = []
+    for _ in range(2):
+        ctrl = rng.normal(0.0, sigma, (WARP_GRID, WARP_GRID)).astype(np.float32)
+        out.append(basis.T @ ctrl @ basis)
+    return out[0], out[1]
+
+
+def _random_warp_maps(rng: np.random.Generator, n: int, strength: float) -> tuple[np.ndarray, np.ndarray]:
+    """Sampling maps for ``cv2.remap``: the identity plus :func:`warp_displacement` (exact identity at 0)."""
+    dx, dy = warp_displacement(rng, n, strength)
+    ident = np.arange(n, dtype=np.float32)
+    return ident[None, :] + dx, ident[:, None] + dy
 
 
 def _jitter(im: np.ndarray, rng: np.random.Generator, a: AugmentParams) -> np.ndarray:
