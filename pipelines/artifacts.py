@@ -140,6 +140,10 @@ def mlflow_runs_markdown(root: Path, variants: Iterable[str], pattern: str, ui: 
         if info is None:
             rows.append([v, "—", f"no run record: {why}"])
             continue
+        if "mlflow" in info:  # an evaluation record: the variant's summary run (parent of its seed runs)
+            m = info["mlflow"] or {}
+            info = {"mlflow_run_id": m.get("run_id"), "tracking_uri": m.get("tracking_uri"),
+                    "mlflow_experiment_id": m.get("experiment_id")}
         run_id, uri = info.get("mlflow_run_id"), info.get("tracking_uri")
         if not run_id:
             rows.append([v, "—", "trained without MLflow (no run id in the run record)"])

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
+from tests._faces import split_of
+
 SIZE = 64
 
 
@@ -26,8 +28,10 @@ def _jitter(rng: np.random.Generator, size: int) -> np.ndarray:
     return m
 
 
-def make_face_set(root: Path, train: int = 24, val: int = 12, size: int = SIZE, seed: int = 0) -> Path:
-    """Write crops under ``root/faces`` and ``root/faces.parquet`` (split train/val per identity)."""
+def make_face_set(
+    root: Path, train: int = 24, val: int = 6, test: int = 12, size: int = SIZE, seed: int = 0
+) -> Path:
+    """Write crops under ``root/faces`` and ``root/faces.parquet`` (split train/val/test per identity)."""
     from faceswap.data.align import apply_affine, face_template, umeyama, warp_face
     from faceswap.data.demo import astronaut, grace_hopper
     from faceswap.data.manifest import write_manifest
@@ -38,7 +42,7 @@ def make_face_set(root: Path, train: int = 24, val: int = 12, size: int = SIZE, 
     template = face_template(size)
     for ident, still in (("a", astronaut()), ("b", grace_hopper())):
         base = umeyama(still.landmarks, template)
-        for k in range(train + val):
+        for k in range(train + val + test):
             j = _jitter(rng, size)
             m = (j @ np.vstack([base, [0, 0, 1]]))[:2]
             crop = warp_face(still.image, m, size)
@@ -47,7 +51,7 @@ def make_face_set(root: Path, train: int = 24, val: int = 12, size: int = SIZE, 
             lm = apply_affine(m, still.landmarks)
             rows.append({
                 "face_id": f"{ident}__clip00__{k:06d}", "identity": ident, "video": "clip00", "frame_index": k,
-                "timestamp_s": k / 10, "split": "train" if k < train else "val", "path": rel,
+                "timestamp_s": k / 10, "split": split_of(k, train, val), "path": rel,
                 "frame_path": f"{ident}/clip00/{k:06d}.jpg", "detector": "mtcnn", "score": 0.99,
                 "box": [0.0, 0.0, 10.0, 10.0], "landmarks_src": still.landmarks, "landmarks_aligned": lm,
                 "matrix": m, "alignment_residual_px": 0.5, "sharpness": 100.0, "brightness": 120.0,
@@ -61,10 +65,11 @@ def make_face_set(root: Path, train: int = 24, val: int = 12, size: int = SIZE, 
 
 def train_tiny(
     root: Path, variant: str, steps: int = 0, seed: int = 0, run_json: dict | None = None, size: int = SIZE,
-    width: int = 8, bottleneck: int = 32,
+    width: int = 8, bottleneck: int = 32, init_seed: int | None = None,
 ) -> Path:
-    """A tiny real model of ``variant`` trained ``steps`` L1 steps on the train crops; saved as
-    ``root/models/<variant>/model.pt`` (+ run.json). ``steps=0``: untrained."""
+    """A tiny real model of ``variant`` trained ``steps`` L1 steps on the train crops; saved as the training
+    stage does, ``root/models/<variant>/seed<seed>/model.pt`` (+ run.json). ``steps=0``: untrained.
+    ``init_seed`` (default ``seed``) draws the weights, so the same run folder can hold a retrained model."""
     import pandas as pd
     import torch
 
@@ -72,7 +77,7 @@ def train_tiny(
     from faceswap.imageio import read_rgb
     from faceswap.model import FaceSwapAutoencoder, ModelConfig
 
-    torch.manual_seed(seed)
+    torch.manual_seed(seed if init_seed is None else init_seed)
     cfg = ModelConfig(image_size=size, width=width, bottleneck_channels=bottleneck, decoder=variant)
     model = FaceSwapAutoencoder(cfg)
     if steps:
@@ -94,7 +99,9 @@ def train_tiny(
             loss.backward()
             opt.step()
         model.eval()
-    out = root / "models" / variant
+    from faceswap.layout import run_dir
+
+    out = run_dir(root / "models", variant, seed)
     save_checkpoint(out / "model.pt", {
         "model": model.state_dict(), "model_config": cfg.to_dict(), "step": steps, "val_loss": 0.1,
         "variant": variant,
@@ -105,11 +112,11 @@ def train_tiny(
     return out / "model.pt"
 
 
-def eval_params(root: Path, **evaluate):
+def eval_params(root: Path, seeds: tuple[int, ...] = (0,), **evaluate):
     """Params pointing the evaluation at ``root`` (fast settings unless overridden)."""
     from faceswap.config import parse_params
 
     ev = {"data": str(root / "faces.parquet"), "faces_dir": str(root / "faces"), "batch_size": 16,
           "landmark_faces": 6, "preview_rows": 3, "mlflow": False}
     ev.update(evaluate)
-    return parse_params({"evaluate": ev})
+    return parse_params({"evaluate": ev, "train": {"seeds": list(seeds)}})

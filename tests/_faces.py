@@ -11,7 +11,12 @@ from faceswap.data.demo import astronaut, grace_hopper
 from faceswap.data.manifest import MANIFEST_NAME
 
 
-def make_face_set(root: Path, size: int = 64, train: int = 12, val: int = 4, seed: int = 0) -> Path:
+def split_of(k: int, train: int, val: int) -> str:
+    """Face ``k`` of a clip laid out as train | val | test."""
+    return "train" if k < train else "val" if k < train + val else "test"
+
+
+def make_face_set(root: Path, size: int = 64, train: int = 12, val: int = 4, test: int = 4, seed: int = 0) -> Path:
     """Crops of the astronaut (identity a) and Grace Hopper (b) under small pose/scale/light changes.
 
     Writes ``root/<identity>/*.png`` and ``root/manifest.parquet`` (face_id, identity, split, path, …; the
@@ -25,7 +30,7 @@ def make_face_set(root: Path, size: int = 64, train: int = 12, val: int = 4, see
     template = face_template(size, 0.8)
     rows = []
     for ident, still in (("a", astronaut()), ("b", grace_hopper())):
-        for k in range(train + val):
+        for k in range(train + val + test):
             lm = still.landmarks + rng.normal(0, 1.5, (5, 2))
             m = umeyama(lm, template)
             angle = rng.uniform(-0.1, 0.1)
@@ -36,7 +41,7 @@ def make_face_set(root: Path, size: int = 64, train: int = 12, val: int = 4, see
             rel = f"{ident}/{ident}__clip00__{k:06d}.png"
             write_rgb(root / rel, np.clip(crop, 0, 255).astype(np.uint8))
             rows.append({"face_id": f"{ident}__clip00__{k:06d}", "identity": ident, "video": "clip00",
-                         "frame_index": k, "timestamp_s": k / 10, "split": "train" if k < train else "val",
+                         "frame_index": k, "timestamp_s": k / 10, "split": split_of(k, train, val),
                          "path": rel})
     path = root / MANIFEST_NAME
     pd.DataFrame(rows).to_parquet(path)

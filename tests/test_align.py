@@ -85,11 +85,14 @@ def test_split_tail_with_guard_gap_and_whole_clips():
             "timestamp_s": list(np.arange(10) * 0.5) * 4,
         }
     )
-    tail = assign_split(frames, SplitParams(mode="tail", val_fraction=0.2, gap_s=1.0))
-    clip = list(tail[:10])
-    assert clip == ["train"] * 6 + ["gap"] * 2 + ["val"] * 2  # t = 0..4.5 s: val from 3.6 s, 2.6..3.6 s dropped
-    clips = assign_split(frames, SplitParams(mode="clips", val_fraction=0.5, gap_s=1.0))
-    assert list(clips[:20]) == ["train"] * 10 + ["val"] * 10
+    tail = assign_split(frames, SplitParams(mode="tail", val_fraction=0.1, test_fraction=0.2, gap_s=0.5))
+    # t = 0..4.5 s: test from 3.6 s, gap 3.1..3.6, val 2.65..3.1, gap 2.15..2.65, train before
+    assert list(tail[:10]) == ["train"] * 5 + ["gap"] + ["val"] + ["gap"] + ["test"] * 2
+    clips = assign_split(frames, SplitParams(mode="clips", val_fraction=0.1, test_fraction=0.2, gap_s=0.5))
+    assert list(clips) == list(tail)  # two clips are too few to hold out whole clips twice: cut in time
+    three = frames.assign(video=(["v0"] * 7 + ["v1"] * 7 + ["v2"] * 6) * 2)
+    clips = assign_split(three, SplitParams(mode="clips", val_fraction=0.2, test_fraction=0.2, gap_s=1.0))
+    assert list(clips[:20]) == ["train"] * 7 + ["val"] * 7 + ["test"] * 6
 
 
 # --- detection and alignment on real faces -----------------------------------------------------------
@@ -161,7 +164,7 @@ def frames_dir(tmp_path_factory):
 
 @pytest.mark.slow
 def test_stage_manifest_report_and_rerun(frames_dir, mtcnn, tmp_path):
-    split = SplitParams(mode="tail", val_fraction=0.3, gap_s=0.2)
+    split = SplitParams(mode="tail", val_fraction=0.2, test_fraction=0.2, gap_s=0.2)
     s = align_faces(frames_dir, tmp_path / "faces", mtcnn, _params(), split, size=SIZE, progress=False)
     df = pd.read_parquet(tmp_path / "faces" / "manifest.parquet")
 
@@ -173,7 +176,7 @@ def test_stage_manifest_report_and_rerun(frames_dir, mtcnn, tmp_path):
     assert column_array(df, "landmarks_src").shape == (len(df), 5, 2)
     assert column_array(df, "matrix").shape == (len(df), 2, 3)
     assert column_array(df, "box").shape == (len(df), 4)
-    assert set(df["split"]) == {"train", "val"} and set(df["detector"]) == {"mtcnn"}
+    assert set(df["split"]) == {"train", "val", "test"} and set(df["detector"]) == {"mtcnn"}
     assert (df["width"] == SIZE).all() and (df["height"] == SIZE).all()
     assert df["face_id"].is_unique
     for p in df["path"].head(5):
@@ -194,13 +197,14 @@ def test_stage_manifest_report_and_rerun(frames_dir, mtcnn, tmp_path):
     assert report["faces"] == len(df) and report["identities"]["a"]["faces"] > 0
     assert report["rejected"]["split_gap"] > 0 and report["jitter_px"] is not None
 
-    # val frames come after train frames of the same clip
+    # val frames come after train frames of the same clip, test frames after val frames, each past the gap
     for _, clip in df.groupby(["identity", "video"]):
-        if (clip["split"] == "val").any() and (clip["split"] == "train").any():
-            assert (
-                clip.loc[clip["split"] == "train", "timestamp_s"].max()
-                < clip.loc[clip["split"] == "val", "timestamp_s"].min() - 0.2 + 1e-9
-            )
+        for before, after in (("train", "val"), ("val", "test")):
+            if (clip["split"] == before).any() and (clip["split"] == after).any():
+                assert (
+                    clip.loc[clip["split"] == before, "timestamp_s"].max()
+                    < clip.loc[clip["split"] == after, "timestamp_s"].min() - 0.2 + 1e-9
+                )
 
     # a frame with two faces keeps the tracked face (the astronaut on the left), not the larger newcomer
     pair = df[df["video"] == "pair.mp4"]
@@ -214,7 +218,7 @@ def test_stage_manifest_report_and_rerun(frames_dir, mtcnn, tmp_path):
 
 @pytest.mark.slow
 def test_largest_policy_switches_to_the_larger_face(frames_dir, mtcnn, tmp_path):
-    split = SplitParams(mode="tail", val_fraction=0.1, gap_s=0.0)
+    split = SplitParams(mode="tail", val_fraction=0.1, test_fraction=0.1, gap_s=0.0)
     align_faces(frames_dir, tmp_path / "f", mtcnn, _params(select="largest"), split, size=SIZE, progress=False)
     pair = pd.read_parquet(tmp_path / "f" / "manifest.parquet").query("video == 'pair.mp4'")
     right = column_array(pair, "box")[:, 0] > 240

@@ -46,7 +46,7 @@ def world(tmp_path_factory):
     import mlflow
 
     root = tmp_path_factory.mktemp("eval")
-    make_face_set(root, train=4, val=10)
+    make_face_set(root, train=4, val=2, test=10)
     uri = f"sqlite:///{root / 'mlflow.db'}"
     client = mlflow.MlflowClient(uri)
     exp = client.create_experiment("faceswap", artifact_location=(root / "mlruns").as_uri())
@@ -67,7 +67,7 @@ def evaluated(world):
     # so the gate sits between them here instead of at the default 0.05 meant for trained models.
     params = params.model_copy(update={
         "model": params.model.model_copy(update={"variants": VARIANTS}),
-        "registry": params.registry.model_copy(update={"gate_max": 0.5}),
+        "registry": params.registry.model_copy(update={"gates": {"swap_checkerboard_excess": 0.5}}),
     })
     results = {v: evaluate_variant(v, params, root / "models", root / "metrics", root / "reports") for v in VARIANTS}
     return {**world, "params": params, "results": results}
@@ -91,7 +91,12 @@ def test_metrics_json_has_every_key_in_sane_ranges(evaluated):
         for pic in ("preview.png", "zoom.png", "spectrum.png"):
             assert (root / "reports" / v / pic).stat().st_size > 1000
         rec = json.loads((root / "reports" / "evaluations" / f"{v}.json").read_text())
-        assert len(rec["per_image"]["recon_lpips_a"]) == 10 and rec["eval_fingerprint"]
+        assert len(rec["per_image"]["0"]["recon_lpips_a"]) == 10 and rec["eval_fingerprint"]
+        assert rec["seeds"] == [0] and m["seeds"] == 1
+        # every reported number carries its 95% interval (one seed: over the test faces only)
+        for k in ("recon_lpips", "recon_psnr", "recon_ssim", "cycle_lpips"):
+            assert m[f"{k}_ci_lo"] <= m[k] <= m[f"{k}_ci_hi"] and m[f"{k}_ci_lo"] < m[f"{k}_ci_hi"], k
+            assert rec["estimates"][k]["kind"] == "bootstrap" and rec["estimates"][k]["faces"] == 20
     # The seed's claim, measured: transposed conv leaves a grid that resize-then-convolve does not.
     conv = evaluated["results"]["convtranspose"].metrics
     near = evaluated["results"]["resize_nearest"].metrics
@@ -105,18 +110,24 @@ def test_metrics_json_has_every_key_in_sane_ranges(evaluated):
 
 
 @pytest.mark.slow
-def test_logged_into_the_training_run_or_a_new_one(evaluated):
+def test_logged_into_the_seed_runs_and_a_variant_summary_run(evaluated):
     import mlflow
 
     client = mlflow.MlflowClient(evaluated["uri"])
+    # the seed's own numbers go into its training run (named in run.json) ...
+    seed_run = client.get_run(evaluated["train_run"])
+    assert seed_run.data.metrics["eval/recon_lpips"] > 0
+    # ... and the variant's summary (mean ± CI, pictures) into a run named after the variant, its parent
     near = evaluated["results"]["resize_nearest"].mlflow
-    assert near["run_id"] == evaluated["train_run"]  # run.json named it: same run as training
+    assert near["run_id"] != evaluated["train_run"]
+    assert seed_run.data.tags["mlflow.parentRunId"] == near["run_id"]
     conv = evaluated["results"]["convtranspose"].mlflow
-    assert conv["run_id"] != evaluated["train_run"]
-    for where in (near, conv):
+    for v, where in (("resize_nearest", near), ("convtranspose", conv)):
         run = client.get_run(where["run_id"])
-        assert run.data.metrics["eval/recon_lpips"] > 0
-        assert "eval/swap_checkerboard_excess" in run.data.metrics
+        assert run.info.run_name == v and run.data.tags["variant"] == v
+        m = run.data.metrics
+        assert m["eval/recon_lpips_ci_lo"] <= m["eval/recon_lpips"] <= m["eval/recon_lpips_ci_hi"]
+        assert "eval/swap_checkerboard_excess" in m
         names = {a.path for a in client.list_artifacts(where["run_id"], "evaluation")}
         assert {"evaluation/preview.png", "evaluation/zoom.png", "evaluation/spectrum.png"} <= names
 
@@ -138,7 +149,7 @@ def test_register_champion_challenger_and_pyfunc(evaluated):
     rec = register_best(params, root / "reports", out, summary).record
     assert rec["variant"] == "resize_nearest" and rec["version"] == "1"
     assert rec["alias"] == "champion" and rec["champion_changed"] and rec["champion_version"] == "1"
-    assert rec["run_id"] == evaluated["train_run"]
+    assert rec["run_id"] == evaluated["results"]["resize_nearest"].mlflow["run_id"]  # the variant's summary run
     assert json.loads(out.read_text())["candidates"][0]["variant"] == "convtranspose"
     text = summary.read_text()
     assert "**resize_nearest**" in text and "no (swap_checkerboard_excess" in text
@@ -153,21 +164,24 @@ def test_register_champion_challenger_and_pyfunc(evaluated):
     assert rec["alias"] == "champion" and "already holds the champion alias" in rec["alias_reason"]
 
     # 3. A retrained resize_nearest that is worse: new version, challenger; the champion stays.
-    train_tiny(root, "resize_nearest", seed=1, run_json={"tracking_uri": uri})
+    train_tiny(root, "resize_nearest", init_seed=1, run_json={"tracking_uri": uri})
     evaluate_variant("resize_nearest", params, root / "models", root / "metrics", root / "reports")
     path = root / "reports" / "evaluations" / "resize_nearest.json"
     record = json.loads(path.read_text())
     champ_lpips = float(mv.tags["metric.recon_lpips"])
-    record["metrics"]["recon_lpips"] = champ_lpips + 0.05  # planted: clearly worse
-    path.write_text(json.dumps(record))
+    def plant(v: float) -> None:  # a planted recon_lpips with a narrow interval: clearly better or worse
+        record["metrics"]["recon_lpips"] = v
+        record["estimates"]["recon_lpips"] = {"mean": v, "ci_lo": v - 0.001, "ci_hi": v + 0.001}
+        path.write_text(json.dumps(record))
+
+    plant(champ_lpips + 0.05)
     rec = register_best(params, root / "reports", out, summary).record
     assert rec["version"] == "2" and rec["alias"] == "challenger" and not rec["champion_changed"]
     assert rec["champion_version"] == "1" and "champion version 1 stays" in rec["alias_reason"]
     assert str(client.get_model_version_by_alias("faceswap", "champion").version) == "1"
 
     # 4. The same version measured better (planted): the champion moves to it.
-    record["metrics"]["recon_lpips"] = champ_lpips - 0.05
-    path.write_text(json.dumps(record))
+    plant(champ_lpips - 0.05)
     rec = register_best(params, root / "reports", out, summary).record
     assert rec["version"] == "2" and rec["alias"] == "champion" and rec["champion_changed"]
     assert str(client.get_model_version_by_alias("faceswap", "champion").version) == "2"
@@ -205,7 +219,7 @@ def test_cli_register_with_nothing_qualifying(evaluated, tmp_path):
     reports = tmp_path / "reports"
     shutil.copytree(evaluated["root"] / "reports" / "evaluations", reports / "evaluations")
     params = tmp_path / "params.yaml"
-    params.write_text(yaml.safe_dump({"model": {"variants": list(VARIANTS)}, "register": {"gate_max": -1.0}}))
+    params.write_text(yaml.safe_dump({"model": {"variants": list(VARIANTS)}, "register": {"gates": {"swap_checkerboard_excess": -1.0}}}))
     out = tmp_path / "register.json"
     r = CliRunner().invoke(app, ["register", "--reports-dir", str(reports), "--out", str(out),
                                  "--summary", str(tmp_path / "summary.md"), "--params", str(params)])

@@ -9,32 +9,45 @@ from faceswap.metrics.catalog import EVAL_METRICS, RANKABLE, direction
 from faceswap.registry import Candidate, beats, select, summary_table
 
 
-def cand(name: str, lpips: float, cycle: float = 0.3, swap_excess: float = 0.0, **extra) -> Candidate:
-    return Candidate(name, {"recon_lpips": lpips, "cycle_lpips": cycle, "swap_checkerboard_excess": swap_excess,
-                            **extra})
+def cand(name: str, lpips: float, cycle: float = 0.3, swap_excess: float = 0.0, ci: float | None = None,
+         **extra) -> Candidate:
+    """A candidate with planted means; ``ci`` gives recon_lpips a 95% interval of ± ci."""
+    metrics = {"recon_lpips": lpips, "cycle_lpips": cycle, "swap_checkerboard_excess": swap_excess, **extra}
+    est = {} if ci is None else {"recon_lpips": {"mean": lpips, "ci_lo": lpips - ci, "ci_hi": lpips + ci}}
+    return Candidate(name, metrics, {"estimates": est})
 
 
-RULE = RegisterParams()  # gate swap_checkerboard_excess ≤ 0.05, lowest recon_lpips, tie 0.002 → cycle_lpips
+RULE = RegisterParams(gates={"swap_checkerboard_excess": 0.05}, prefer=("swap_checkerboard_excess", "cycle_lpips"))
 
 
-def test_lowest_lpips_among_qualifying_wins():
-    cs = [cand("convtranspose", 0.10, swap_excess=0.30), cand("resize_nearest", 0.20), cand("pixelshuffle", 0.15)]
+def test_best_primary_among_qualifying_wins_and_every_loser_is_explained():
+    cs = [cand("convtranspose", 0.10, swap_excess=0.30, ci=0.01), cand("resize_nearest", 0.20, ci=0.01),
+          cand("pixelshuffle", 0.15, ci=0.01)]
     win, reason = select(cs, RULE)
     assert win.variant == "pixelshuffle"
-    assert "lowest recon_lpips" in reason and "2 qualifying of 3" in reason
+    assert "pixelshuffle won: recon_lpips 0.1500 [0.1400, 0.1600]" in reason and "2 of 3 qualify" in reason
     by = {c.variant: c for c in cs}
     assert not by["convtranspose"].qualifies and by["convtranspose"].rank is None
-    assert "swap_checkerboard_excess 0.3000 > 0.05" in by["convtranspose"].note
+    assert "swap_checkerboard_excess 0.3000 fails swap_checkerboard_excess ≤ 0.05" in by["convtranspose"].note
     assert (by["pixelshuffle"].rank, by["resize_nearest"].rank) == (1, 2)
+    assert "worse than pixelshuffle's" in by["resize_nearest"].note and "beyond the CIs" in by["resize_nearest"].note
 
 
-def test_tie_within_tolerance_is_broken_by_cycle_consistency():
-    cs = [cand("resize_nearest", 0.2000, cycle=0.40), cand("resize_bilinear", 0.2015, cycle=0.30),
-          cand("pixelshuffle_icnr", 0.2100, cycle=0.10)]
+def test_overlapping_intervals_are_a_tie_decided_by_the_declared_preference():
+    cs = [cand("resize_nearest", 0.200, swap_excess=0.03, ci=0.02), cand("resize_bilinear", 0.210, swap_excess=0.01,
+                                                                          ci=0.02),
+          cand("pixelshuffle_icnr", 0.300, swap_excess=0.0, ci=0.02)]
     win, reason = select(cs, RULE)
-    assert win.variant == "resize_bilinear"  # tied on LPIPS (Δ 0.0015 ≤ 0.002), better cycle; icnr is not tied
-    assert "tied within 0.002 with resize_nearest" in reason
-    exact = [cand("b_variant", 0.2, cycle=0.3), cand("a_variant", 0.2, cycle=0.3)]
+    # nearest has the better mean, but bilinear's CI overlaps it: the lower grid score decides; icnr is out
+    assert win.variant == "resize_bilinear"
+    assert "overlaps resize_nearest" in reason and "decided by lowest swap_checkerboard_excess" in reason
+    by = {c.variant: c for c in cs}
+    assert "tied with resize_bilinear" in by["resize_nearest"].note and by["pixelshuffle_icnr"].rank == 3
+    # the same means with narrow intervals: no tie, the better mean wins
+    narrow = [cand("resize_nearest", 0.200, swap_excess=0.03, ci=0.001),
+              cand("resize_bilinear", 0.210, swap_excess=0.01, ci=0.001)]
+    assert select(narrow, RULE)[0].variant == "resize_nearest"
+    exact = [cand("b_variant", 0.2), cand("a_variant", 0.2)]
     assert select(exact, RULE)[0].variant == "a_variant"  # full tie: deterministic by name
 
 
@@ -43,28 +56,40 @@ def test_no_variant_qualifies_registers_nothing_unless_fallback():
     win, reason = select(cs, RULE)
     assert win is None
     assert "no variant qualifies" in reason and "nothing registered" in reason and "fallback" in reason
-    win, reason = select(cs, RegisterParams(fallback=True))
+    win, reason = select(cs, RULE.model_copy(update={"fallback": True}))
     assert win.variant == "convtranspose" and "FALLBACK" in reason
+
+
+def test_every_gate_must_hold_in_its_own_direction():
+    rule = RegisterParams(gates={"swap_checkerboard_excess": 0.05, "recon_psnr": 24.0},
+                          prefer=("swap_checkerboard_excess",))
+    cs = [cand("sharp", 0.1, recon_psnr=25.0), cand("blurry", 0.05, recon_psnr=20.0), cand("unknown", 0.01)]
+    win, _ = select(cs, rule)
+    assert win.variant == "sharp"
+    by = {c.variant: c for c in cs}
+    assert "recon_psnr 20.0000 fails recon_psnr ≥ 24" in by["blurry"].note
+    assert "recon_psnr missing" in by["unknown"].note
 
 
 def test_missing_metric_ranks_last_and_higher_is_better_metrics_rank_the_other_way():
     cs = [cand("a", 0.1, cycle=0.2), Candidate("b", {"swap_checkerboard_excess": 0.0, "cycle_lpips": 0.1})]
     assert select(cs, RULE)[0].variant == "a"
-    psnr_rule = RegisterParams(primary="recon_psnr")
+    psnr_rule = RULE.model_copy(update={"primary": "recon_psnr"})
     cs = [cand("lo", 0.1, recon_psnr=20.0), cand("hi", 0.2, recon_psnr=25.0)]
     assert select(cs, psnr_rule)[0].variant == "hi"
 
 
 def test_beats_champion_only_when_better_by_the_same_rule():
-    champ = {"recon_lpips": 0.20, "cycle_lpips": 0.30, "swap_checkerboard_excess": 0.01}
-    worse = {**champ, "recon_lpips": 0.25}
-    better = {**champ, "recon_lpips": 0.15}
-    tied_better_cycle = {**champ, "recon_lpips": 0.201, "cycle_lpips": 0.2}
-    equal = dict(champ)
-    gridded = {**champ, "recon_lpips": 0.05, "swap_checkerboard_excess": 0.3}
+    champ = cand("champ", 0.20, swap_excess=0.02, ci=0.005)
+    worse = cand("new", 0.25, swap_excess=0.02, ci=0.005)
+    better = cand("new", 0.15, swap_excess=0.02, ci=0.005)
+    tied_cleaner = cand("new", 0.203, swap_excess=0.01, ci=0.005)
+    equal = cand("new", 0.20, swap_excess=0.02, ci=0.005)
+    gridded = cand("new", 0.05, swap_excess=0.3, ci=0.005)
     assert beats(worse, champ, RULE)[0] is False
     assert beats(better, champ, RULE)[0] is True
-    assert beats(tied_better_cycle, champ, RULE)[0] is True
+    ok, why = beats(tied_cleaner, champ, RULE)
+    assert ok is True and "overlapping CIs" in why
     ok, why = beats(equal, champ, RULE)
     assert ok is False and "champion stays" in why
     ok, why = beats(gridded, champ, RULE)
@@ -91,10 +116,10 @@ def test_params_sections_validate_with_clear_errors():
     assert p.evaluate.lpips_net == "alex" and p.registry.model_name == "faceswap"
     with pytest.raises(ConfigError) as err:
         parse_params({"evaluate": {"device": "tpu", "max_faces": 1, "colour": 1},
-                      "register": {"primary": "accuracy", "gate_metric": "recon_psnr", "model_name": "a b"}})
+                      "register": {"primary": "accuracy", "gates": {"colour": 1.0}, "model_name": "a b"}})
     msg = str(err.value)
     for needle in ("evaluate.device", "evaluate.max_faces", "evaluate.colour: unknown key", "register.primary",
-                   "register.gate_metric", "lower-is-better", "register.model_name"):
+                   "register.gates", "lower- or higher-is-better", "register.model_name"):
         assert needle in msg, needle
 
 
@@ -104,4 +129,5 @@ def test_repository_params_load():
     from .conftest import REPO
 
     p = load_params(REPO / "params.yaml")
-    assert p.registry.gate_metric == "swap_checkerboard_excess" and p.evaluate.lpips_net == "alex"
+    assert len(p.registry.gates) >= 1 and len(p.registry.prefer) >= 1
+    assert p.evaluate.lpips_net == "alex" and len(p.train.seeds) >= 1

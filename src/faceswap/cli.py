@@ -276,12 +276,13 @@ def align_cmd(
 @app.command("train")
 def train_cmd(
     variant: Annotated[str, typer.Option(help="Decoder up-sampling variant to train.")],
-    out: Annotated[Path | None, typer.Option(help="Output folder (default: models/<variant>).")] = None,
+    out: Annotated[Path | None, typer.Option(help="Output folder (default: models/<variant>/seed<seed>).")] = None,
     data: Annotated[Path | None, typer.Option(help="Accepted face manifest (default: params train.data).")] = None,
     faces_dir: Annotated[
         Path | None, typer.Option(help="Folder the manifest's crop paths are relative to (default: params).")
     ] = None,
     steps: Annotated[int | None, typer.Option(help="Override params train.steps.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed of weights and augmentation (default: base.seed).")] = None,
     metrics: Annotated[Path | None, typer.Option(help="Write the run's summary here (JSON, for DVC).")] = None,
     curves: Annotated[Path | None, typer.Option(help="Write loss curves (train.csv, val.csv) here, for DVC.")] = None,
     inject_nonfinite: Annotated[
@@ -307,8 +308,11 @@ def train_cmd(
 
     kwargs = {} if faces_dir is None else {"faces_dir": faces_dir}
     try:
-        r = train(p, variant, out or Path("models") / variant, data=data, metrics_path=metrics, curves_dir=curves,
-                  inject_nonfinite=tuple(inject_nonfinite or ()), **kwargs)
+        from faceswap.layout import run_dir
+
+        run_out = out or run_dir("models", variant, p.base.seed if seed is None else seed)
+        r = train(p, variant, run_out, data=data, metrics_path=metrics, curves_dir=curves,
+                  inject_nonfinite=tuple(inject_nonfinite or ()), seed=seed, **kwargs)
     except (TrainingError, FaceDataError, LpipsWeightsError, CheckpointError) as err:
         fail(str(err))
     if r.interrupted is not None:
@@ -396,7 +400,7 @@ def validate_cmd(
 
 @app.command("evaluate")
 def evaluate_cmd(
-    variant: Annotated[str, typer.Option(help="Variant to evaluate (reads models/<variant>/model.pt and run.json).")],
+    variant: Annotated[str, typer.Option(help="Variant to evaluate (reads models/<variant>/seed<k>/ for every seed).")],
     models: Annotated[Path, typer.Option(help="Folder holding models/<variant>/.")] = Path("models"),
     metrics_dir: Annotated[Path, typer.Option("--metrics-dir", help="Writes <variant>.json here.")] = Path("metrics"),
     reports_dir: Annotated[

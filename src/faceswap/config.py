@@ -168,11 +168,25 @@ class AlignParams(_Section):
 
 
 class SplitParams(_Section):
-    """Train/val split written into the manifest: evaluation never sees training frames or their neighbours."""
+    """Train / val / test split written into the manifest.
 
-    mode: str = Field("tail", description="tail: the last part of every clip; clips: whole clips.")
-    val_fraction: float = Field(0.2, gt=0.0, lt=1.0, description="Share of each clip's time (tail) or of clips.")
-    gap_s: float = Field(0.5, ge=0.0, description="tail: frames this close before the val part are dropped.")
+    val chooses the checkpoint (early stopping); test gives every reported number, so no reported metric comes
+    from faces that chose the model. Neither sees training frames or their neighbours.
+    """
+
+    mode: str = Field("tail", description="tail: the last parts of every clip; clips: whole clips.")
+    val_fraction: float = Field(0.15, gt=0.0, lt=1.0, description="Share of each clip's time (tail) or of clips.")
+    test_fraction: float = Field(0.2, gt=0.0, lt=1.0, description="Share of each clip's time (tail) or of clips.")
+    gap_s: float = Field(0.5, ge=0.0, description="tail: frames this close before the val and test parts are dropped.")
+
+    @model_validator(mode="after")
+    def _room_for_training(self) -> SplitParams:
+        if self.val_fraction + self.test_fraction >= 0.9:
+            raise ValueError(
+                f"val_fraction + test_fraction ({self.val_fraction} + {self.test_fraction}) must leave at least "
+                "10% of each clip for training"
+            )
+        return self
 
     @field_validator("mode")
     @classmethod
@@ -211,6 +225,7 @@ class ValidateParams(_Section):
     )
     min_train_faces: int = Field(50, ge=0, description="Least accepted training faces per identity.")
     min_val_faces: int = Field(10, ge=0, description="Least accepted validation faces per identity.")
+    min_test_faces: int = Field(20, ge=0, description="Least accepted test faces per identity (every reported number).")
     split_guard_s: float | None = Field(
         None, ge=0.0, description="Least time between a train frame and a val frame of a clip; null = split.gap_s."
     )
@@ -298,6 +313,9 @@ class TrainParams(_Section):
     data: str = Field("data/validated/faces.parquet", min_length=1, description="Accepted face manifest.")
     faces_dir: str | None = Field(
         "data/faces", description="Folder the manifest's crop paths are relative to; null = the manifest's folder."
+    )
+    seeds: tuple[int, ...] = Field(
+        (0, 1), min_length=1, description="Training seeds: every variant is trained once per seed (DVC matrix)."
     )
     steps: int = Field(300, ge=1, le=10_000_000)
     batch_size: int = Field(16, ge=1, le=4096, description="Faces per identity per step and process.")
@@ -394,14 +412,24 @@ class EvaluateParams(_Section):
 
 
 class RegisterParams(_Section):
-    """The rule that picks the registered variant and guards the ``champion`` alias (``faceswap register``)."""
+    """The rule that picks the registered variant and guards the ``champion`` alias (``faceswap register``).
+
+    A variant qualifies when every gate holds (mean over seeds; a lower-is-better metric must be at most its
+    threshold, a higher-is-better one at least). The qualifying variant with the best ``primary`` wins, except
+    that variants whose 95% CIs of ``primary`` overlap the best one's are a tie, decided by ``prefer`` (in order),
+    never by noise.
+    """
 
     model_name: str = Field("faceswap", min_length=1, max_length=200, description="Registered model name.")
-    gate_metric: str = Field("swap_checkerboard_excess", description="A variant qualifies when this is ≤ gate_max.")
-    gate_max: float = Field(0.05, description="Threshold on gate_metric.")
+    gates: dict[str, float] = Field(
+        default_factory=lambda: {"swap_checkerboard_excess": 0.05},
+        description="metric → threshold a variant must meet to qualify (direction from the metric catalogue).",
+    )
     primary: str = Field("recon_lpips", description="Ranks the qualifying variants (its own direction).")
-    tiebreak: str = Field("cycle_lpips", description="Decides when primary values are within tie_tolerance.")
-    tie_tolerance: float = Field(0.002, ge=0.0, description="Primary values this close count as a tie.")
+    prefer: tuple[str, ...] = Field(
+        ("swap_checkerboard_excess",), min_length=1,
+        description="Decide a tie on primary (overlapping CIs): the better of these, in order.",
+    )
     fallback: bool = Field(
         False, description="No variant qualifies: false = register nothing; true = register the best primary."
     )
@@ -409,7 +437,7 @@ class RegisterParams(_Section):
         None, description="Registry store; null = the tracking URI the evaluation logged to (else sqlite:///mlflow.db)."
     )
 
-    @field_validator("primary", "tiebreak", "gate_metric")
+    @field_validator("primary")
     @classmethod
     def _rankable(cls, v: str) -> str:
         from faceswap.metrics.catalog import RANKABLE
@@ -418,13 +446,18 @@ class RegisterParams(_Section):
             raise ValueError(f"must be a lower- or higher-is-better metric: {', '.join(RANKABLE)}")
         return v
 
-    @field_validator("gate_metric")
+    @field_validator("prefer")
     @classmethod
-    def _gate_lower(cls, v: str) -> str:
-        from faceswap.metrics.catalog import LOWER, direction
+    def _rankable_all(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        for name in v:
+            cls._rankable(name)
+        return v
 
-        if direction(v) != LOWER:
-            raise ValueError("the gate keeps variants whose value is at most gate_max: use a lower-is-better metric")
+    @field_validator("gates")
+    @classmethod
+    def _gates(cls, v: dict[str, float]) -> dict[str, float]:
+        for name in v:
+            cls._rankable(name)
         return v
 
     @field_validator("model_name")
@@ -532,7 +565,7 @@ class FlowArtifactsParams(_Section):
     validation: str = Field("metrics/validation.json", min_length=1, description="Validation gate summary.")
     variant_metrics: str = Field("metrics/{variant}.json", description="Held-out metrics of one variant.")
     register_record: str = Field("metrics/register.json", min_length=1, description="The register stage's record.")
-    run: str = Field("models/{variant}/run.json", description="Names the variant's MLflow run.")
+    run: str = Field("reports/evaluations/{variant}.json", description="Names the variant's MLflow run.")
 
     @field_validator("variant_metrics", "run")
     @classmethod

@@ -1,15 +1,17 @@
-"""Held-out evaluation of one trained variant (``faceswap evaluate --variant V``, stage ``evaluate@V``).
+"""Test-set evaluation of one variant over its training seeds (``faceswap evaluate --variant V``, stage
+``evaluate@V``).
 
-On the ``val`` faces of both identities (never seen in training) it measures reconstruction quality
-(LPIPS-alex, PSNR, SSIM), the checkerboard score of reconstructions and swaps (set scores and per-image
-means, with the excess over the ground truth / the swap's source), swap quality (cycle consistency,
-landmark preservation with a failure rate) and draws the pictures people look at (preview grid,
-zoomed flat region, mean error spectrum). Every metric's definition and direction: docs/metrics.md;
-names and directions: :mod:`faceswap.metrics.catalog`.
+On the ``test`` faces of both identities (never seen in training, and not the ``val`` faces that chose the
+checkpoint) it measures every seed's model: reconstruction quality (LPIPS-alex, PSNR, SSIM), the checkerboard
+score of reconstructions and swaps, swap quality (cycle consistency, landmark preservation with a failure rate),
+and draws the pictures people look at (preview grid, zoomed flat region, mean error spectrum) for the seed that
+validation ranks best. Every number is the mean over seeds with a 95% CI (:mod:`faceswap.stats`). Definitions:
+docs/metrics.md; names and directions: :mod:`faceswap.metrics.catalog`.
 
-Outputs: ``metrics/<variant>.json`` (flat numbers, for DVC), ``reports/<variant>/`` (pictures,
-and ``reports/evaluations/<variant>.json`` with everything the registry needs), and the same metrics and pictures in the
-variant's MLflow run (the run named in ``models/<variant>/run.json``, else a new one).
+Outputs: ``metrics/<variant>.json`` (flat numbers with ``_ci_lo``/``_ci_hi``, for DVC), ``reports/<variant>/``
+(pictures), ``reports/evaluations/<variant>.json`` (everything the registry needs, per seed and per face), each
+seed's numbers in its training run and the variant's summary in an MLflow run named after the variant, the
+parent of its seed runs.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from faceswap.layout import run_dir
 from faceswap.metrics.catalog import EVAL_METRICS
 from faceswap.tracking import file_digest, git_commit
 
@@ -80,7 +83,10 @@ def load_eval_faces(
     faces_dir: str | Path | None = None,
     max_faces: int | None = None,
 ) -> EvalFaces:
-    """The ``split == 'val'`` crops of each identity, sorted by face id, at most ``max_faces`` evenly spaced."""
+    """The ``split == 'test'`` crops of each identity, sorted by face id, at most ``max_faces`` evenly spaced.
+
+    Test, not val: val chose the checkpoint, so a number measured on it would flatter the model.
+    """
     from faceswap.data.dataset import resolve_crop
     from faceswap.data.manifest import read_manifest
     from faceswap.imageio import ImageReadError, read_rgb
@@ -96,10 +102,11 @@ def load_eval_faces(
     ids: dict[str, list[str]] = {}
     images: dict[str, np.ndarray] = {}
     for ident in identities:
-        rows = df[(df["identity"] == ident) & (df["split"] == "val")].sort_values("face_id")
+        rows = df[(df["identity"] == ident) & (df["split"] == "test")].sort_values("face_id")
         if len(rows) < 2:
             raise EvaluateError(
-                f"identity {ident!r} has {len(rows)} held-out (split == 'val') faces in {manifest}; need at least 2"
+                f"identity {ident!r} has {len(rows)} test faces (split == 'test') in {manifest}; need at least 2 "
+                "(set split.test_fraction and rerun the align stage)"
             )
         rows = rows.iloc[evenly_spaced(len(rows), max_faces)]
         crops = []
@@ -271,8 +278,10 @@ def evaluate_model(
         lp = _batched_lpips(x, rec, cfg.lpips_net, device, cfg.batch_size)
         per[f"recon_lpips_{tag}"] = lp.tolist()
         m[f"recon_lpips_{tag}"] = float(lp.mean())
-        m[f"recon_psnr_{tag}"] = float(psnr(rec, x).mean())
-        m[f"recon_ssim_{tag}"] = float(ssim(rec, x).mean())
+        per[f"recon_psnr_{tag}"] = psnr(rec, x).double().tolist()
+        per[f"recon_ssim_{tag}"] = ssim(rec, x).double().tolist()
+        m[f"recon_psnr_{tag}"] = float(np.mean(per[f"recon_psnr_{tag}"]))
+        m[f"recon_ssim_{tag}"] = float(np.mean(per[f"recon_ssim_{tag}"]))
         cyc = _batched_lpips(x, outs[f"cycle_{ident}"], cfg.lpips_net, device, cfg.batch_size)
         per[f"cycle_lpips_{tag}"] = cyc.tolist()
         m[f"cycle_lpips_{tag}"] = float(cyc.mean())
@@ -483,17 +492,28 @@ def _clean(metrics: dict[str, float | None]) -> dict[str, float]:
     return {k: float(v) for k, v in metrics.items() if v is not None and math.isfinite(v)}
 
 
-def log_to_mlflow(
-    run_info: dict[str, Any], variant: str, metrics: dict[str, float | None], report_dir: Path, tags: dict[str, str],
-    step: int | None = None,
-) -> dict[str, str]:
-    """Log into the training run named in run.json (or a new run in the experiment); returns where."""
+def _tracking(run_info: dict[str, Any]) -> tuple[Any, str]:
     import mlflow
-    from mlflow.exceptions import MlflowException
 
     tracking_uri = run_info.get("tracking_uri") or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
     mlflow.set_tracking_uri(tracking_uri)
-    client = mlflow.MlflowClient(tracking_uri)
+    return mlflow.MlflowClient(tracking_uri), tracking_uri
+
+
+def log_to_mlflow(
+    run_info: dict[str, Any], variant: str, metrics: dict[str, float | None], report_dir: Path | None,
+    tags: dict[str, str], seed: int, step: float | int | None = None, estimates: dict[str, dict] | None = None,
+) -> dict[str, str]:
+    """Log one evaluation to MLflow and return where.
+
+    Without ``estimates``: one seed's numbers into its training run (named in run.json; else a new run).
+    With ``estimates``: the variant's summary (mean over seeds with ``_ci_lo``/``_ci_hi``, and the pictures)
+    into a run named after the variant, the parent of its seed runs, so the UI groups runs by variant.
+    """
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    client, tracking_uri = _tracking(run_info)
     run_id = run_info.get("mlflow_run_id")
     if run_id:
         try:
@@ -503,14 +523,28 @@ def log_to_mlflow(
                 f"run.json names MLflow run {run_id}, which {tracking_uri} does not hold; point "
                 f"MLFLOW_TRACKING_URI at the training store or remove mlflow_run_id from run.json"
             ) from None
-    else:
-        exp_id = run_info.get("mlflow_experiment_id") or ensure_experiment(client, DEFAULT_EXPERIMENT, tracking_uri)
-        run = client.create_run(exp_id, run_name=f"{variant}-evaluate", tags={"variant": variant})
-        run_id = run.info.run_id
+    exp_id = run_info.get("mlflow_experiment_id") or ensure_experiment(client, DEFAULT_EXPERIMENT, tracking_uri)
+    base_tags = {"variant": variant}
+    if estimates is not None:
+        seed_run = run_id
+        found = client.search_runs([exp_id], filter_string=f"tags.variant = '{variant}' and "
+                                   f"tags.`faceswap.kind` = 'variant-summary'", max_results=1)
+        run_id = found[0].info.run_id if found else client.create_run(
+            exp_id, run_name=variant, tags=base_tags | {"faceswap.kind": "variant-summary"}).info.run_id
+        if seed_run:
+            client.set_tag(seed_run, "mlflow.parentRunId", run_id)
+    elif not run_id:
+        run_id = client.create_run(exp_id, run_name=f"{variant}-seed{seed}-evaluate",
+                                   tags=base_tags | {"seed": str(seed)}).info.run_id
+    values = {f"eval/{k}": v for k, v in _clean(metrics).items()}
+    for k, e in (estimates or {}).items():
+        values[f"eval/{k}_ci_lo"] = float(e["ci_lo"])
+        values[f"eval/{k}_ci_hi"] = float(e["ci_hi"])
     with mlflow.start_run(run_id=run_id) as run:
-        mlflow.log_metrics({f"eval/{k}": v for k, v in _clean(metrics).items()}, step=step or 0)
-        mlflow.set_tags({f"eval.{k}": v for k, v in tags.items()} | {"variant": variant})
-        mlflow.log_artifacts(str(report_dir), artifact_path="evaluation")
+        mlflow.log_metrics(values, step=int(step or 0))
+        mlflow.set_tags({f"eval.{k}": v for k, v in tags.items()} | base_tags)
+        if report_dir is not None:
+            mlflow.log_artifacts(str(report_dir), artifact_path="evaluation")
         exp_id = run.info.experiment_id
     return {"tracking_uri": tracking_uri, "run_id": run_id, "experiment_id": exp_id}
 
@@ -525,6 +559,7 @@ class VariantEvaluation:
     metrics_path: Path
     report_dir: Path
     mlflow: dict[str, str] | None
+    estimates: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 def evaluation_record_path(reports_dir: str | Path, variant: str) -> Path:
@@ -543,6 +578,66 @@ def resolve_device(device: str) -> str:
     return device
 
 
+@dataclass
+class SeedRun:
+    seed: int
+    checkpoint: Path
+    state: dict[str, Any]
+    run_info: dict[str, Any]
+    evaluation: Evaluation
+
+
+def _load_run(variant: str, seed: int, models_dir: str | Path, device: str) -> tuple[Any, dict, dict, Path]:
+    from faceswap.checkpoint import CheckpointError, load_model
+
+    folder = run_dir(models_dir, variant, seed)
+    ckpt = folder / "model.pt"
+    try:
+        model, state = load_model(ckpt, device)
+    except CheckpointError as err:
+        raise EvaluateError(f"{err} (train it first: dvc repro train@{variant}-{seed})") from None
+    run_info: dict[str, Any] = {}
+    run_json = folder / "run.json"
+    if run_json.is_file():
+        try:
+            run_info = json.loads(run_json.read_text())
+        except ValueError as err:
+            raise EvaluateError(f"{run_json} is not valid JSON: {err}") from None
+    if len(model.config.identities) != 2:
+        raise EvaluateError(f"{ckpt} has {len(model.config.identities)} decoders; evaluation needs exactly two")
+    return model, state, run_info, ckpt
+
+
+def aggregate(runs: list[SeedRun]) -> tuple[dict[str, float | None], dict[str, dict[str, Any]]]:
+    """Every metric as the mean over seeds, and an estimate (mean, 95% CI) for each.
+
+    Per-face metrics (catalog.PER_FACE) get the hierarchical bootstrap over seeds and test faces; the others
+    (set scores, rates) the seeds' range, labelled as such.
+    """
+    from faceswap.metrics.catalog import PER_FACE
+    from faceswap.stats import hierarchical_bootstrap
+
+    keys = list(runs[0].evaluation.metrics)
+    metrics: dict[str, float | None] = {}
+    for k in keys:
+        vals = [r.evaluation.metrics.get(k) for r in runs]
+        metrics[k] = None if any(v is None for v in vals) else float(np.mean(vals))
+    estimates: dict[str, dict[str, Any]] = {}
+    for name, series in PER_FACE.items():
+        if not all(s in runs[0].evaluation.per_image for s in series):
+            continue
+        groups = [np.array([r.evaluation.per_image[s] for r in runs], dtype=float) for s in series]
+        for s, g in zip(series, groups, strict=True):
+            estimates[s] = {**hierarchical_bootstrap([g]).as_dict(), "kind": "bootstrap"}
+        estimates[name] = {**hierarchical_bootstrap(groups).as_dict(), "kind": "bootstrap"}
+    for k, v in metrics.items():
+        if k in estimates or v is None or EVAL_METRICS[k][0] == "info":
+            continue
+        vals = [float(r.evaluation.metrics[k]) for r in runs]
+        estimates[k] = {"mean": v, "ci_lo": min(vals), "ci_hi": max(vals), "seeds": len(runs), "kind": "seed-range"}
+    return metrics, estimates
+
+
 def evaluate_variant(
     variant: str,
     params: Params,
@@ -551,44 +646,44 @@ def evaluate_variant(
     reports_dir: str | Path = "reports",
     detector: Any = None,
 ) -> VariantEvaluation:
-    """The ``evaluate@<variant>`` stage: measure, draw, write JSON and log to MLflow."""
-    from faceswap.checkpoint import CheckpointError, load_model
-
+    """The ``evaluate@<variant>`` stage: every training seed of the variant on the test faces; the mean over
+    seeds with a 95% CI for every metric; pictures of the seed that validation ranks best."""
     cfg = params.evaluate
     periods = params.metrics.checkerboard.periods
-    ckpt = Path(models_dir) / variant / "model.pt"
-    run_json = Path(models_dir) / variant / "run.json"
     device = resolve_device(cfg.device)
-    try:
-        model, state = load_model(ckpt, device)
-    except CheckpointError as err:
-        raise EvaluateError(f"{err} (train the variant first: dvc repro train@{variant})") from None
-    run_info: dict[str, Any] = {}
-    if run_json.is_file():
-        try:
-            run_info = json.loads(run_json.read_text())
-        except ValueError as err:
-            raise EvaluateError(f"{run_json} is not valid JSON: {err}") from None
-    identities = tuple(model.config.identities)
-    if len(identities) != 2:
-        raise EvaluateError(f"{ckpt} has {len(identities)} decoders; evaluation needs exactly two identities")
-    faces = load_eval_faces(cfg.data, identities, model.config.image_size, cfg.faces_dir, cfg.max_faces)
-    ev = evaluate_model(model, faces, cfg, periods, device, detector)
-    step = int(state.get("step", 0) or 0)
-    ev.metrics["step"] = float(step)
+    runs: list[SeedRun] = []
+    faces: EvalFaces | None = None
+    for seed in params.train.seeds:
+        model, state, run_info, ckpt = _load_run(variant, seed, models_dir, device)
+        if faces is None:
+            faces = load_eval_faces(cfg.data, tuple(model.config.identities), model.config.image_size,
+                                    cfg.faces_dir, cfg.max_faces)
+        elif tuple(model.config.identities) != faces.identities:
+            raise EvaluateError(f"{ckpt} decodes {model.config.identities}, seed {runs[0].seed} {faces.identities}")
+        ev = evaluate_model(model, faces, cfg, periods, device, detector)
+        ev.metrics["step"] = float(int(state.get("step", 0) or 0))
+        runs.append(SeedRun(seed, ckpt, state, run_info, ev))
+    assert faces is not None  # train.seeds has at least one seed (config validation)
+    identities = faces.identities
+    metrics, estimates = aggregate(runs)
+    metrics["seeds"] = float(len(runs))
+    best = min(runs, key=lambda r: (math.inf if r.state.get("val_loss") is None else r.state["val_loss"], r.seed))
 
     report_dir = Path(reports_dir) / variant
     report_dir.mkdir(parents=True, exist_ok=True)
-    write_pictures(ev, identities, cfg, report_dir, f"{variant} (step {step})")
+    step = int(best.state.get("step", 0) or 0)
+    write_pictures(best.evaluation, identities, cfg, report_dir, f"{variant} (seed {best.seed}, step {step})")
     fingerprint = eval_fingerprint(faces, cfg, periods)
     provenance = {
         "variant": variant,
-        "checkpoint": str(ckpt),
-        "checkpoint_sha256": file_sha256(ckpt),
+        "seeds": [r.seed for r in runs],
+        "representative_seed": best.seed,
+        "checkpoint": str(best.checkpoint),
+        "checkpoint_sha256": file_sha256(best.checkpoint),
         "step": step,
-        "val_loss": state.get("val_loss"),
-        "data_version": run_info.get("data_version"),
-        "git_commit": run_info.get("git_commit") or git_commit(),
+        "val_loss": best.state.get("val_loss"),
+        "data_version": best.run_info.get("data_version"),
+        "git_commit": best.run_info.get("git_commit") or git_commit(),
         "eval_fingerprint": fingerprint,
         "eval_data": faces.fingerprint,
         "manifest": str(cfg.data),
@@ -599,16 +694,24 @@ def evaluate_variant(
     }
     where = None
     if cfg.mlflow:
-        tags = {"fingerprint": fingerprint, "checkpoint_sha256": provenance["checkpoint_sha256"]}
+        tags = {"fingerprint": fingerprint}
         if provenance["data_version"]:
             tags["data_version"] = str(provenance["data_version"])
-        where = log_to_mlflow(run_info, variant, ev.metrics, report_dir, tags, step)
-    detail = {**provenance, "metrics": ev.metrics, "landmarks": ev.details, "per_image": ev.per_image,
-              "mlflow": where}
+        for r in runs:  # each seed's own numbers into its training run
+            log_to_mlflow(r.run_info, variant, r.evaluation.metrics, None,
+                          tags | {"checkpoint_sha256": file_sha256(r.checkpoint), "seed": str(r.seed)}, r.seed,
+                          r.evaluation.metrics.get("step"))
+        where = log_to_mlflow(best.run_info, variant, metrics, report_dir,
+                              tags | {"checkpoint_sha256": provenance["checkpoint_sha256"]}, best.seed, step,
+                              estimates=estimates)
+    detail = {**provenance, "metrics": metrics, "estimates": estimates,
+              "per_seed": {str(r.seed): r.evaluation.metrics for r in runs},
+              "landmarks": best.evaluation.details,
+              "per_image": {str(r.seed): r.evaluation.per_image for r in runs}, "mlflow": where}
     record = evaluation_record_path(reports_dir, variant)
     record.parent.mkdir(parents=True, exist_ok=True)
     record.write_text(json.dumps(detail, indent=2) + "\n")
-    if cfg.mlflow and where:
+    if where:
         import mlflow
 
         mlflow.set_tracking_uri(where["tracking_uri"])
@@ -617,8 +720,9 @@ def evaluate_variant(
 
     metrics_path = Path(metrics_dir) / f"{variant}.json"
     metrics_path.parent.mkdir(parents=True, exist_ok=True)
-    metrics_path.write_text(json.dumps({"variant": variant, **ev.metrics}, indent=2) + "\n")
-    return VariantEvaluation(variant, ev.metrics, metrics_path, report_dir, where)
+    ci = {f"{k}_ci_{end}": e[f"ci_{end}"] for k, e in estimates.items() for end in ("lo", "hi")}
+    metrics_path.write_text(json.dumps({"variant": variant, **metrics, **ci}, indent=2) + "\n")
+    return VariantEvaluation(variant, metrics, metrics_path, report_dir, where, estimates)
 
 
 def format_evaluation(r: VariantEvaluation) -> str:

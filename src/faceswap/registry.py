@@ -1,18 +1,20 @@
 """Pick the best variant by the rule in params.yaml and register it (``faceswap register``, stage ``register``).
 
-The rule (``register`` in params.yaml; defaults shown):
+The rule (``register`` in params.yaml), on each variant's mean over its training seeds:
 
-1. **gate**: a variant qualifies when ``swap_checkerboard_excess`` ≤ ``gate_max`` (0.05);
-2. **primary**: among the qualifying, the lowest ``recon_lpips`` wins (a higher-is-better metric is
-   ranked the other way);
-3. **tiebreak**: variants within ``tie_tolerance`` of the best primary value are ranked by
-   ``cycle_lpips``; then by primary; then by name, so the choice is always deterministic.
+1. **gates**: a variant qualifies when every gate holds (a lower-is-better metric at most its threshold, a
+   higher-is-better one at least), e.g. a clean grid score and swaps that carry the target identity;
+2. **primary**: among the qualifying, the best ``primary`` (e.g. the lowest ``recon_lpips``) leads;
+3. **ties**: variants whose 95% CI of ``primary`` overlaps the leader's are a tie (the data cannot tell them
+   apart); the tie is decided by ``prefer`` (the better of those metrics, in order), then by primary, then by
+   name, so the choice is always deterministic and never made by noise.
 
 No variant qualifies: nothing is registered (unless ``fallback: true``: then the best primary is).
+The output says in plain words why the winner won and why each other variant did not.
 
 The winner is logged as an MLflow pyfunc (:mod:`faceswap.serving.pyfunc`) into its evaluation's run and
 registered under ``model_name``. The alias ``champion`` moves to the new version only when it beats
-the current champion by the same rule on the same evaluation data (same held-out faces, same metric
+the current champion by the same rule on the same evaluation data (same test faces, same metric
 settings; if the champion was measured on other data it is re-evaluated now); otherwise the new
 version gets ``challenger`` and the output says why the champion stayed. The first version becomes
 champion. A winner that is already registered (same checkpoint, same evaluation) is not registered again.
@@ -62,6 +64,14 @@ class Candidate:
     rank: int | None = None
     note: str = ""
 
+    def interval(self, name: str) -> tuple[float, float] | None:
+        """The 95% CI of ``name`` as 'lower is better' numbers (None when the evaluation has none)."""
+        e = self.evaluation.get("estimates", {}).get(name)
+        if not e:
+            return None
+        lo, hi = float(e["ci_lo"]), float(e["ci_hi"])
+        return (-hi, -lo) if EVAL_METRICS[name][0] == HIGHER else (lo, hi)
+
 
 def _value(metrics: dict[str, float | None], name: str) -> float:
     """The metric as a 'lower is better' number; a missing or non-finite value ranks last."""
@@ -71,77 +81,121 @@ def _value(metrics: dict[str, float | None], name: str) -> float:
     return -float(v) if EVAL_METRICS[name][0] == HIGHER else float(v)
 
 
+def _bound(name: str, threshold: float) -> str:
+    return f"{name} {'≥' if EVAL_METRICS[name][0] == HIGHER else '≤'} {threshold:g}"
+
+
+def gate_failures(metrics: dict[str, float | None], rule: RegisterParams) -> list[str]:
+    """Each gate the metrics miss, in words (empty: the variant qualifies)."""
+    out = []
+    for name, threshold in rule.gates.items():
+        v = metrics.get(name)
+        if v is None or not math.isfinite(float(v)):
+            out.append(f"{name} missing (needs {_bound(name, threshold)})")
+        elif _value(metrics, name) > _value({name: threshold}, name):
+            out.append(f"{name} {float(v):.4f} fails {_bound(name, threshold)}")
+    return out
+
+
 def passes_gate(metrics: dict[str, float | None], rule: RegisterParams) -> bool:
-    v = metrics.get(rule.gate_metric)
-    return v is not None and math.isfinite(float(v)) and float(v) <= rule.gate_max
+    return not gate_failures(metrics, rule)
 
 
 def describe_rule(rule: RegisterParams) -> str:
     fb = "register the best primary anyway" if rule.fallback else "register nothing"
-    return (
-        f"qualify: {rule.gate_metric} ≤ {rule.gate_max:g}; best: {_dir_word(rule.primary)} {rule.primary}; "
-        f"within {rule.tie_tolerance:g}: {_dir_word(rule.tiebreak)} {rule.tiebreak}; none qualifies: {fb}"
-    )
+    gates = " and ".join(_bound(n, t) for n, t in rule.gates.items()) or "(no gate)"
+    prefer = ", then ".join(f"{_dir_word(n)} {n}" for n in rule.prefer)
+    return (f"qualify: {gates}; best: {_dir_word(rule.primary)} {rule.primary}; overlapping 95% CIs are a tie, "
+            f"decided by {prefer}; none qualifies: {fb}")
 
 
 def _dir_word(name: str) -> str:
     return "highest" if EVAL_METRICS[name][0] == HIGHER else "lowest"
 
 
+def _fmt_est(c: Candidate, name: str) -> str:
+    v = c.metrics.get(name)
+    if v is None:
+        return "missing"
+    e = c.evaluation.get("estimates", {}).get(name)
+    return f"{v:.4f} [{e['ci_lo']:.4f}, {e['ci_hi']:.4f}]" if e else f"{v:.4f}"
+
+
+def _tied(a: Candidate, b: Candidate, name: str) -> bool:
+    """Same value, or overlapping CIs (a variant without a CI only ties on an equal value)."""
+    ia, ib = a.interval(name), b.interval(name)
+    if ia is None or ib is None:
+        return _value(a.metrics, name) == _value(b.metrics, name)
+    return ia[0] <= ib[1] and ib[0] <= ia[1]
+
+
 def select(candidates: list[Candidate], rule: RegisterParams) -> tuple[Candidate | None, str]:
-    """Rank ``candidates`` in place (qualifies, rank, note) and return (winner or None, reason)."""
+    """Rank ``candidates`` in place (qualifies, rank, note: why it did not win) and return (winner, reason)."""
     for c in candidates:
-        c.qualifies = passes_gate(c.metrics, rule)
-        v = c.metrics.get(rule.gate_metric)
-        shown = "missing" if v is None else format(v, ".4f")
-        c.note = "" if c.qualifies else f"{rule.gate_metric} {shown} > {rule.gate_max:g}"
+        fails = gate_failures(c.metrics, rule)
+        c.qualifies, c.note = not fails, "; ".join(fails)
     pool = [c for c in candidates if c.qualifies]
     fallback = False
     if not pool:
         if not rule.fallback or not candidates:
             return None, (
-                f"no variant qualifies ({rule.gate_metric} ≤ {rule.gate_max:g}): "
-                + ", ".join(f"{c.variant} {c.note}" for c in candidates)
+                "no variant qualifies (" + " and ".join(_bound(n, t) for n, t in rule.gates.items()) + "): "
+                + "; ".join(f"{c.variant}: {c.note}" for c in candidates)
                 + "; nothing registered (set register.fallback: true to register the best anyway)"
             )
         pool, fallback = list(candidates), True
-    best_primary = min(_value(c.metrics, rule.primary) for c in pool)
+    leader = min(pool, key=lambda c: (_value(c.metrics, rule.primary), c.variant))
+    tied = [c for c in pool if _tied(c, leader, rule.primary)]
 
     def key(c: Candidate) -> tuple:
-        p = _value(c.metrics, rule.primary)
-        tied = p - best_primary <= rule.tie_tolerance + 1e-12
-        return (0 if tied else 1, _value(c.metrics, rule.tiebreak) if tied else p, p, c.variant)
+        in_tie = c in tied
+        prefs = tuple(_value(c.metrics, n) for n in rule.prefer) if in_tie else ()
+        return (0 if in_tie else 1, *prefs, _value(c.metrics, rule.primary), c.variant)
 
     ranked = sorted(pool, key=key)
     for i, c in enumerate(ranked, 1):
         c.rank = i
     win = ranked[0]
-    tied = [c for c in ranked if key(c)[0] == 0]
-    how = f"lowest {rule.primary}" if EVAL_METRICS[rule.primary][0] != HIGHER else f"highest {rule.primary}"
-    reason = f"{win.variant}: {how} ({win.metrics.get(rule.primary):.4f})"
+    reason = f"{win.variant} won: {rule.primary} {_fmt_est(win, rule.primary)}"
     if len(tied) > 1:
-        reason += (f", tied within {rule.tie_tolerance:g} with {', '.join(c.variant for c in tied[1:])}; "
-                   f"{_dir_word(rule.tiebreak)} {rule.tiebreak} ({win.metrics.get(rule.tiebreak)})")
-    reason += f" among {len(pool)} qualifying of {len(candidates)}"
+        others = [c for c in tied if c is not win]
+        reason += (f"; its 95% CI overlaps {', '.join(c.variant for c in others)} (a tie the data cannot decide), "
+                   f"decided by {_dir_word(rule.prefer[0])} {rule.prefer[0]}: {win.variant} "
+                   f"{_fmt_est(win, rule.prefer[0])} vs "
+                   + ", ".join(f"{c.variant} {_fmt_est(c, rule.prefer[0])}" for c in others))
+    else:
+        reason += ", better than every other qualifying variant beyond their 95% CIs"
+    reason += f" ({len(pool)} of {len(candidates)} qualify)"
     if fallback:
-        reason += f" (FALLBACK: none passes {rule.gate_metric} ≤ {rule.gate_max:g})"
+        reason += " (FALLBACK: no variant passes the gates)"
+    for c in ranked[1:]:
+        if c in tied:
+            c.note = (f"tied with {win.variant} on {rule.primary} ({_fmt_est(c, rule.primary)}), lost on "
+                      + ", ".join(f"{n} {_fmt_est(c, n)}" for n in rule.prefer))
+        else:
+            c.note = (f"{rule.primary} {_fmt_est(c, rule.primary)}: worse than {win.variant}'s "
+                      f"{_fmt_est(win, rule.primary)} beyond the CIs")
+    win.note = "winner"
     return win, reason
 
 
-def beats(new: dict[str, float | None], old: dict[str, float | None], rule: RegisterParams) -> tuple[bool, str]:
-    """Whether ``new`` beats ``old`` by the rule (gate, then primary beyond the tolerance, then tiebreak)."""
-    gn, go = passes_gate(new, rule), passes_gate(old, rule)
+def beats(new: Candidate, old: Candidate, rule: RegisterParams) -> tuple[bool, str]:
+    """Whether ``new`` beats ``old`` by the rule: gates, then primary beyond overlapping CIs, then preference."""
+    gn, go = passes_gate(new.metrics, rule), passes_gate(old.metrics, rule)
     if gn != go:
-        return gn, f"{'only the newcomer' if gn else 'only the champion'} passes {rule.gate_metric} ≤ {rule.gate_max:g}"
-    pn, po = _value(new, rule.primary), _value(old, rule.primary)
-    if abs(pn - po) > rule.tie_tolerance:
-        better = pn < po
-        return better, (f"{rule.primary} {new.get(rule.primary):.4f} (new) vs {old.get(rule.primary):.4f} "
-                        f"(champion): {'new is better' if better else 'champion is better'}")
-    tn, to = _value(new, rule.tiebreak), _value(old, rule.tiebreak)
-    better = tn < to
-    return better, (f"{rule.primary} tied within {rule.tie_tolerance:g}; {rule.tiebreak} {new.get(rule.tiebreak)} "
-                    f"(new) vs {old.get(rule.tiebreak)} (champion): {'new is better' if better else 'champion stays'}")
+        return gn, f"{'only the newcomer' if gn else 'only the champion'} passes the gates"
+    name = rule.primary
+    if not _tied(new, old, name):
+        better = _value(new.metrics, name) < _value(old.metrics, name)
+        return better, (f"{name} {_fmt_est(new, name)} (new) vs {_fmt_est(old, name)} (champion): "
+                        f"{'new is better' if better else 'champion is better'}")
+    for pref in rule.prefer:
+        pn, po = _value(new.metrics, pref), _value(old.metrics, pref)
+        if pn != po:
+            better = pn < po
+            return better, (f"{name} tied (overlapping CIs); {pref} {_fmt_est(new, pref)} (new) vs "
+                            f"{_fmt_est(old, pref)} (champion): {'new is better' if better else 'champion stays'}")
+    return False, f"{name} and {', '.join(rule.prefer)} tied: champion stays"
 
 
 # --- inputs -------------------------------------------------------------------------------------------
@@ -215,19 +269,31 @@ def write_summary(path: Path, candidates: list[Candidate], rule: RegisterParams,
 # --- registry -----------------------------------------------------------------------------------------
 
 
-def _metric_tags(metrics: dict[str, float | None]) -> dict[str, str]:
-    return {f"metric.{k}": repr(float(v)) for k, v in metrics.items() if v is not None and k in EVAL_METRICS}
+def _metric_tags(c: Candidate) -> dict[str, str]:
+    """Metrics (and the CIs of the ranked ones) as version tags, so a later run can compare with this one."""
+    tags = {f"metric.{k}": repr(float(v)) for k, v in c.metrics.items() if v is not None and k in EVAL_METRICS}
+    for k, e in c.evaluation.get("estimates", {}).items():
+        if k in RANKABLE:
+            tags[f"ci.{k}"] = f"{float(e['ci_lo'])!r},{float(e['ci_hi'])!r}"
+    return tags
 
 
-def _metrics_from_tags(tags: dict[str, str]) -> dict[str, float | None]:
-    out: dict[str, float | None] = {}
+def _candidate_from_tags(variant: str, tags: dict[str, str]) -> Candidate:
+    metrics: dict[str, float | None] = {}
+    estimates: dict[str, dict[str, float]] = {}
     for k, v in tags.items():
         if k.startswith("metric."):
             try:
-                out[k.removeprefix("metric.")] = float(v)
+                metrics[k.removeprefix("metric.")] = float(v)
             except ValueError:
-                out[k.removeprefix("metric.")] = None
-    return out
+                metrics[k.removeprefix("metric.")] = None
+        elif k.startswith("ci."):
+            try:
+                lo, hi = (float(x) for x in v.split(","))
+            except ValueError:
+                continue
+            estimates[k.removeprefix("ci.")] = {"ci_lo": lo, "ci_hi": hi}
+    return Candidate(variant, metrics, {"estimates": estimates})
 
 
 def _champion(client: Any, name: str) -> Any | None:
@@ -256,12 +322,13 @@ def _existing_version(client: Any, name: str, sha: str, fingerprint: str) -> Any
     return None
 
 
-def reevaluate_version(tracking_uri: str, name: str, version: str, params: Params) -> dict[str, float | None]:
-    """Measure a registered version again on the current held-out faces with the current settings."""
+def reevaluate_version(tracking_uri: str, name: str, version: str, params: Params) -> Candidate:
+    """Measure a registered version again on the current test faces with the current settings (its one
+    checkpoint: the CIs cover the faces, not retraining)."""
     import mlflow
 
     from faceswap.checkpoint import load_model
-    from faceswap.evaluate import evaluate_model, load_eval_faces, resolve_device
+    from faceswap.evaluate import SeedRun, aggregate, evaluate_model, load_eval_faces, resolve_device
 
     mlflow.set_tracking_uri(tracking_uri)
     local = Path(mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}/{version}"))
@@ -273,7 +340,9 @@ def reevaluate_version(tracking_uri: str, name: str, version: str, params: Param
     cfg = params.evaluate
     faces = load_eval_faces(cfg.data, tuple(model.config.identities), model.config.image_size, cfg.faces_dir,
                             cfg.max_faces)
-    return evaluate_model(model, faces, cfg, params.metrics.checkerboard.periods, device).metrics
+    ev = evaluate_model(model, faces, cfg, params.metrics.checkerboard.periods, device)
+    metrics, estimates = aggregate([SeedRun(0, found[0], {}, {}, ev)])
+    return Candidate(f"version {version}", metrics, {"estimates": estimates})
 
 
 def log_and_register(win: Candidate, rule: RegisterParams, tracking_uri: str, reason: str) -> Any:
@@ -309,7 +378,7 @@ def log_and_register(win: Candidate, rule: RegisterParams, tracking_uri: str, re
         "step": str(ev.get("step")),
         "rule": describe_rule(rule),
         "selection": reason,
-        **_metric_tags(win.metrics),
+        **_metric_tags(win),
     }
     import faceswap
 
@@ -400,12 +469,12 @@ def register_best(
             alias, why = CHAMPION, f"version {mv.version} already holds the champion alias"
         else:
             if champ.tags.get("eval_fingerprint") == ev["eval_fingerprint"]:
-                champ_metrics = _metrics_from_tags(champ.tags)
+                champ_c = _candidate_from_tags(champ.tags.get("variant", "champion"), champ.tags)
                 basis = "same evaluation data"
             else:
-                champ_metrics = reevaluate_version(tracking_uri, rule.model_name, champ.version, params)
-                basis = "champion re-evaluated on the current held-out faces"
-            better, why = beats(win.metrics, champ_metrics, rule)
+                champ_c = reevaluate_version(tracking_uri, rule.model_name, champ.version, params)
+                basis = "champion re-evaluated on the current test faces"
+            better, why = beats(win, champ_c, rule)
             alias = CHAMPION if better else CHALLENGER
             why = (f"beats champion version {champ.version} ({basis}): {why}" if better
                    else f"champion version {champ.version} stays ({basis}): {why}")

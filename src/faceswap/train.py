@@ -46,7 +46,7 @@ from faceswap.model import FaceSwapAutoencoder, ModelConfig
 
 # settings that change how a run is watched, not what it computes: changing them keeps a resume valid
 OPERATIONAL_KEYS = ("val_every", "checkpoint_every", "keep_checkpoints", "preview_every", "preview_rows", "log_every",
-                    "workers", "max_nonfinite", "mlflow", "compile", "data", "faces_dir")
+                    "workers", "max_nonfinite", "mlflow", "compile", "data", "faces_dir", "seeds")
 
 
 class TrainingError(RuntimeError):
@@ -135,8 +135,9 @@ def _plain(obj: Any) -> Any:
     return json.loads(json.dumps(obj))
 
 
-def run_config(params: Params, variant: str, data_version: str) -> dict[str, Any]:
-    return _plain({"variant": variant, "data_version": data_version, "base": params.base.model_dump(),
+def run_config(params: Params, variant: str, data_version: str, seed: int | None = None) -> dict[str, Any]:
+    return _plain({"variant": variant, "seed": params.base.seed if seed is None else seed,
+                   "data_version": data_version, "base": params.base.model_dump(),
                    "model": {k: v for k, v in params.model.model_dump().items() if k != "variants"},
                    "train": params.train.model_dump()})
 
@@ -281,11 +282,13 @@ def train(
     curves_dir: str | Path | None = None,
     inject_nonfinite: tuple[int, ...] = (),
     progress: bool | None = None,
+    seed: int | None = None,
 ) -> TrainResult:
     """Train ``variant`` on the accepted faces and write its outputs to ``out_dir`` (see the module doc).
 
     ``data``/``faces_dir`` default to ``params.train``; ``inject_nonfinite`` lists steps whose loss is
-    made NaN (a test hook for the non-finite guard); ``progress`` None shows a bar only on a terminal.
+    made NaN (a test hook for the non-finite guard); ``progress`` None shows a bar only on a terminal;
+    ``seed`` (default ``base.seed``) seeds the weights and the augmentation stream of this run.
     """
     from faceswap.tracking import GROUP_ENV, file_md5, git_commit, start_run
 
@@ -319,9 +322,10 @@ def train(
     val_faces = load_faces(manifest, identities, "val", size, root)
     data_version = file_md5(manifest)
 
-    cfg = run_config(params, variant, data_version)
+    seed = params.base.seed if seed is None else seed
+    cfg = run_config(params, variant, data_version, seed)
     fp = fingerprint(cfg)
-    torch.manual_seed(params.base.seed)
+    torch.manual_seed(seed)
     mcfg = ModelConfig(image_size=size, width=params.model.width, bottleneck_channels=params.model.bottleneck_channels,
                        encoder_stages=params.model.encoder_stages, max_channels=params.model.max_channels,
                        decoder=variant, identities=tuple(identities))
@@ -363,7 +367,7 @@ def train(
 
     workers = t.workers if t.workers is not None else max(0, min(16, (os.cpu_count() or 1) - 1))
     loader = torch.utils.data.DataLoader(
-        SwapPairs(train_faces, t.augment, params.base.seed),
+        SwapPairs(train_faces, t.augment, seed),
         batch_sampler=StepBatches(start, t.steps, t.batch_size, dist.rank, dist.world),
         num_workers=workers, pin_memory=device.type == "cuda",
         prefetch_factor=4 if workers else None, persistent_workers=False, worker_init_fn=worker_init,
@@ -379,9 +383,10 @@ def train(
     group = os.environ.get(GROUP_ENV) or hashlib.sha256(json.dumps(
         [commit, data_version, {k: v for k, v in cfg.items() if k != "variant"}], sort_keys=True).encode()
     ).hexdigest()[:12]
-    tags = {"variant": variant, "data_version": data_version, "git_commit": commit, "faceswap.group": group,
-            "config_fingerprint": fp, "device": str(device), "precision": precision, "world_size": str(dist.world)}
-    tracker = start_run(t.mlflow, f"train-{variant}", run_id, tags) if dist.is_main else start_run(
+    tags = {"variant": variant, "seed": str(seed), "data_version": data_version, "git_commit": commit,
+            "faceswap.group": group, "config_fingerprint": fp, "device": str(device), "precision": precision,
+            "world_size": str(dist.world)}
+    tracker = start_run(t.mlflow, f"{variant}-seed{seed}", run_id, tags) if dist.is_main else start_run(
         t.mlflow.model_copy(update={"enabled": False}), "")
     if dist.is_main:
         tracker.log_params({**cfg, "data_path": str(manifest), "train_faces": {i: len(f) for i, f in

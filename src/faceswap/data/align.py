@@ -160,25 +160,36 @@ def select_face(
 
 
 def assign_split(frames, split: SplitParams) -> np.ndarray:
-    """'train', 'val' or 'gap' per frame row (frames: identity, video, timestamp_s)."""
+    """'train', 'val', 'test' or 'gap' per frame row (frames: identity, video, timestamp_s).
+
+    tail: every clip is cut in time as train | gap | val | gap | test, so held-out frames are never next to
+    frames another split saw. clips: whole clips (the last ones test, those before val), when an identity has
+    at least three clips; otherwise its clips are cut in time.
+    """
     labels = np.full(len(frames), "train", dtype=object)
     ts = frames["timestamp_s"].to_numpy(float)
     for _ident, by_ident in frames.groupby("identity", sort=True):
         videos = sorted(by_ident["video"].unique())
-        if split.mode == "clips" and len(videos) >= 2:
-            n_val = min(len(videos) - 1, max(1, round(len(videos) * split.val_fraction)))
-            val_videos = set(videos[-n_val:])
+        if split.mode == "clips" and len(videos) >= 3:
+            n_test = min(len(videos) - 2, max(1, round(len(videos) * split.test_fraction)))
+            n_val = min(len(videos) - 1 - n_test, max(1, round(len(videos) * split.val_fraction)))
+            held = {v: "test" for v in videos[len(videos) - n_test:]}
+            held |= {v: "val" for v in videos[len(videos) - n_test - n_val:len(videos) - n_test]}
             for pos, v in zip(by_ident.index, by_ident["video"], strict=True):
-                if v in val_videos:
-                    labels[frames.index.get_loc(pos)] = "val"
+                labels[frames.index.get_loc(pos)] = held.get(v, "train")
             continue
-        for _v, clip in by_ident.groupby("video", sort=True):  # tail (or clips with a single video)
+        for _v, clip in by_ident.groupby("video", sort=True):  # tail (or clips with fewer than three videos)
             locs = np.array([frames.index.get_loc(i) for i in clip.index])
             t = ts[locs]
             start, end = t.min(), t.max()
-            boundary = end - split.val_fraction * (end - start)
-            labels[locs[t >= boundary]] = "val"
-            labels[locs[(t < boundary) & (t >= boundary - split.gap_s)]] = "gap"
+            test_start = end - split.test_fraction * (end - start)
+            val_end = test_start - split.gap_s
+            val_start = val_end - split.val_fraction * (end - start)
+            labels[locs[t < val_start - split.gap_s]] = "train"
+            labels[locs[(t >= val_start - split.gap_s) & (t < val_start)]] = "gap"
+            labels[locs[(t >= val_start) & (t < val_end)]] = "val"
+            labels[locs[(t >= val_end) & (t < test_start)]] = "gap"
+            labels[locs[t >= test_start]] = "test"
     return labels
 
 
@@ -371,6 +382,7 @@ def align_faces(
             "faces": len(mine),
             "train": sum(r["split"] == "train" for r in mine),
             "val": sum(r["split"] == "val" for r in mine),
+            "test": sum(r["split"] == "test" for r in mine),
             "videos_with_faces": len({r["video"] for r in mine}),
         }
     res = [r["alignment_residual_px"] for r in manifest_rows]
@@ -500,7 +512,8 @@ def format_align_summary(s: AlignSummary) -> str:
         "  rejected: " + ", ".join(f"{k} {v}" for k, v in s.rejected.items()),
     ]
     for ident, d in s.identities.items():
-        lines.append(f"  {ident}: {d['faces']} faces (train {d['train']}, val {d['val']}) from {d['frames']} frames")
+        lines.append(f"  {ident}: {d['faces']} faces (train {d['train']}, val {d['val']}, test {d['test']}) "
+                     f"from {d['frames']} frames")
     lines.append(
         f"  mean alignment residual {s.mean_residual_px} px at {s.size}²; jitter (aligned landmarks) "
         f"{s.jitter_px} px, crop jitter (phase correlation) {s.crop_jitter_px} px"

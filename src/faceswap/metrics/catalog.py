@@ -45,7 +45,17 @@ EVAL_METRICS: dict[str, tuple[str, str]] = {
     "landmark_source_misses": (INFO, "held-out source faces on which the detector found no face (excluded)"),
     "faces_a": (INFO, "held-out faces of identity a evaluated"),
     "faces_b": (INFO, "held-out faces of identity b evaluated"),
-    "step": (INFO, "training step of the evaluated checkpoint"),
+    "step": (INFO, "training step of the evaluated checkpoint (mean over seeds)"),
+    "seeds": (INFO, "training seeds evaluated; every number is their mean, with a 95% CI"),
+}
+
+# Metrics with a value per test face: name → the per-face series it averages (one per identity or direction).
+# These get a bootstrap CI over faces and training seeds (faceswap.stats); the others a mean over seeds.
+PER_FACE: dict[str, tuple[str, ...]] = {
+    "recon_lpips": ("recon_lpips_a", "recon_lpips_b"),
+    "recon_psnr": ("recon_psnr_a", "recon_psnr_b"),
+    "recon_ssim": ("recon_ssim_a", "recon_ssim_b"),
+    "cycle_lpips": ("cycle_lpips_a", "cycle_lpips_b"),
 }
 
 RANKABLE = tuple(name for name, (d, _) in EVAL_METRICS.items() if d in (LOWER, HIGHER))

@@ -137,7 +137,7 @@ def measure(df, faces_dir: str | Path, *, template: np.ndarray, duplicate_max_di
         ]
         if moves:
             jitter[pos] = float(np.median(moves))
-        val_t = ts[pos][split[pos] == "val"]
+        val_t = ts[pos][np.isin(split[pos], ["val", "test"])]
         if len(val_t):
             for i in pos[split[pos] == "train"]:
                 gap[i] = float(np.abs(val_t - ts[i]).min())

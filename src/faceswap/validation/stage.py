@@ -295,10 +295,10 @@ def run_validation(
     for ident in params.base.identities:
         mine = kept[kept["identity"] == ident] if "identity" in kept.columns else kept.iloc[:0]
         split = mine["split"] if "split" in mine.columns else pd.Series([], dtype=object)
-        counts[ident] = {"train": int((split == "train").sum()), "val": int((split == "val").sum())}
+        counts[ident] = {s: int((split == s).sum()) for s in ("train", "val", "test")}
     ident_df = pd.DataFrame(
         {"identity": list(counts), "train_faces": [c["train"] for c in counts.values()],
-         "val_faces": [c["val"] for c in counts.values()]}
+         "val_faces": [c["val"] for c in counts.values()], "test_faces": [c["test"] for c in counts.values()]}
     )
     ident_failed = _collect(checkpoints[IDENTITIES_SUITE].run(batch_parameters={"dataframe": ident_df}), "identity")
     for info, rows, error in ident_failed:

@@ -61,8 +61,8 @@ def face_expectations(v: ValidateParams, *, size: int, identities: tuple[str, ..
         _e(gxe.ExpectColumnValuesToBeUnique, "unique_face_id", "row", "face_id is unique", column="face_id"),
         _e(gxe.ExpectColumnValuesToBeInSet, "known_identity", "row", "identity is one of base.identities",
            "base.identities", column="identity", value_set=list(identities)),
-        _e(gxe.ExpectColumnValuesToBeInSet, "split_value", "row", "split is train or val",
-           column="split", value_set=["train", "val"]),
+        _e(gxe.ExpectColumnValuesToBeInSet, "split_value", "row", "split is train, val or test",
+           column="split", value_set=["train", "val", "test"]),
         # --- the crop file ---
         _e(gxe.ExpectColumnValuesToBeInSet, "file_exists", "row", "crop file exists",
            column="file_exists", value_set=[True]),
@@ -91,7 +91,7 @@ def face_expectations(v: ValidateParams, *, size: int, identities: tuple[str, ..
         # --- video: stability, split hygiene, duplicates ---
         _e(gxe.ExpectColumnValuesToBeBetween, "jitter", "row", "clip's aligned landmarks are stable",
            "validate.max_jitter", column="clip_jitter_px", max_value=round(v.max_jitter * size, 4)),
-        _e(gxe.ExpectColumnValuesToBeBetween, "split_leak", "row", "train frame far enough from the clip's val frames",
+        _e(gxe.ExpectColumnValuesToBeBetween, "split_leak", "row", "train frame far from the clip's held-out frames",
            "validate.split_guard_s", column="split_gap_s", min_value=split_guard_s),
         _e(gxe.ExpectColumnValuesToBeBetween, "near_duplicate", "row", "crop differs from the clip's previous crop",
            "validate.duplicate_max_diff", column="duplicate_diff", min_value=v.duplicate_max_diff, strict_min=True),
@@ -108,4 +108,6 @@ def identity_expectations(v: ValidateParams) -> list:
            "validate.min_train_faces", IDENTITIES_SUITE, column="train_faces", min_value=v.min_train_faces),
         _e(gxe.ExpectColumnValuesToBeBetween, "val_faces", "table", "enough validation faces per identity",
            "validate.min_val_faces", IDENTITIES_SUITE, column="val_faces", min_value=v.min_val_faces),
+        _e(gxe.ExpectColumnValuesToBeBetween, "test_faces", "table", "enough test faces per identity",
+           "validate.min_test_faces", IDENTITIES_SUITE, column="test_faces", min_value=v.min_test_faces),
     ]
