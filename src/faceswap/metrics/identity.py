@@ -233,6 +233,7 @@ def transfer_scores(
         "success_per_face": success,
         "distance_per_face": to_target,
         "distance_source_per_face": to_source,
+        "margin_per_face": to_source - to_target,
     }
 
 
@@ -250,8 +251,12 @@ def identity_transfer(
     Returns ``success`` (share of swaps nearer the target's centroid than the source's), ``distance`` (mean
     distance to the target's centroid), ``distance_source``, ``margin`` (mean of distance to source minus
     distance to target; > 0 leans to the target), ``n``, and the per-face arrays ``success_per_face``,
-    ``distance_per_face`` and ``distance_source_per_face`` for bootstrap confidence intervals. The same call
-    on held-out *truth* crops of the target (source = the other identity) gives the ceiling, ≈ 1.
+    ``distance_per_face``, ``distance_source_per_face`` and ``margin_per_face`` for bootstrap confidence
+    intervals. The same call on held-out *truth* crops of the target (source = the other identity) gives the
+    ceiling, ≈ 1; on the source crops themselves (a "swap" that keeps the source), the floor, ≈ 0.
+
+    A blurry swap loses identity altogether: both distances approach ~0.6 and ``success`` drifts towards a coin
+    flip (0.5) with ``margin`` near 0, so read ``success`` together with ``margin`` and ``distance``.
     """
     desc = _encoder(encoder).describe(swaps, coverage)
     return transfer_scores(desc, source_identity, target_identity, centroids)
