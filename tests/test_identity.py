@@ -89,8 +89,9 @@ def test_truth_succeeds_and_keeping_the_source_fails(encoder, crops64) -> None:
     keeps = idm.identity_transfer(crops64["a"][8:], "a", "b", centroids, coverage=COVERAGE, encoder=encoder)
     assert keeps["success"] == 0.0 and keeps["margin"] < -0.2
     # per-face values, for a bootstrap over faces
-    for key in ("success_per_face", "distance_per_face", "distance_source_per_face"):
+    for key in ("success_per_face", "distance_per_face", "distance_source_per_face", "margin_per_face"):
         assert keeps[key].shape == (4,)
+    assert keeps["margin"] == pytest.approx(keeps["margin_per_face"].mean())
     assert keeps["distance"] == pytest.approx(keeps["distance_per_face"].mean())
     d = encoder.describe(crops64["a"][8:], COVERAGE)
     np.testing.assert_allclose(keeps["distance_per_face"], np.linalg.norm(d - centroids["b"], axis=1), rtol=1e-5)
@@ -262,6 +263,17 @@ def test_wrong_member_leaves_nothing_behind(tmp_path) -> None:
     with pytest.raises(dm.DlibModelsError, match="cannot read"):
         dm.extract_members(truncated, [spec], out)
     _no_leftovers(out)
+
+
+def test_weights_command_prepares_the_dlib_models() -> None:
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "faceswap.cli", "weights", "--net", "alex"], capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    for key, spec in dm.MODELS.items():
+        assert f"dlib {key} model ready: {dm.cache_dir() / spec.name}" in proc.stdout
 
 
 @pytest.mark.slow
