@@ -13,7 +13,7 @@ export DVC_NO_ANALYTICS := 1
 export NO_ALBUMENTATIONS_UPDATE := 1
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: setup pipeline test lint bench ui clean-venv
+.PHONY: setup pipeline test lint bench ui readme-picture clean-venv
 
 ## setup: create .venv with the pinned environment (idempotent: reinstalls only when a pin changes)
 setup: $(STAMP)
@@ -48,6 +48,11 @@ bench: setup
 ## ui: the MLflow UI on the project's own store (sqlite:///mlflow.db, mlruns/), on http://127.0.0.1:5000
 ui: $(STAMP)
 	$(PY) -m faceswap.cli ui
+
+## readme-picture: the registered champion's preview grid from the last `make pipeline` → docs/img/demo-preview.png
+readme-picture: $(STAMP)
+	$(PY) -c "import json, shutil; v = json.load(open('metrics/register.json'))['variant']; \
+	shutil.copyfile(f'reports/{v}/preview.png', 'docs/img/demo-preview.png'); print('docs/img/demo-preview.png ←', v)"
 
 clean-venv:
 	rm -rf $(VENV)

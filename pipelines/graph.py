@@ -1,7 +1,8 @@
 """The DVC pipeline as an ordered list of stages, read from ``dvc.yaml`` itself.
 
 Adding a stage to ``dvc.yaml`` needs no change here: the order is the one ``dvc repro`` uses (a post-order
-walk of the stage graph), with ``foreach`` stages expanded into ``name@item``.
+walk of the stage graph), with ``foreach`` and ``matrix`` stages expanded into ``name@item``
+(``evaluate@resize_nearest``, ``train@resize_nearest-0``).
 """
 
 from __future__ import annotations
@@ -21,9 +22,14 @@ class StageSpec:
 
     address: str
     name: str  # the dvc.yaml key (``train``)
-    item: str | None  # the foreach item (``pixelshuffle``), None for a plain stage
+    item: str | None  # the foreach item (``pixelshuffle``) or matrix item (``pixelshuffle-0``); None: plain stage
     cmd: str
     frozen: bool = False
+
+    @property
+    def variant(self) -> str | None:
+        """The decoder variant an item stands for: a matrix item ``<variant>-<seed>`` keeps its variant."""
+        return None if self.item is None else self.item.split("-", 1)[0]
 
 
 def discover(root: str | Path = ".") -> list[StageSpec]:
@@ -68,7 +74,7 @@ def select(
     ``force`` take stage names (every item) or addresses (one item). Unknown names raise PlanError.
     """
     skip, force = list(skip), list(force)
-    items = {s.item for s in stages if s.item is not None}
+    items = {s.variant for s in stages if s.variant is not None}
     if variants is not None:
         variants = list(variants)
         unknown = [v for v in variants if v not in items]
@@ -81,7 +87,7 @@ def select(
             raise PlanError(f"{label}: no stage {', '.join(map(repr, unknown))}; stages: {_known(stages)}")
     run, excluded = [], []
     for s in stages:
-        out = (variants is not None and s.item is not None and s.item not in variants) or _matches(s, skip)
+        out = (variants is not None and s.variant is not None and s.variant not in variants) or _matches(s, skip)
         (excluded if out else run).append(s)
     forced = {s.address for s in run if _matches(s, force)}
     return run, excluded, forced

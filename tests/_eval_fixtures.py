@@ -117,6 +117,15 @@ def eval_params(root: Path, seeds: tuple[int, ...] = (0,), **evaluate):
     from faceswap.config import parse_params
 
     ev = {"data": str(root / "faces.parquet"), "faces_dir": str(root / "faces"), "batch_size": 16,
-          "landmark_faces": 6, "preview_rows": 3, "mlflow": False}
+          "landmark_faces": 6, "preview_rows": 3, "mlflow": False,
+          "identity_reference": str(root / "identity" / "reference.npz")}
     ev.update(evaluate)
     return parse_params({"evaluate": ev, "train": {"seeds": list(seeds)}})
+
+
+def make_identity_reference(root: Path, params) -> Path:
+    """The ``identity`` stage's output for ``root``'s faces (real dlib descriptors of the real crops)."""
+    from faceswap.identity_reference import identity_stage
+
+    identity_stage(params, root / "identity", root / "metrics" / "identity.json")
+    return root / "identity" / "reference.npz"

@@ -16,7 +16,7 @@ import pytest
 from faceswap.evaluate import evenly_spaced, flattest_window, landmark_errors
 from faceswap.metrics.catalog import EVAL_METRICS
 
-from ._eval_fixtures import eval_params, make_face_set, train_tiny
+from ._eval_fixtures import eval_params, make_face_set, make_identity_reference, train_tiny
 
 VARIANTS = ("convtranspose", "resize_nearest")
 
@@ -63,6 +63,7 @@ def evaluated(world):
 
     root = world["root"]
     params = eval_params(root, mlflow=True, landmark_faces=4)
+    make_identity_reference(root, params)
     # Untrained models: resize_nearest's swaps still carry a faint lattice (excess ≈ 0.1, convtranspose ≈ 1.0),
     # so the gate sits between them here instead of at the default 0.05 meant for trained models.
     params = params.model_copy(update={
@@ -93,6 +94,12 @@ def test_metrics_json_has_every_key_in_sane_ranges(evaluated):
         rec = json.loads((root / "reports" / "evaluations" / f"{v}.json").read_text())
         assert len(rec["per_image"]["0"]["recon_lpips_a"]) == 10 and rec["eval_fingerprint"]
         assert rec["seeds"] == [0] and m["seeds"] == 1
+        # identity transfer is measured in both directions against centroids of the training crops; real test
+        # faces sit nearer their own centroid (the metric works on these crops)
+        assert m["truth_identity_success"] == 1.0
+        for d in ("a2b", "b2a"):
+            assert 0.0 <= m[f"swap_identity_success_{d}"] <= 1.0 and m[f"swap_identity_distance_{d}"] > 0.0
+            assert len(rec["per_image"]["0"][f"swap_identity_success_{d}"]) == 10
         # every reported number carries its 95% interval (one seed: over the test faces only)
         for k in ("recon_lpips", "recon_psnr", "recon_ssim", "cycle_lpips"):
             assert m[f"{k}_ci_lo"] <= m[k] <= m[f"{k}_ci_hi"] and m[f"{k}_ci_lo"] < m[f"{k}_ci_hi"], k
@@ -219,7 +226,8 @@ def test_cli_register_with_nothing_qualifying(evaluated, tmp_path):
     reports = tmp_path / "reports"
     shutil.copytree(evaluated["root"] / "reports" / "evaluations", reports / "evaluations")
     params = tmp_path / "params.yaml"
-    params.write_text(yaml.safe_dump({"model": {"variants": list(VARIANTS)}, "register": {"gates": {"swap_checkerboard_excess": -1.0}}}))
+    params.write_text(yaml.safe_dump({"model": {"variants": list(VARIANTS)},
+                                      "register": {"gates": {"swap_checkerboard_excess": -1.0}}}))
     out = tmp_path / "register.json"
     r = CliRunner().invoke(app, ["register", "--reports-dir", str(reports), "--out", str(out),
                                  "--summary", str(tmp_path / "summary.md"), "--params", str(params)])

@@ -56,7 +56,9 @@ elif what == "evaluate":
     v = sys.argv[2]
     m = {"variant": v, "recon_lpips": 0.1 + len(v) / 100, "swap_checkerboard_excess": 0.01}
     dump(f"metrics/{v}.json", m)
-    dump(f"reports/evaluations/{v}.json", m)
+    run = json.loads(Path(f"models/{v}/run.json").read_text())  # the record names the variant's MLflow run
+    dump(f"reports/evaluations/{v}.json", {**m, "mlflow": {"run_id": run["mlflow_run_id"], "tracking_uri":
+                                           run["tracking_uri"], "experiment_id": run["mlflow_experiment_id"]}})
 elif what == "register":
     cands = [json.loads(p.read_text()) for p in sorted(Path("reports/evaluations").glob("*.json"))]
     best = min(cands, key=lambda c: c["recon_lpips"])
@@ -297,9 +299,10 @@ def test_plan_of_this_repository_expands_foreach_stages_in_dvc_order(prefect_ser
         dvc_order = [s.addressing for s in plan_repro(repo.index.graph) if s.cmd]
         edges = [(a.addressing, b.addressing) for a, b in repo.index.graph.edges]
     assert plan == dvc_order
-    for name in ("train", "evaluate"):
-        if any(p.startswith(f"{name}@") for p in plan):
-            assert [p.split("@")[1] for p in plan if p.startswith(f"{name}@")] == list(variants)
+    seeds = load_params(REPO / "params.yaml").train.seeds
+    trains = [p.split("@")[1] for p in plan if p.startswith("train@")]
+    assert sorted(trains) == sorted(f"{v}-{s}" for v in variants for s in seeds)  # the variant × seed matrix
+    assert [p.split("@")[1] for p in plan if p.startswith("evaluate@")] == list(variants)
     pos = {p: i for i, p in enumerate(plan)}
     for dependent, dependency in edges:  # DVC's edges point from a stage to what it depends on
         if dependent in pos and dependency in pos:

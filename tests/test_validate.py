@@ -28,8 +28,9 @@ def _params(**validate) -> Params:
     return parse_params(
         {
             "base": {"image_size": SIZE},
-            "split": {"mode": "tail", "val_fraction": 0.25, "gap_s": 0.2},
-            "validate": {"min_train_faces": 8, "min_val_faces": 2, "min_relative_sharpness": 0.3, **validate},
+            "split": {"mode": "tail", "val_fraction": 0.2, "test_fraction": 0.2, "gap_s": 0.2},
+            "validate": {"min_train_faces": 5, "min_val_faces": 2, "min_test_faces": 2,
+                         "min_relative_sharpness": 0.3, **validate},
         }
     )
 
@@ -81,7 +82,7 @@ def plant_defects(src, dst, too_few: bool = True) -> dict[str, set[str]]:
         return df[(df.identity == who) & (df.video == video) & (df.split == split)].sort_values("frame_index")
 
     walk0 = clip("a", "walk0.mp4")
-    blurred, small, missing = (walk0.iloc[k] for k in (3, 6, 9))
+    blurred, small, missing = (walk0.iloc[k] for k in (1, 3, 5))
     img = cv2.imread(str(dst / blurred.path))
     cv2.imwrite(str(dst / blurred.path), cv2.GaussianBlur(img, (0, 0), 1.2))
     planted["relative_sharpness"] = {blurred.face_id}
@@ -100,7 +101,7 @@ def plant_defects(src, dst, too_few: bool = True) -> dict[str, set[str]]:
 
     shaky = df[(df.identity == "a") & (df.video == "walk2.mp4")].sort_values("frame_index")
     lm = column_array(shaky, "landmarks_aligned")
-    lm[:, :, 0] += np.where(np.arange(len(lm)) % 2 == 0, 1.5, -1.5)[:, None]  # ±1.5 px frame to frame
+    lm[:, :, 0] += np.where(np.arange(len(lm)) % 2 == 0, 1.2, -1.2)[:, None]  # ±1.2 px frame to frame
     df["landmarks_aligned"] = df["landmarks_aligned"].astype(object)
     for i, a in zip(shaky.index, lm, strict=True):
         df.at[i, "landmarks_aligned"] = a
@@ -150,7 +151,7 @@ def test_real_faces_pass_and_everything_is_written(faces_dir, tmp_path, monkeypa
     manifest = pd.read_parquet(faces_dir / "manifest.parquet")
     accepted = pd.read_parquet(tmp_path / "validated" / "faces.parquet")
     pd.testing.assert_frame_equal(accepted, manifest)  # every column, both splits, unchanged
-    assert set(accepted["split"]) == {"train", "val"}
+    assert set(accepted["split"]) == {"train", "val", "test"}
     assert len(pd.read_parquet(tmp_path / "validated" / "quarantine.parquet")) == 0
     summary = json.loads((tmp_path / "metrics" / "validation.json").read_text())
     assert summary["success"] and summary["accepted"] == len(manifest) and summary["quarantined"] == 0

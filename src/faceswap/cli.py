@@ -405,6 +405,26 @@ def validate_cmd(
 # --- evaluation and registry ---
 
 
+@app.command("identity-reference")
+def identity_reference_cmd(
+    out: Annotated[Path, typer.Option(help="Writes reference.npz here.")] = Path("data/identity"),
+    metrics: Annotated[Path | None, typer.Option(help="Write the baseline summary here (JSON, for DVC).")] = None,
+    params: ParamsOpt = Path("params.yaml"),
+) -> None:
+    """Each identity's face-recognition centroid (training crops) and the test faces' baseline (stage identity)."""
+    from faceswap.data.dataset import FaceDataError
+    from faceswap.identity_reference import IdentityReferenceError, identity_stage
+
+    p = _params(params)
+    try:
+        s = identity_stage(p, out, metrics)
+    except (FaceDataError, IdentityReferenceError, OSError) as err:
+        fail(str(err))
+    typer.echo(f"identity reference → {out}: centroids from {s['train_faces']} training crops; test faces nearer "
+               f"their own centroid: {s['truth_identity_success']:.1%} (centroids {s['centroid_distance']:.3f} apart; "
+               f"{s['seconds']:.0f} s)")
+
+
 @app.command("evaluate")
 def evaluate_cmd(
     variant: Annotated[str, typer.Option(help="Variant to evaluate (reads models/<variant>/seed<k>/ for every seed).")],
@@ -426,11 +446,12 @@ def evaluate_cmd(
         p = p.model_copy(update={"evaluate": EvaluateParams(**{**p.evaluate.model_dump(), "mlflow": False})})
     from faceswap.checkpoint import CheckpointError
     from faceswap.evaluate import EvaluateError, evaluate_variant, format_evaluation
+    from faceswap.identity_reference import IdentityReferenceError
     from faceswap.metrics.lpips import LpipsWeightsError
 
     try:
         r = evaluate_variant(variant, p, models, metrics_dir, reports_dir)
-    except (EvaluateError, CheckpointError, LpipsWeightsError) as err:
+    except (EvaluateError, CheckpointError, LpipsWeightsError, IdentityReferenceError) as err:
         fail(str(err))
     typer.echo(format_evaluation(r))
 

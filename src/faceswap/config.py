@@ -383,7 +383,7 @@ EVAL_LPIPS_NETS = ("alex", "vgg")
 class EvaluateParams(_Section):
     """Held-out evaluation of every variant (``faceswap evaluate``); metrics are defined in docs/metrics.md."""
 
-    data: str = Field("data/validated/faces.parquet", min_length=1, description="Accepted faces; split == val is used.")
+    data: str = Field("data/validated/faces.parquet", min_length=1, description="Accepted faces (test split).")
     faces_dir: str | None = Field(
         "data/faces", description="Folder the manifest's crop paths are relative to; null = the manifest's folder."
     )
@@ -391,6 +391,10 @@ class EvaluateParams(_Section):
     batch_size: int = Field(32, ge=1, le=4096)
     device: str = Field("auto", description="auto | cpu | cuda.")
     lpips_net: str = Field("alex", description="alex (evaluation) | vgg; alex keeps the loss network out.")
+    identity: bool = Field(True, description="Measure identity transfer of swaps (dlib face descriptor).")
+    identity_reference: str = Field("data/identity/reference.npz", min_length=1,
+                                    description="Centroids from training crops (stage `identity`).")
+    identity_train_faces: int | None = Field(64, ge=2, description="Training crops per identity in its centroid.")
     landmarks: bool = Field(True, description="Measure landmark preservation of swaps (MTCNN).")
     landmark_faces: int | None = Field(64, ge=1, description="Faces per swap direction checked; null = all.")
     landmark_upscale: int = Field(160, ge=32, le=1024, description="Crops are resized to this side for the detector.")

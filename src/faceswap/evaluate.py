@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     import torch
 
     from faceswap.config import EvaluateParams, Params
+    from faceswap.identity_reference import IdentityReference
     from faceswap.model import FaceSwapAutoencoder
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
@@ -264,6 +265,7 @@ def evaluate_model(
     periods: tuple[int, ...] = (2, 4, 8),
     device: str = "cpu",
     detector: Any = None,
+    identity: IdentityReference | None = None,
 ) -> Evaluation:
     """Every metric of docs/metrics.md for one model on one set of held-out faces (no files written)."""
     from faceswap.metrics.checkerboard import checkerboard_score, checkerboard_score_set
@@ -324,6 +326,8 @@ def evaluate_model(
         np.mean(per["swap_checkerboard_excess_a2b"] + per["swap_checkerboard_excess_b2a"])
     )
     m["cycle_lpips"] = _mean(m["cycle_lpips_a"], m["cycle_lpips_b"])
+    if identity is not None:
+        m.update(identity_metrics(outs, faces.identities, identity, per))
 
     details: dict[str, Any] = {}
     if cfg.landmarks:
@@ -355,6 +359,29 @@ def evaluate_model(
     assert not unknown, f"metrics missing from the catalogue: {unknown}"
     ordered = {k: m[k] for k in EVAL_METRICS if k in m}
     return Evaluation(ordered, per, outs, details)
+
+
+def identity_metrics(outs: dict[str, torch.Tensor], identities: tuple[str, str], ref: IdentityReference,
+                     per: dict[str, list[float]]) -> dict[str, float | None]:
+    """Identity transfer of the swaps in both directions (docs/metrics.md): does a→b look like b to a
+    face-recognition network? Per-face values go into ``per`` for the bootstrap."""
+    from faceswap.metrics.identity import _encoder, transfer_scores
+
+    if tuple(ref.identities) != tuple(identities):
+        raise EvaluateError(f"the identity reference is for {list(ref.identities)}, the model decodes "
+                            f"{list(identities)}; rerun `dvc repro identity`")
+    a, b = identities
+    m: dict[str, float | None] = {}
+    for tag, src, tgt in (("a2b", a, b), ("b2a", b, a)):
+        s = transfer_scores(_encoder(None).describe(to_uint8(outs[f"swap_{src}"]), ref.coverage), src, tgt,
+                            ref.centroids)
+        for key, name in (("success", "success"), ("distance", "distance"), ("margin", "margin")):
+            m[f"swap_identity_{name}_{tag}"] = s[key]
+            per[f"swap_identity_{name}_{tag}"] = np.asarray(s[f"{key}_per_face"], dtype=float).tolist()
+    for name in ("success", "distance", "margin"):
+        m[f"swap_identity_{name}"] = _mean(m[f"swap_identity_{name}_a2b"], m[f"swap_identity_{name}_b2a"])
+    m["truth_identity_success"] = float(np.mean([ref.truth_success[i].mean() for i in identities]))
+    return m
 
 
 # --- pictures -----------------------------------------------------------------------------------------
@@ -653,6 +680,11 @@ def evaluate_variant(
     device = resolve_device(cfg.device)
     runs: list[SeedRun] = []
     faces: EvalFaces | None = None
+    identity = None
+    if cfg.identity:
+        from faceswap.identity_reference import IdentityReference
+
+        identity = IdentityReference.load(cfg.identity_reference)
     for seed in params.train.seeds:
         model, state, run_info, ckpt = _load_run(variant, seed, models_dir, device)
         if faces is None:
@@ -660,7 +692,7 @@ def evaluate_variant(
                                     cfg.faces_dir, cfg.max_faces)
         elif tuple(model.config.identities) != faces.identities:
             raise EvaluateError(f"{ckpt} decodes {model.config.identities}, seed {runs[0].seed} {faces.identities}")
-        ev = evaluate_model(model, faces, cfg, periods, device, detector)
+        ev = evaluate_model(model, faces, cfg, periods, device, detector, identity)
         ev.metrics["step"] = float(int(state.get("step", 0) or 0))
         runs.append(SeedRun(seed, ckpt, state, run_info, ev))
     assert faces is not None  # train.seeds has at least one seed (config validation)
@@ -730,13 +762,19 @@ def format_evaluation(r: VariantEvaluation) -> str:
 
     def f(k: str, spec: str = ".4f") -> str:
         v = m.get(k)
-        return "n/a" if v is None else format(v, spec)
+        if v is None:
+            return "n/a"
+        e = r.estimates.get(k)
+        return f"{format(v, spec)} [{format(e['ci_lo'], spec)}, {format(e['ci_hi'], spec)}]" if e else format(v, spec)
 
     lines = [
-        f"evaluate {r.variant}: {f('faces_a', '.0f')} + {f('faces_b', '.0f')} held-out faces",
+        f"evaluate {r.variant}: {f('faces_a', '.0f')} + {f('faces_b', '.0f')} test faces, {f('seeds', '.0f')} "
+        "training seed(s); mean [95% CI]",
         f"  reconstruction  LPIPS {f('recon_lpips')}  PSNR {f('recon_psnr', '.2f')} dB  SSIM {f('recon_ssim')}",
         f"  checkerboard    recon excess {f('recon_checkerboard_excess')}  error {f('recon_error_checkerboard')}"
         f"  swap excess {f('swap_checkerboard_excess')}",
+        f"  identity        swaps nearer the target a→b {f('swap_identity_success_a2b', '.2f')}  "
+        f"b→a {f('swap_identity_success_b2a', '.2f')}  (real test faces {f('truth_identity_success', '.2f')})",
         f"  swap            cycle LPIPS {f('cycle_lpips')}  landmark NME {f('landmark_nme')}"
         f"  detection failures {f('landmark_failure_rate', '.1%')}",
         f"  → {r.metrics_path}, {r.report_dir}/ ({', '.join(PICTURES)})",

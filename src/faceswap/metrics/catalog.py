@@ -36,6 +36,16 @@ EVAL_METRICS: dict[str, tuple[str, str]] = {
     "cycle_lpips": (LOWER, "LPIPS-alex between a face and its round trip through the other identity (mean)"),
     "cycle_lpips_a": (LOWER, "cycle_lpips for a → b → a"),
     "cycle_lpips_b": (LOWER, "cycle_lpips for b → a → b"),
+    "swap_identity_success": (HIGHER, "share of swaps nearer the target identity's centroid than the source's (mean)"),
+    "swap_identity_success_a2b": (HIGHER, "swap_identity_success for a→b"),
+    "swap_identity_success_b2a": (HIGHER, "swap_identity_success for b→a"),
+    "swap_identity_distance": (LOWER, "dlib descriptor distance of swaps to the target's centroid (mean)"),
+    "swap_identity_distance_a2b": (LOWER, "swap_identity_distance for a→b"),
+    "swap_identity_distance_b2a": (LOWER, "swap_identity_distance for b→a"),
+    "swap_identity_margin": (HIGHER, "distance to the source's centroid minus the target's (> 0: looks like target)"),
+    "swap_identity_margin_a2b": (HIGHER, "swap_identity_margin for a→b"),
+    "swap_identity_margin_b2a": (HIGHER, "swap_identity_margin for b→a"),
+    "truth_identity_success": (INFO, "share of real test faces nearer their own centroid (the metric's ceiling, ≈ 1)"),
     "landmark_nme": (LOWER, "5-point landmark error of swap vs source / inter-ocular distance (mean of a2b, b2a)"),
     "landmark_nme_a2b": (LOWER, "landmark_nme for a→b"),
     "landmark_nme_b2a": (LOWER, "landmark_nme for b→a"),
@@ -56,6 +66,9 @@ PER_FACE: dict[str, tuple[str, ...]] = {
     "recon_psnr": ("recon_psnr_a", "recon_psnr_b"),
     "recon_ssim": ("recon_ssim_a", "recon_ssim_b"),
     "cycle_lpips": ("cycle_lpips_a", "cycle_lpips_b"),
+    "swap_identity_success": ("swap_identity_success_a2b", "swap_identity_success_b2a"),
+    "swap_identity_distance": ("swap_identity_distance_a2b", "swap_identity_distance_b2a"),
+    "swap_identity_margin": ("swap_identity_margin_a2b", "swap_identity_margin_b2a"),
 }
 
 RANKABLE = tuple(name for name, (d, _) in EVAL_METRICS.items() if d in (LOWER, HIGHER))

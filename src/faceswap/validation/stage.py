@@ -407,7 +407,8 @@ def format_summary(r: ValidationResult) -> str:
         lines.append(f"  ✗ {f.key}: {f.count} {unit} ({action}): {f.description}, {f.expected}")
         for ex in f.examples:
             lines.append(f"      {ex}")
-    idents = ", ".join(f"{i}: train {c['train']}, val {c['val']}" for i, c in r.identities.items())
+    idents = ", ".join(f"{i}: train {c['train']}, val {c['val']}, test {c.get('test', 0)}"
+                       for i, c in r.identities.items())
     lines.append(f"  accepted per identity: {idents}")
     if r.accepted_path:
         lines.append(f"  accepted faces → {r.accepted_path}")
