@@ -29,13 +29,14 @@ from prefect import flow, get_run_logger, task  # noqa: E402
 from prefect.artifacts import create_markdown_artifact  # noqa: E402
 from prefect.cache_policies import NO_CACHE  # noqa: E402
 
+from faceswap.errors import FaceswapError  # noqa: E402
 from pipelines import artifacts as art  # noqa: E402
 from pipelines.graph import StageSpec, discover, select  # noqa: E402
 
 PARAMS_FILE = "params.yaml"
 
 
-class StageFailed(RuntimeError):
+class StageFailed(FaceswapError, RuntimeError):
     """A DVC stage exited non-zero; the message ends with the stage's last output lines."""
 
 

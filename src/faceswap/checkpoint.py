@@ -10,16 +10,18 @@ containers/scalars.
 from __future__ import annotations
 
 import os
+import pickle
 import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from faceswap.errors import FaceswapError
 from faceswap.model import FaceSwapAutoencoder, ModelConfig
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(FaceswapError, RuntimeError):
     """A checkpoint that is missing, truncated or not one of ours."""
 
 
@@ -50,8 +52,12 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         raise CheckpointError(f"checkpoint not found: {path}")
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as err:  # truncated zip, foreign pickle, …
-        raise CheckpointError(f"cannot read checkpoint {path}: {err}") from None
+    except pickle.UnpicklingError:  # weights_only refuses anything but tensors and plain containers
+        raise CheckpointError(f"cannot read checkpoint {path}: not a torch file of tensors (damaged, or a foreign "
+                              "pickle that torch.load(weights_only=True) refuses)") from None
+    except Exception as err:  # truncated zip, …: torch's first line names the problem
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise CheckpointError(f"cannot read checkpoint {path}: {first}") from None
     if not isinstance(state, dict) or "model" not in state or "model_config" not in state:
         raise CheckpointError(f"{path} is not a faceswap checkpoint (needs 'model' and 'model_config')")
     return state

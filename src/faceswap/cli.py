@@ -6,14 +6,46 @@ great_expectations, prefect) happen inside them so ``faceswap --help`` stays ins
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
-app = typer.Typer(
+from faceswap.errors import FaceswapError
+
+
+def fail(message: str, code: int = 1) -> None:
+    """Print a clear error to stderr and exit non-zero (no traceback for expected failures)."""
+    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(code)
+
+
+def _one_line_errors(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn a FaceswapError into `error: <message>` and its exit status; any other exception is a bug."""
+
+    @functools.wraps(func)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except FaceswapError as err:
+            fail(str(err), err.exit_code)
+
+    return run
+
+
+class _App(typer.Typer):
+    """A Typer whose every command reports the project's expected failures in one line (no traceback)."""
+
+    def command(self, *args: Any, **kwargs: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+        register = super().command(*args, **kwargs)
+        return lambda func: register(_one_line_errors(func))
+
+
+app = _App(
     name="faceswap",
     help="Face-swap training pipeline around the seed's 3×3-bottleneck autoencoder.",
     no_args_is_help=True,
@@ -24,19 +56,10 @@ app = typer.Typer(
 ParamsOpt = Annotated[Path, typer.Option("--params", help="Parameters file.")]
 
 
-def fail(message: str, code: int = 1) -> None:
-    """Print a clear error to stderr and exit non-zero (no traceback for expected failures)."""
-    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
-    raise typer.Exit(code)
-
-
 def _params(path: Path):
-    from faceswap.config import ConfigError, load_params
+    from faceswap.config import load_params
 
-    try:
-        return load_params(path)
-    except ConfigError as err:
-        fail(str(err), 2)
+    return load_params(path)
 
 
 @app.command("model-info")
@@ -75,19 +98,16 @@ def lpips_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """LPIPS distance between two images, with the real ImageNet backbones (offline)."""
-    from faceswap.imageio import ImageReadError, read_rgb
-    from faceswap.metrics.lpips import LpipsWeightsError, lpips_distance
+    from faceswap.imageio import read_rgb
+    from faceswap.metrics.lpips import lpips_distance
 
     if net not in ("alex", "vgg"):
         fail(f"--net must be 'alex' or 'vgg', got {net!r}", 2)
-    try:
-        a, b = read_rgb(image_a), read_rgb(image_b)
-        if a.shape != b.shape:
-            fail(f"images differ in size: {image_a} is {a.shape[1]}×{a.shape[0]}, "
-                 f"{image_b} is {b.shape[1]}×{b.shape[0]}", 2)
-        d = lpips_distance(a, b, net=net)
-    except (ImageReadError, LpipsWeightsError) as err:
-        fail(str(err), 2)
+    a, b = read_rgb(image_a), read_rgb(image_b)
+    if a.shape != b.shape:
+        fail(f"images differ in size: {image_a} is {a.shape[1]}×{a.shape[0]}, "
+             f"{image_b} is {b.shape[1]}×{b.shape[0]}", 2)
+    d = lpips_distance(a, b, net=net)
     if as_json:
         typer.echo(json.dumps({"image_a": str(image_a), "image_b": str(image_b), "net": net, "lpips": d}))
     else:
@@ -104,7 +124,7 @@ def checkerboard_cmd(
     params: ParamsOpt = Path("params.yaml"),
 ) -> None:
     """Checkerboard-artifact score per image (and the excess over a reference, if given)."""
-    from faceswap.imageio import ImageReadError, read_rgb
+    from faceswap.imageio import read_rgb
     from faceswap.metrics.checkerboard import checkerboard_report
 
     refs = reference or []
@@ -119,7 +139,7 @@ def checkerboard_cmd(
             ref = read_rgb(ref_path) if ref_path else None
             row = checkerboard_report(read_rgb(path), reference=ref, periods=periods)
             rows.append({"image": str(path), "reference": str(ref_path) if ref_path else None, **row})
-    except (ImageReadError, ValueError) as err:
+    except ValueError as err:  # checkerboard_report's own checks (image too small, wrong shape)
         fail(str(err), 2)
     if as_json:
         typer.echo(json.dumps(rows if len(rows) > 1 else rows[0], indent=2))
@@ -136,14 +156,11 @@ def weights_cmd(
     net: Annotated[list[str] | None, typer.Option(help="Backbones to prepare (default: alex and vgg).")] = None,
 ) -> None:
     """Fetch, verify (sha256) and convert the LPIPS backbones into the local cache; idempotent."""
-    from faceswap.metrics.lpips import LpipsWeightsError, ensure_lpips_weights
+    from faceswap.metrics.lpips import ensure_lpips_weights
 
-    try:
-        for name in net or ["alex", "vgg"]:
-            path = ensure_lpips_weights(name)
-            typer.echo(f"LPIPS-{name} weights ready: {path}")
-    except LpipsWeightsError as err:
-        fail(str(err), 2)
+    for name in net or ["alex", "vgg"]:
+        path = ensure_lpips_weights(name)
+        typer.echo(f"LPIPS-{name} weights ready: {path}")
 
 
 # --- data stages ---
@@ -196,7 +213,7 @@ def extract_cmd(
     p = _params(params) if params.exists() else Params()
     from tqdm import tqdm
 
-    from faceswap.data.video import ExtractError, extract_frames, find_videos, format_summary
+    from faceswap.data.video import extract_frames, find_videos, format_summary
 
     n_videos = sum(len(find_videos(raw_dir, i)[0]) for i in p.base.identities) if raw_dir.is_dir() else 0
     bar = tqdm(total=n_videos, unit="video", desc="extract", file=sys.stderr, disable=None)
@@ -214,10 +231,8 @@ def extract_cmd(
             jpeg_quality=p.extract.jpeg_quality,
             progress=tick,
         )
-    except ExtractError as err:
+    finally:
         bar.close()
-        fail(str(err))
-    bar.close()
     typer.echo(format_summary(summary))
 
 
@@ -244,19 +259,16 @@ def align_cmd(
                            **({"device": device} if device else {}), **({"size": size} if size else {})})
     except ValueError as err:
         fail(str(err).replace("AlignParams", "option"), 2)
-    from faceswap.data.align import AlignError, align_faces, format_align_summary
-    from faceswap.data.detect import DetectorError, create_detector
+    from faceswap.data.align import align_faces, format_align_summary
+    from faceswap.data.detect import create_detector
 
-    try:
-        choice = create_detector(
-            a.detector, device=a.device, retinaface_weights=a.retinaface_weights, min_face_size=a.min_face_size
-        )
-        summary = align_faces(
-            frames_dir, out, choice.detector, a, p.split,
-            size=a.size or p.base.image_size, detector_reason=choice.reason,
-        )
-    except (AlignError, DetectorError) as err:
-        fail(str(err))
+    choice = create_detector(
+        a.detector, device=a.device, retinaface_weights=a.retinaface_weights, min_face_size=a.min_face_size
+    )
+    summary = align_faces(
+        frames_dir, out, choice.detector, a, p.split,
+        size=a.size or p.base.image_size, detector_reason=choice.reason,
+    )
     typer.echo(format_align_summary(summary))
     if metrics:
         metrics.parent.mkdir(parents=True, exist_ok=True)
@@ -300,17 +312,11 @@ def train_cmd(
             p = p.model_copy(update={"train": TrainParams(**{**p.train.model_dump(), "steps": steps})})
         except ValueError as err:
             fail(str(err), 2)
-    from faceswap.checkpoint import CheckpointError
-    from faceswap.data.dataset import FaceDataError
-    from faceswap.metrics.lpips import LpipsWeightsError
-    from faceswap.train import TrainingError, train
+    from faceswap.train import train
 
     kwargs = {} if faces_dir is None else {"faces_dir": faces_dir}
-    try:
-        r = train(p, variant, out or Path("models") / variant, data=data, metrics_path=metrics, curves_dir=curves,
-                  inject_nonfinite=tuple(inject_nonfinite or ()), **kwargs)
-    except (TrainingError, FaceDataError, LpipsWeightsError, CheckpointError) as err:
-        fail(str(err))
+    r = train(p, variant, out or Path("models") / variant, data=data, metrics_path=metrics, curves_dir=curves,
+              inject_nonfinite=tuple(inject_nonfinite or ()), **kwargs)
     if r.interrupted is not None:
         typer.echo(f"interrupted at step {r.step}/{r.steps}; rerun the same command to resume", err=True)
         raise typer.Exit(128 + r.interrupted)
@@ -342,12 +348,8 @@ def profile_cmd(
         for k in parents:
             node = node.setdefault(k, {})
         node[leaf] = value
-    from faceswap.config import ConfigError
+    parse_params(raw, f"params.yaml + {path}")
 
-    try:
-        parse_params(raw, f"params.yaml + {path}")
-    except ConfigError as err:
-        fail(str(err), 2)
     def scalar(v: object) -> str:  # no spaces or quotes: $(...) word-splits but does not unquote
         return yaml.safe_dump(v).strip().removesuffix("...").strip()
 
@@ -378,13 +380,9 @@ def validate_cmd(
     p = _params(params) if params.exists() else Params()
     if mode is not None and mode not in ("fail", "filter"):
         fail(f"--mode must be 'fail' or 'filter', got {mode!r}", 2)
-    from faceswap.validation import ValidationStageError, format_summary, run_validation
+    from faceswap.validation import format_summary, run_validation
 
-    try:
-        result = run_validation(faces_dir, out, p, report_dir=report, metrics_path=metrics, project_dir=project,
-                                mode=mode)
-    except ValidationStageError as err:
-        fail(str(err))
+    result = run_validation(faces_dir, out, p, report_dir=report, metrics_path=metrics, project_dir=project, mode=mode)
     typer.echo(format_summary(result))
     if not result.success:
         why = "failed expectations" if result.mode == "fail" else "table-level expectations failed"
@@ -413,14 +411,9 @@ def evaluate_cmd(
         fail(f"unknown variant {variant!r}; valid: {', '.join(UPSAMPLE_VARIANTS)}", 2)
     if no_mlflow:
         p = p.model_copy(update={"evaluate": EvaluateParams(**{**p.evaluate.model_dump(), "mlflow": False})})
-    from faceswap.checkpoint import CheckpointError
-    from faceswap.evaluate import EvaluateError, evaluate_variant, format_evaluation
-    from faceswap.metrics.lpips import LpipsWeightsError
+    from faceswap.evaluate import evaluate_variant, format_evaluation
 
-    try:
-        r = evaluate_variant(variant, p, models, metrics_dir, reports_dir)
-    except (EvaluateError, CheckpointError, LpipsWeightsError) as err:
-        fail(str(err))
+    r = evaluate_variant(variant, p, models, metrics_dir, reports_dir)
     typer.echo(format_evaluation(r))
 
 
@@ -439,13 +432,9 @@ def register_cmd(
     from faceswap.config import Params
 
     p = _params(params) if params.exists() else Params()
-    from faceswap.evaluate import EvaluateError
-    from faceswap.registry import RegisterError, format_register, register_best
+    from faceswap.registry import format_register, register_best
 
-    try:
-        r = register_best(p, reports_dir, out, summary)
-    except (RegisterError, EvaluateError) as err:
-        fail(str(err))
+    r = register_best(p, reports_dir, out, summary)
     typer.echo(format_register(r))
     if r.record["version"] is None:
         typer.secho(f"warning: nothing registered: {r.record['reason']}", fg=typer.colors.YELLOW, err=True)
@@ -480,7 +469,7 @@ def ui_cmd(
 
 # --- orchestration ---
 
-flow_app = typer.Typer(help="Prefect orchestration of the DVC pipeline (docs/orchestration.md).", no_args_is_help=True)
+flow_app = _App(help="Prefect orchestration of the DVC pipeline (docs/orchestration.md).", no_args_is_help=True)
 app.add_typer(flow_app, name="flow")
 
 
@@ -515,16 +504,12 @@ def flow_run_cmd(
             from pipelines.flow import pipeline
         except ModuleNotFoundError:
             fail(f"no pipelines/ package in {repo.resolve()}: run from the repository root or pass --repo", 2)
-    from pipelines.graph import PlanError
-
-    from faceswap.config import ConfigError
-
     try:
         result = pipeline(variants=variant or None, force=force or None, set_params=set_ or None,
                           register_model=register, pull=pull, push=push, dry_run=dry_run, repo=str(repo))
-    except (ConfigError, PlanError) as err:
-        fail(str(err), 2)
-    except Exception as err:  # the stage's own message; the full log is in the Prefect UI
+    except FaceswapError:
+        raise
+    except Exception as err:  # Prefect's own failures (server start-up, ...); the full log is in the Prefect UI
         fail(str(err))
     if dry_run:
         typer.echo("\n".join(result["plan"]))
@@ -554,7 +539,7 @@ def serve_cmd(
     from faceswap.config import Params
 
     p = _params(params) if params.exists() else Params()
-    from faceswap.serving.server import ServeError, Server, curl_example
+    from faceswap.serving.server import Server, curl_example
 
     server = Server(p, model=model, host=host, port=port, workers=workers)
     if server.host not in ("127.0.0.1", "localhost", "::1"):
@@ -570,9 +555,9 @@ def serve_cmd(
         server.start(new_session=False)  # same process group: Ctrl-C or a group kill stops both
         signal.signal(signal.SIGTERM, _stop)
         took = server.wait_ready(timeout=max(120.0, float(p.serve.timeout_s)))
-    except ServeError as err:
+    except FaceswapError:
         server.stop()
-        fail(str(err))
+        raise
     except KeyboardInterrupt:
         server.stop()
         raise typer.Exit(130) from None
@@ -612,26 +597,23 @@ def swap_cmd(
         fail(f"input not found: {input_path}", 2)
     if input_path.resolve() == output.resolve():
         fail("the output must not overwrite the input", 2)
-    from faceswap.swap import SwapError, format_video_result, is_image, load_swapper, swap_image, swap_video
+    from faceswap.swap import format_video_result, is_image, load_swapper, swap_image, swap_video
 
-    try:
-        swapper = load_swapper(p, model)
-        if is_image(input_path):
-            r = swap_image(swapper, input_path, output, direction, aligned)
-            if as_json:
-                typer.echo(json.dumps(r))
-            elif r["aligned"]:
-                typer.echo(f"swap {direction}: aligned crop {input_path} → {output}")
-            elif r["face_found"]:
-                typer.echo(f"swap {direction}: {input_path} → {output} (face score {r['score']}, box {r['box']})")
-            else:
-                typer.echo(f"swap {direction}: no face found in {input_path}; written unchanged to {output}")
-            return
-        if aligned:
-            fail("--aligned applies to images only", 2)
-        r = swap_video(swapper, input_path, output, direction, progress=progress)
-    except SwapError as err:
-        fail(str(err))
+    swapper = load_swapper(p, model)
+    if is_image(input_path):
+        r = swap_image(swapper, input_path, output, direction, aligned)
+        if as_json:
+            typer.echo(json.dumps(r))
+        elif r["aligned"]:
+            typer.echo(f"swap {direction}: aligned crop {input_path} → {output}")
+        elif r["face_found"]:
+            typer.echo(f"swap {direction}: {input_path} → {output} (face score {r['score']}, box {r['box']})")
+        else:
+            typer.echo(f"swap {direction}: no face found in {input_path}; written unchanged to {output}")
+        return
+    if aligned:
+        fail("--aligned applies to images only", 2)
+    r = swap_video(swapper, input_path, output, direction, progress=progress)
     from dataclasses import asdict
 
     typer.echo(json.dumps(asdict(r)) if as_json else format_video_result(r))

@@ -12,13 +12,17 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from faceswap.errors import FaceswapError
+
 DEFAULT_PARAMS = Path("params.yaml")
 
 UPSAMPLE_VARIANTS = ("convtranspose", "resize_nearest", "resize_bilinear", "pixelshuffle", "pixelshuffle_icnr")
 
 
-class ConfigError(ValueError):
+class ConfigError(FaceswapError, ValueError):
     """A params file that is missing, unreadable or holds a value outside what is allowed."""
+
+    exit_code = 2  # a bad argument or value: the same status as a usage error
 
 
 class _Section(BaseModel):

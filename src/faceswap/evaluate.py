@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from faceswap.errors import FaceswapError
 from faceswap.metrics.catalog import EVAL_METRICS
 from faceswap.tracking import file_digest, git_commit
 
@@ -39,7 +40,7 @@ EVALUATIONS = "evaluations"  # reports/evaluations/<variant>.json: the full reco
 PICTURES = ("preview.png", "zoom.png", "spectrum.png")
 
 
-class EvaluateError(RuntimeError):
+class EvaluateError(FaceswapError, RuntimeError):
     """Evaluation inputs that are missing or inconsistent (no val faces, wrong crop size, …)."""
 
 
@@ -342,8 +343,8 @@ def evaluate_model(
         )
     m["faces_a"] = float(len(faces.images[a]))
     m["faces_b"] = float(len(faces.images[b]))
-    unknown = set(m) - set(EVAL_METRICS)
-    assert not unknown, f"metrics missing from the catalogue: {unknown}"
+    if unknown := set(m) - set(EVAL_METRICS):
+        raise EvaluateError(f"metrics missing from the catalogue (faceswap/metrics/catalog.py): {sorted(unknown)}")
     ordered = {k: m[k] for k in EVAL_METRICS if k in m}
     return Evaluation(ordered, per, outs, details)
 

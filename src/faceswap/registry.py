@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from faceswap.errors import FaceswapError
 from faceswap.metrics.catalog import EVAL_METRICS, HIGHER, RANKABLE
 
 if TYPE_CHECKING:
@@ -46,7 +47,7 @@ SUMMARY_COLUMNS = (
 )
 
 
-class RegisterError(RuntimeError):
+class RegisterError(FaceswapError, RuntimeError):
     """Missing evaluations, or a registry that cannot be reached."""
 
 
@@ -325,9 +326,11 @@ def log_and_register(win: Candidate, rule: RegisterParams, tracking_uri: str, re
             tags={"variant": win.variant},
         )
         mlflow.set_tags({"registered_as": rule.model_name, "variant": win.variant})
+    from mlflow.exceptions import MlflowException
+
     try:
         client.get_registered_model(rule.model_name)
-    except Exception:
+    except MlflowException:  # the registry answers RESOURCE_DOES_NOT_EXIST for a first registration
         client.create_registered_model(
             rule.model_name, description="Face-swap autoencoder (3×3 bottleneck); pyfunc: aligned crops in, swaps out."
         )
@@ -411,10 +414,12 @@ def register_best(
                    else f"champion version {champ.version} stays ({basis}): {why}")
         client.set_registered_model_alias(rule.model_name, alias, mv.version)
         if alias == CHAMPION:
+            from mlflow.exceptions import MlflowException
+
             try:  # a version cannot usefully be both; the old challenger alias may point at it
                 if str(client.get_model_version_by_alias(rule.model_name, CHALLENGER).version) == str(mv.version):
                     client.delete_registered_model_alias(rule.model_name, CHALLENGER)
-            except Exception:
+            except MlflowException:  # no challenger alias yet: nothing to remove
                 pass
         record.update(
             version=str(mv.version), run_id=mv.run_id, variant=win.variant, alias=alias,

@@ -29,6 +29,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from faceswap.errors import FaceswapError
+
 if TYPE_CHECKING:
     from faceswap.config import Params
     from faceswap.serving.swapper import Face, Swapper
@@ -36,7 +38,7 @@ if TYPE_CHECKING:
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 
 
-class SwapError(RuntimeError):
+class SwapError(FaceswapError, RuntimeError):
     """An input that cannot be converted (missing, corrupt, not a video) or a model that cannot be loaded."""
 
 

@@ -41,6 +41,7 @@ from torch import nn
 from faceswap.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from faceswap.config import Params, TrainParams
 from faceswap.data.dataset import StepBatches, SwapPairs, load_faces, stack_faces, to_float, worker_init
+from faceswap.errors import FaceswapError
 from faceswap.losses import reconstruction_loss, uses_lpips
 from faceswap.model import FaceSwapAutoencoder, ModelConfig
 
@@ -49,7 +50,7 @@ OPERATIONAL_KEYS = ("val_every", "checkpoint_every", "keep_checkpoints", "previe
                     "workers", "max_nonfinite", "mlflow", "compile", "data", "faces_dir")
 
 
-class TrainingError(RuntimeError):
+class TrainingError(FaceswapError, RuntimeError):
     """Training cannot go on (e.g. too many non-finite losses in a row); the last good checkpoint is kept."""
 
 

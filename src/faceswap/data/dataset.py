@@ -25,11 +25,12 @@ import numpy as np
 import torch
 
 from faceswap.config import AugmentParams
+from faceswap.errors import FaceswapError
 
 REQUIRED_COLUMNS = ("face_id", "identity", "split", "path")
 
 
-class FaceDataError(ValueError):
+class FaceDataError(FaceswapError, ValueError):
     """A face manifest that is missing, lacks columns or faces, or points to unreadable crops."""
 
 

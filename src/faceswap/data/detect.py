@@ -22,6 +22,8 @@ from typing import Protocol
 
 import numpy as np
 
+from faceswap.errors import FaceswapError
+
 DETECTORS = ("auto", "mtcnn", "retinaface")
 RETINAFACE_MODEL = "resnet50_2020-07-20"
 RETINAFACE_URL = (
@@ -29,7 +31,7 @@ RETINAFACE_URL = (
 )
 
 
-class DetectorError(RuntimeError):
+class DetectorError(FaceswapError, RuntimeError):
     """A detector that cannot be built (unknown name, missing weights, missing package)."""
 
 

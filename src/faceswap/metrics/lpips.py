@@ -37,6 +37,8 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 
 import numpy as np
 
+from faceswap.errors import FaceswapError
+
 if TYPE_CHECKING:
     import lpips as lpips_pkg
     import torch
@@ -76,7 +78,7 @@ _CONV_SLOTS = {
 _N_LIN = 5
 
 
-class LpipsWeightsError(RuntimeError):
+class LpipsWeightsError(FaceswapError, RuntimeError):
     """The real LPIPS weights could not be obtained, verified or converted."""
 
 

@@ -51,6 +51,8 @@ from typing import Any
 import mlflow.pyfunc
 import numpy as np
 
+from faceswap.errors import FaceswapError
+
 DIRECTIONS = ("a2b", "b2a")
 INPUT_COLUMNS = ("image", "direction", "aligned")
 OUTPUT_COLUMNS = ("image", "direction", "identity", "variant", "size", "resized", "aligned", "face_found", "score",
@@ -58,7 +60,7 @@ OUTPUT_COLUMNS = ("image", "direction", "identity", "variant", "size", "resized"
 PARAMS_ENV = "FACESWAP_SERVE_PARAMS"
 
 
-class RowError(ValueError):
+class RowError(FaceswapError, ValueError):
     """A request row that cannot be served; the message goes into that row's ``error``."""
 
 

@@ -1,0 +1,101 @@
+"""Every expected failure derives from FaceswapError, and every command prints it as one line, no traceback."""
+
+from __future__ import annotations
+
+import ast
+import os
+import subprocess
+import sys
+
+import pytest
+from typer.testing import CliRunner
+
+from faceswap.cli import app
+from faceswap.errors import FaceswapError
+from tests.conftest import REPO
+
+
+def _exception_classes() -> dict[str, list[str]]:
+    """Every class in src/ and pipelines/ that derives from a built-in exception or one of ours, with its bases."""
+    found: dict[str, list[str]] = {}
+    for root in (REPO / "src", REPO / "pipelines"):
+        for path in root.rglob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, ast.ClassDef):
+                    bases = [ast.unparse(b).rsplit(".", 1)[-1] for b in node.bases]
+                    if any(b.endswith(("Error", "Exception")) or b == "StageFailed" for b in bases):
+                        found[node.name] = bases
+    return found
+
+
+def test_every_project_exception_derives_from_faceswap_error():
+    classes = _exception_classes()
+    assert len(classes) >= 17, classes
+    ours = {"FaceswapError", *classes}
+
+    def rooted(name: str) -> bool:
+        return name == "FaceswapError" or any(b in ours and rooted(b) for b in classes.get(name, []))
+
+    assert not [c for c in classes if not rooted(c)]
+
+
+def _one_error_line(stderr: str) -> str:
+    lines = [ln for ln in stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1, stderr
+    assert lines[0].startswith("error: ") and "Traceback" not in stderr, stderr
+    return lines[0]
+
+
+def test_register_without_evaluations_is_one_line(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "faceswap.cli", "register", "--reports-dir", str(tmp_path / "reports"),
+         "--out", str(tmp_path / "register.json"), "--summary", str(tmp_path / "summary.md"),
+         "--params", str(REPO / "params.yaml")],
+        capture_output=True, text=True, cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(REPO / "src")},
+    )
+    assert proc.returncode == 1
+    assert "no evaluation for" in _one_error_line(proc.stderr)
+    assert not (tmp_path / "register.json").exists()
+
+
+def test_evaluate_of_a_corrupt_checkpoint_is_one_line(tmp_path):
+    (tmp_path / "models" / "resize_nearest").mkdir(parents=True)
+    (tmp_path / "models" / "resize_nearest" / "model.pt").write_bytes(b"not a zip file")
+    r = CliRunner().invoke(app, ["evaluate", "--variant", "resize_nearest", "--models", str(tmp_path / "models"),
+                                 "--metrics-dir", str(tmp_path / "metrics"), "--no-mlflow",
+                                 "--params", str(REPO / "params.yaml")])
+    assert r.exit_code == 1 and isinstance(r.exception, SystemExit), r.output
+    assert "cannot read checkpoint" in _one_error_line(r.stderr)
+
+
+@pytest.mark.parametrize("args", [["lpips", "{a}", "{missing}"], ["checkerboard", "{missing}"]])
+def test_missing_image_is_one_line_with_status_2(tmp_path, astronaut, args):
+    from faceswap.imageio import write_rgb
+
+    write_rgb(tmp_path / "a.png", astronaut[:64, :64])
+    argv = [a.format(a=tmp_path / "a.png", missing=tmp_path / "nope.png") for a in args]
+    r = CliRunner().invoke(app, argv)
+    assert r.exit_code == 2 and isinstance(r.exception, SystemExit), r.output
+    assert "nope.png" in _one_error_line(r.stderr)
+
+
+def test_a_faceswap_error_raised_in_any_command_is_caught_by_the_app():
+    """The wrapper sits on every registered command, including the flow sub-app's."""
+    import typer
+
+    from faceswap.checkpoint import CheckpointError
+    from faceswap.cli import _App
+
+    probe = _App()
+
+    @probe.command("boom")
+    def boom() -> None:
+        raise CheckpointError("checkpoint models/x/model.pt is truncated")
+
+    @probe.command("other")
+    def other() -> None:
+        typer.echo("fine")
+
+    r = CliRunner().invoke(probe, ["boom"])
+    assert r.exit_code == 1 and _one_error_line(r.stderr) == "error: checkpoint models/x/model.pt is truncated"
+    assert issubclass(CheckpointError, FaceswapError) and issubclass(CheckpointError, RuntimeError)
