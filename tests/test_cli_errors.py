@@ -99,3 +99,51 @@ def test_a_faceswap_error_raised_in_any_command_is_caught_by_the_app():
     r = CliRunner().invoke(probe, ["boom"])
     assert r.exit_code == 1 and _one_error_line(r.stderr) == "error: checkpoint models/x/model.pt is truncated"
     assert issubclass(CheckpointError, FaceswapError) and issubclass(CheckpointError, RuntimeError)
+
+
+# --- params: a missing or invalid file stops every command with one line -------------------------------------
+
+# the least arguments each command needs to get as far as reading its params
+COMMAND_ARGS = {
+    "model-info": [], "checkerboard": ["x.png"], "demo-data": [], "extract": ["raw"], "align": ["frames"],
+    "train": ["--variant", "resize_nearest"], "validate": ["faces"], "evaluate": ["--variant", "resize_nearest"],
+    "register": [], "serve": [], "swap": ["in.png", "-o", "out.png"],
+}
+
+
+def test_every_command_with_params_is_covered():
+    import typer
+
+    group = typer.main.get_command(app)
+    with_params = {name for name, cmd in group.commands.items()
+                   if any("--params" in getattr(o, "opts", ()) for o in cmd.params)}
+    assert with_params == set(COMMAND_ARGS)
+
+
+@pytest.mark.parametrize("command", sorted(COMMAND_ARGS))
+def test_a_missing_params_file_is_an_error_in_every_command(command, tmp_path):
+    r = CliRunner().invoke(app, [command, *COMMAND_ARGS[command], "--params", str(tmp_path / "nope.yaml")])
+    assert r.exit_code == 2, r.output
+    assert _one_error_line(r.stderr) == f"error: params file not found: {tmp_path / 'nope.yaml'} " \
+                                        "(run from the repository root or pass --params)"
+
+
+def test_an_invalid_params_file_and_a_bad_override_name_the_key(tmp_path):
+    import yaml
+
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    raw["train"]["steps"] = raw["train"]["warmup_steps"]  # what `dvc exp run -S train.steps=20` writes
+    bad = tmp_path / "params.yaml"
+    bad.write_text(yaml.safe_dump(raw))
+    r = CliRunner().invoke(app, ["train", "--variant", "resize_nearest", "--params", str(bad)])
+    w = raw["train"]["warmup_steps"]
+    assert r.exit_code == 2
+    assert _one_error_line(r.stderr) == f"error: {bad}: train.warmup_steps ({w}) must be smaller than steps ({w})"
+    r = CliRunner().invoke(app, ["train", "--variant", "resize_nearest", "--steps", str(w),
+                                 "--params", str(REPO / "params.yaml")])
+    assert r.exit_code == 2
+    assert _one_error_line(r.stderr) == (f"error: {REPO / 'params.yaml'} + --steps: train.warmup_steps ({w}) "
+                                         f"must be smaller than steps ({w})")
+    r = CliRunner().invoke(app, ["align", "frames", "--detector", "dlib", "--params", str(REPO / "params.yaml")])
+    assert r.exit_code == 2
+    assert "align.detector = 'dlib': must be one of" in _one_error_line(r.stderr)

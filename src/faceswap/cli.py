@@ -56,10 +56,14 @@ app = _App(
 ParamsOpt = Annotated[Path, typer.Option("--params", help="Parameters file.")]
 
 
-def _params(path: Path):
-    from faceswap.config import load_params
+def _params(path: Path, overrides: dict[str, Any] | None = None, options: str = "options"):
+    """The validated params file (missing or invalid: a one-line ConfigError), with command-line overrides."""
+    from faceswap.config import load_params, with_overrides
 
-    return load_params(path)
+    p = load_params(path)
+    if overrides and any(v is not None for v in overrides.values()):
+        p = with_overrides(p, overrides, f"{path} + {options}")
+    return p
 
 
 @app.command("model-info")
@@ -75,12 +79,12 @@ def model_info(
     """Per-stage shapes, parameter counts, GFLOPs and compression ratio of the autoencoder."""
     from faceswap.model.info import describe_model, format_model_info
 
-    p = _params(params) if params.exists() else None
+    p = _params(params)
     cfg_kwargs = {
-        "image_size": image_size or (p.base.image_size if p else 64),
-        "width": width or (p.model.width if p else 16),
-        "bottleneck_channels": bottleneck_channels or (p.model.bottleneck_channels if p else 128),
-        "encoder_stages": encoder_stages if encoder_stages is not None else (p.model.encoder_stages if p else None),
+        "image_size": image_size or p.base.image_size,
+        "width": width or p.model.width,
+        "bottleneck_channels": bottleneck_channels or p.model.bottleneck_channels,
+        "encoder_stages": encoder_stages if encoder_stages is not None else p.model.encoder_stages,
         "decoder": decoder,
     }
     try:
@@ -130,8 +134,7 @@ def checkerboard_cmd(
     refs = reference or []
     if refs and len(refs) not in (1, len(images)):
         fail(f"give one --reference, or one per image ({len(images)}); got {len(refs)}", 2)
-    p = _params(params) if params.exists() else None
-    periods = p.metrics.checkerboard.periods if p else (2, 4, 8)
+    periods = _params(params).metrics.checkerboard.periods
     rows = []
     try:
         for i, path in enumerate(images):
@@ -175,15 +178,8 @@ def demo_data_cmd(
     params: ParamsOpt = Path("params.yaml"),
 ) -> None:
     """Write demo clips <out>/<identity>/clipNN.mp4 filmed from two public-domain face photos."""
-    from faceswap.config import DemoParams, Params
-
-    p = _params(params) if params.exists() else Params()
-    d: DemoParams = p.data.demo
-    try:
-        d = DemoParams(**{**d.model_dump(), **({"clips": clips} if clips else {}),
-                          **({"seconds": seconds} if seconds else {})})
-    except ValueError as err:
-        fail(str(err), 2)
+    p = _params(params, {"data.demo.clips": clips or None, "data.demo.seconds": seconds or None})
+    d = p.data.demo
     from faceswap.data.demo import make_demo
 
     target = out or Path(d.out)
@@ -208,9 +204,7 @@ def extract_cmd(
     params: ParamsOpt = Path("params.yaml"),
 ) -> None:
     """Sample frames from every video of every identity; bad files are reported, not fatal."""
-    from faceswap.config import Params
-
-    p = _params(params) if params.exists() else Params()
+    p = _params(params)
     from tqdm import tqdm
 
     from faceswap.data.video import extract_frames, find_videos, format_summary
@@ -251,14 +245,9 @@ def align_cmd(
     params: ParamsOpt = Path("params.yaml"),
 ) -> None:
     """Detect, select, align (5-point similarity) and crop faces; write manifest.parquet and a report."""
-    from faceswap.config import AlignParams, Params
-
-    p = _params(params) if params.exists() else Params()
-    try:
-        a = AlignParams(**{**p.align.model_dump(), **({"detector": detector} if detector else {}),
-                           **({"device": device} if device else {}), **({"size": size} if size else {})})
-    except ValueError as err:
-        fail(str(err).replace("AlignParams", "option"), 2)
+    p = _params(params, {"align.detector": detector or None, "align.device": device or None,
+                         "align.size": size or None})
+    a = p.align
     from faceswap.data.align import align_faces, format_align_summary
     from faceswap.data.detect import create_detector
 
@@ -302,16 +291,11 @@ def train_cmd(
     params: ParamsOpt = Path("params.yaml"),
 ) -> None:
     """Train one decoder variant (resumes from its checkpoints; Ctrl-C/SIGTERM save and stop)."""
-    from faceswap.config import UPSAMPLE_VARIANTS, Params, TrainParams
+    from faceswap.config import UPSAMPLE_VARIANTS
 
-    p = _params(params) if params.exists() else Params()
+    p = _params(params, {"train.steps": steps}, "--steps")
     if variant not in UPSAMPLE_VARIANTS:
         fail(f"unknown variant {variant!r}; valid: {', '.join(UPSAMPLE_VARIANTS)}", 2)
-    if steps is not None:
-        try:
-            p = p.model_copy(update={"train": TrainParams(**{**p.train.model_dump(), "steps": steps})})
-        except ValueError as err:
-            fail(str(err), 2)
     from faceswap.train import train
 
     kwargs = {} if faces_dir is None else {"faces_dir": faces_dir}
@@ -334,21 +318,18 @@ def profile_cmd(
     """Print a params preset as `-S key=value` overrides: `dvc exp run $(faceswap profile seed-256)`."""
     import yaml
 
-    from faceswap.config import parse_params
+    from faceswap.config import DEFAULT_PARAMS, load_params, parse_params, set_key
 
     path = folder / f"{name}.yaml"
     if not path.is_file():
         known = ", ".join(sorted(p.stem for p in folder.glob("*.yaml"))) or "none"
         fail(f"no profile {name!r} in {folder} (known: {known})", 2)
     overrides = yaml.safe_load(path.read_text()) or {}
-    raw = yaml.safe_load(Path("params.yaml").read_text()) if Path("params.yaml").is_file() else {}
+    load_params(DEFAULT_PARAMS)  # a missing or invalid params.yaml is named as such, not blamed on the profile
+    raw = yaml.safe_load(DEFAULT_PARAMS.read_text())
     for key, value in overrides.items():  # validate the merged result before DVC sees it
-        node = raw
-        *parents, leaf = key.split(".")
-        for k in parents:
-            node = node.setdefault(k, {})
-        node[leaf] = value
-    parse_params(raw, f"params.yaml + {path}")
+        set_key(raw, key, value)
+    parse_params(raw, f"{DEFAULT_PARAMS} + {path}")
 
     def scalar(v: object) -> str:  # no spaces or quotes: $(...) word-splits but does not unquote
         return yaml.safe_dump(v).strip().removesuffix("...").strip()
@@ -375,9 +356,7 @@ def validate_cmd(
     params: ParamsOpt = Path("params.yaml"),
 ) -> None:
     """Great Expectations gate over the face manifest and crops: quarantine or fail, Data Docs, JSON summary."""
-    from faceswap.config import Params
-
-    p = _params(params) if params.exists() else Params()
+    p = _params(params)
     if mode is not None and mode not in ("fail", "filter"):
         fail(f"--mode must be 'fail' or 'filter', got {mode!r}", 2)
     from faceswap.validation import format_summary, run_validation
@@ -404,13 +383,11 @@ def evaluate_cmd(
     params: ParamsOpt = Path("params.yaml"),
 ) -> None:
     """Held-out metrics and pictures of one variant; logged to its MLflow run (docs/metrics.md)."""
-    from faceswap.config import UPSAMPLE_VARIANTS, EvaluateParams, Params
+    from faceswap.config import UPSAMPLE_VARIANTS
 
-    p = _params(params) if params.exists() else Params()
+    p = _params(params, {"evaluate.mlflow": False if no_mlflow else None}, "--no-mlflow")
     if variant not in UPSAMPLE_VARIANTS:
         fail(f"unknown variant {variant!r}; valid: {', '.join(UPSAMPLE_VARIANTS)}", 2)
-    if no_mlflow:
-        p = p.model_copy(update={"evaluate": EvaluateParams(**{**p.evaluate.model_dump(), "mlflow": False})})
     from faceswap.evaluate import evaluate_variant, format_evaluation
 
     r = evaluate_variant(variant, p, models, metrics_dir, reports_dir)
@@ -429,9 +406,7 @@ def register_cmd(
     params: ParamsOpt = Path("params.yaml"),
 ) -> None:
     """Pick the best variant by the rule in params.yaml, register it as a pyfunc and move the aliases."""
-    from faceswap.config import Params
-
-    p = _params(params) if params.exists() else Params()
+    p = _params(params)
     from faceswap.registry import format_register, register_best
 
     r = register_best(p, reports_dir, out, summary)
@@ -536,9 +511,7 @@ def serve_cmd(
     """Serve the registered model over REST (`mlflow models serve`, loopback only) and print a curl example."""
     import signal
 
-    from faceswap.config import Params
-
-    p = _params(params) if params.exists() else Params()
+    p = _params(params)
     from faceswap.serving.server import Server, curl_example
 
     server = Server(p, model=model, host=host, port=port, workers=workers)
@@ -588,9 +561,7 @@ def swap_cmd(
     params: ParamsOpt = Path("params.yaml"),
 ) -> None:
     """Swap faces in a whole video (same fps, size and frame count; audio kept when ffmpeg is there) or a still."""
-    from faceswap.config import Params
-
-    p = _params(params) if params.exists() else Params()
+    p = _params(params)
     if direction not in ("a2b", "b2a"):
         fail(f"direction must be a2b or b2a, got {direction!r}", 2)
     if not input_path.is_file():

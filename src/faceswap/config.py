@@ -25,6 +25,21 @@ class ConfigError(FaceswapError, ValueError):
     exit_code = 2  # a bad argument or value: the same status as a usage error
 
 
+class RuleError(FaceswapError, ValueError):
+    """A rule between keys of one section, blamed on one key so the error can name it.
+
+    ``{p}`` in ``rule`` stands for the section's dotted path (``train.``), filled in by the error formatter;
+    the rule starts with the blamed key and names its siblings plainly:
+    ``"{p}warmup_steps (20) must be smaller than steps (20)"`` reads ``train.warmup_steps (20) must be ...``.
+    """
+
+    exit_code = 2
+
+    def __init__(self, key: str, rule: str) -> None:
+        super().__init__(rule.replace("{p}", ""))
+        self.key, self.rule = key, rule
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -234,9 +249,8 @@ class ValidateParams(_Section):
     @model_validator(mode="after")
     def _brightness_range(self) -> ValidateParams:
         if self.min_brightness >= self.max_brightness:
-            raise ValueError(
-                f"min_brightness ({self.min_brightness:g}) must be below max_brightness ({self.max_brightness:g})"
-            )
+            raise RuleError("min_brightness", f"{{p}}min_brightness ({self.min_brightness:g}) must be below "
+                            f"max_brightness ({self.max_brightness:g})")
         return self
 
 
@@ -260,9 +274,9 @@ class LossParams(_Section):
     pixel: str = Field("l1", description="l1 | mse | ssim.")
     lpips_net: str = Field("vgg", description="alex | vgg | none (no perceptual term).")
     lpips_weight: float = Field(0.1, ge=0.0, le=100.0, description="Weight of the LPIPS term.")
-    lpips_every: int = Field(1, ge=1, le=10_000, description="Add the LPIPS term every k-th step only.")
+    lpips_every: int = Field(5, ge=1, le=10_000, description="Add the LPIPS term every k-th step only.")
     lpips_images: int | None = Field(
-        None, ge=1, le=4096, description="Images per identity the LPIPS term sees; null = the whole batch."
+        4, ge=1, le=4096, description="Images per identity the LPIPS term sees; null = the whole batch."
     )
 
     @field_validator("pixel")
@@ -279,10 +293,10 @@ class LossParams(_Section):
 class AugmentParams(_Section):
     """Face-swap augmentation, drawn from a per-sample seed (reproducible, resumable)."""
 
-    warp: float = Field(0.05, ge=0.0, le=0.2, description="Random-warp strength (grid noise std / side); input only.")
-    rotate_deg: float = Field(10.0, ge=0.0, le=45.0, description="Random affine: rotation range ±degrees.")
+    warp: float = Field(0.04, ge=0.0, le=0.2, description="Random-warp strength (grid noise std / side); input only.")
+    rotate_deg: float = Field(8.0, ge=0.0, le=45.0, description="Random affine: rotation range ±degrees.")
     scale: float = Field(0.05, ge=0.0, le=0.5, description="Random affine: zoom range ±fraction.")
-    shift: float = Field(0.05, ge=0.0, le=0.5, description="Random affine: translation range ±fraction of side.")
+    shift: float = Field(0.04, ge=0.0, le=0.5, description="Random affine: translation range ±fraction of side.")
     flip: float = Field(0.5, ge=0.0, le=1.0, description="Probability of a horizontal flip.")
     brightness: float = Field(0.1, ge=0.0, le=1.0, description="Colour jitter: brightness ±fraction.")
     contrast: float = Field(0.1, ge=0.0, le=1.0, description="Colour jitter: contrast ±fraction.")
@@ -315,7 +329,7 @@ class TrainParams(_Section):
     loss: LossParams = LossParams()
     augment: AugmentParams = AugmentParams()
     val_every: int = Field(50, ge=1, description="Validation loss every M steps (and at the end).")
-    val_images: int = Field(64, ge=1, description="Held-out faces per identity in the validation loss.")
+    val_images: int = Field(32, ge=1, description="Held-out faces per identity in the validation loss.")
     checkpoint_every: int = Field(100, ge=1, description="Full-state checkpoint every N steps (and at the end).")
     keep_checkpoints: int = Field(2, ge=1, le=1000, description="Last K step checkpoints kept (best.pt besides).")
     preview_every: int = Field(100, ge=1, description="Preview grid every N steps (and at the end).")
@@ -354,9 +368,11 @@ class TrainParams(_Section):
     @model_validator(mode="after")
     def _consistent(self) -> TrainParams:
         if self.warmup_steps >= self.steps and self.steps > 1:
-            raise ValueError(f"warmup_steps ({self.warmup_steps}) must be smaller than steps ({self.steps})")
+            raise RuleError("warmup_steps", f"{{p}}warmup_steps ({self.warmup_steps}) must be smaller than "
+                            f"steps ({self.steps})")
         if self.loss.lpips_images is not None and self.loss.lpips_images > self.batch_size:
-            raise ValueError(f"loss.lpips_images ({self.loss.lpips_images}) exceeds batch_size ({self.batch_size})")
+            raise RuleError("loss.lpips_images", f"{{p}}loss.lpips_images ({self.loss.lpips_images}) must not exceed "
+                            f"batch_size ({self.batch_size})")
         return self
 
 
@@ -591,15 +607,21 @@ class Params(_Section):
 
 
 def _format_errors(err: ValidationError, source: str) -> str:
-    lines = [f"invalid parameters in {source}:"]
+    """One line: the source, then each bad key with its value and the rule it breaks (``; `` between them)."""
+    parts = []
     for e in err.errors():
-        key = ".".join(str(p) for p in e["loc"])
+        loc = [str(p) for p in e["loc"]]
+        cause = (e.get("ctx") or {}).get("error")
+        if isinstance(cause, RuleError):  # a rule between keys: name the blamed key, not the section's whole dict
+            parts.append(cause.rule.replace("{p}", "".join(f"{p}." for p in loc)))
+            continue
+        key = ".".join(loc)
         if e["type"] == "extra_forbidden":
-            lines.append(f"  {key}: unknown key (value {e['input']!r}); check the spelling against params.yaml")
+            parts.append(f"{key}: unknown key (value {e['input']!r}); check the spelling against params.yaml")
             continue
         msg = e["msg"].removeprefix("Value error, ")
-        lines.append(f"  {key} = {e['input']!r}: {msg}")
-    return "\n".join(lines)
+        parts.append(f"{key} = {e['input']!r}: {msg}")
+    return f"{source}: " + "; ".join(parts)
 
 
 def parse_params(raw: dict[str, Any], source: str = "params") -> Params:
@@ -608,6 +630,24 @@ def parse_params(raw: dict[str, Any], source: str = "params") -> Params:
         return Params.model_validate(raw or {})
     except ValidationError as err:
         raise ConfigError(_format_errors(err, source)) from None
+
+
+def set_key(raw: dict[str, Any], key: str, value: Any) -> None:
+    """Set a dotted key (``train.steps``) in a nested params mapping, making sections as needed."""
+    *parents, leaf = key.split(".")
+    node = raw
+    for k in parents:
+        node = node.setdefault(k, {})
+    node[leaf] = value
+
+
+def with_overrides(params: Params, overrides: dict[str, Any], source: str) -> Params:
+    """``params`` with dotted keys replaced (``None`` values skipped), validated again as a whole."""
+    raw = params.model_dump(by_alias=True)
+    for key, value in overrides.items():
+        if value is not None:
+            set_key(raw, key, value)
+    return parse_params(raw, source)
 
 
 def load_params(path: str | Path = DEFAULT_PARAMS) -> Params:
