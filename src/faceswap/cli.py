@@ -66,6 +66,13 @@ def _params(path: Path, overrides: dict[str, Any] | None = None, options: str = 
     return p
 
 
+def _check_variant(variant: str) -> None:
+    from faceswap.config import upsample_variants
+
+    if variant not in (valid := upsample_variants()):
+        fail(f"unknown variant {variant!r}; valid: {', '.join(valid)}", 2)
+
+
 @app.command("model-info")
 def model_info(
     image_size: Annotated[int | None, typer.Option(help="Input side (default: params base.image_size).")] = None,
@@ -291,11 +298,8 @@ def train_cmd(
     params: ParamsOpt = Path("params.yaml"),
 ) -> None:
     """Train one decoder variant (resumes from its checkpoints; Ctrl-C/SIGTERM save and stop)."""
-    from faceswap.config import UPSAMPLE_VARIANTS
-
     p = _params(params, {"train.steps": steps}, "--steps")
-    if variant not in UPSAMPLE_VARIANTS:
-        fail(f"unknown variant {variant!r}; valid: {', '.join(UPSAMPLE_VARIANTS)}", 2)
+    _check_variant(variant)
     from faceswap.train import train
 
     kwargs = {} if faces_dir is None else {"faces_dir": faces_dir}
@@ -383,11 +387,8 @@ def evaluate_cmd(
     params: ParamsOpt = Path("params.yaml"),
 ) -> None:
     """Held-out metrics and pictures of one variant; logged to its MLflow run (docs/metrics.md)."""
-    from faceswap.config import UPSAMPLE_VARIANTS
-
     p = _params(params, {"evaluate.mlflow": False if no_mlflow else None}, "--no-mlflow")
-    if variant not in UPSAMPLE_VARIANTS:
-        fail(f"unknown variant {variant!r}; valid: {', '.join(UPSAMPLE_VARIANTS)}", 2)
+    _check_variant(variant)
     from faceswap.evaluate import evaluate_variant, format_evaluation
 
     r = evaluate_variant(variant, p, models, metrics_dir, reports_dir)
@@ -562,8 +563,10 @@ def swap_cmd(
 ) -> None:
     """Swap faces in a whole video (same fps, size and frame count; audio kept when ffmpeg is there) or a still."""
     p = _params(params)
-    if direction not in ("a2b", "b2a"):
-        fail(f"direction must be a2b or b2a, got {direction!r}", 2)
+    from faceswap.serving.swapper import DIRECTIONS
+
+    if direction not in DIRECTIONS:
+        fail(f"direction must be {' or '.join(DIRECTIONS)}, got {direction!r}", 2)
     if not input_path.is_file():
         fail(f"input not found: {input_path}", 2)
     if input_path.resolve() == output.resolve():

@@ -16,8 +16,6 @@ from faceswap.errors import FaceswapError
 
 DEFAULT_PARAMS = Path("params.yaml")
 
-UPSAMPLE_VARIANTS = ("convtranspose", "resize_nearest", "resize_bilinear", "pixelshuffle", "pixelshuffle_icnr")
-
 
 class ConfigError(FaceswapError, ValueError):
     """A params file that is missing, unreadable or holds a value outside what is allowed."""
@@ -38,6 +36,16 @@ class RuleError(FaceswapError, ValueError):
     def __init__(self, key: str, rule: str) -> None:
         super().__init__(rule.replace("{p}", ""))
         self.key, self.rule = key, rule
+
+
+def upsample_variants() -> tuple[str, ...]:
+    """The decoder variants, as registered beside their classes (``@upsampler`` in faceswap/model/blocks.py).
+
+    Imported on first use: the registry needs torch, which the commands that never build a model skip.
+    """
+    from faceswap.model.blocks import UPSAMPLERS
+
+    return tuple(UPSAMPLERS)
 
 
 class _Section(BaseModel):
@@ -72,14 +80,17 @@ class ModelParams(_Section):
         None, ge=1, le=8, description="Stride-2 encoder stages; null derives it so the bottleneck is 3×3."
     )
     max_channels: int = Field(1024, ge=8, le=4096, description="Cap on encoder channels.")
-    variants: tuple[str, ...] = UPSAMPLE_VARIANTS
+    variants: tuple[str, ...] = Field(
+        default_factory=upsample_variants, description="Decoder variants trained and compared."
+    )
 
     @field_validator("variants")
     @classmethod
     def _known_variants(cls, v: tuple[str, ...]) -> tuple[str, ...]:
-        unknown = [name for name in v if name not in UPSAMPLE_VARIANTS]
+        allowed = upsample_variants()
+        unknown = [name for name in v if name not in allowed]
         if unknown or not v:
-            raise ValueError(f"unknown or empty variant list {list(v)}; allowed: {', '.join(UPSAMPLE_VARIANTS)}")
+            raise ValueError(f"unknown or empty variant list {list(v)}; allowed: {', '.join(allowed)}")
         return v
 
 
@@ -589,7 +600,7 @@ class Params(_Section):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
     base: BaseParams = BaseParams()
-    model: ModelParams = ModelParams()
+    model: ModelParams = Field(default_factory=ModelParams)  # built on use: its default variants need torch
     metrics: MetricsParams = MetricsParams()
     data: DataParams = DataParams()
     extract: ExtractParams = ExtractParams()

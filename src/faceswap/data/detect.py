@@ -22,9 +22,9 @@ from typing import Protocol
 
 import numpy as np
 
+from faceswap.config import DETECTORS
 from faceswap.errors import FaceswapError
 
-DETECTORS = ("auto", "mtcnn", "retinaface")
 RETINAFACE_MODEL = "resnet50_2020-07-20"
 RETINAFACE_URL = (
     "https://github.com/ternaus/retinaface/releases/download/0.01/retinaface_resnet50_2020-07-20-f168fae3c.zip"

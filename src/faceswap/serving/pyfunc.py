@@ -52,8 +52,8 @@ import mlflow.pyfunc
 import numpy as np
 
 from faceswap.errors import FaceswapError
+from faceswap.serving.swapper import DIRECTIONS
 
-DIRECTIONS = ("a2b", "b2a")
 INPUT_COLUMNS = ("image", "direction", "aligned")
 OUTPUT_COLUMNS = ("image", "direction", "identity", "variant", "size", "resized", "aligned", "face_found", "score",
                   "box", "width", "height", "error")
