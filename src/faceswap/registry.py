@@ -262,14 +262,15 @@ def reevaluate_version(tracking_uri: str, name: str, version: str, params: Param
     import mlflow
 
     from faceswap.checkpoint import load_model
-    from faceswap.evaluate import evaluate_model, load_eval_faces, resolve_device
+    from faceswap.devices import resolve_device
+    from faceswap.evaluate import evaluate_model, load_eval_faces
 
     mlflow.set_tracking_uri(tracking_uri)
     local = Path(mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}/{version}"))
     found = sorted(local.rglob("model.pt"))
     if not found:
         raise RegisterError(f"registered version {name}/{version} holds no checkpoint (model.pt)")
-    device = resolve_device(params.evaluate.device)
+    device = resolve_device(params.evaluate.device, "evaluate.device")
     model, _ = load_model(found[0], device)
     cfg = params.evaluate
     faces = load_eval_faces(cfg.data, tuple(model.config.identities), model.config.image_size, cfg.faces_dir,
@@ -289,7 +290,7 @@ def log_and_register(win: Candidate, rule: RegisterParams, tracking_uri: str, re
     ckpt = Path(ev["checkpoint"])
     if not ckpt.is_file():
         raise RegisterError(f"checkpoint of {win.variant} not found: {ckpt}")
-    from faceswap.evaluate import file_sha256
+    from faceswap.files import file_sha256
 
     if file_sha256(ckpt) != ev["checkpoint_sha256"]:
         raise RegisterError(f"{ckpt} changed since it was evaluated; run `dvc repro evaluate@{win.variant}` again")

