@@ -6,46 +6,17 @@ great_expectations, prefect) happen inside them so ``faceswap --help`` stays ins
 
 from __future__ import annotations
 
-import functools
 import json
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
+from faceswap.console import App, fail
 from faceswap.errors import FaceswapError
 
-
-def fail(message: str, code: int = 1) -> None:
-    """Print a clear error to stderr and exit non-zero (no traceback for expected failures)."""
-    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
-    raise typer.Exit(code)
-
-
-def _one_line_errors(func: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn a FaceswapError into `error: <message>` and its exit status; any other exception is a bug."""
-
-    @functools.wraps(func)
-    def run(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return func(*args, **kwargs)
-        except FaceswapError as err:
-            fail(str(err), err.exit_code)
-
-    return run
-
-
-class _App(typer.Typer):
-    """A Typer whose every command reports the project's expected failures in one line (no traceback)."""
-
-    def command(self, *args: Any, **kwargs: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-        register = super().command(*args, **kwargs)
-        return lambda func: register(_one_line_errors(func))
-
-
-app = _App(
+app = App(
     name="faceswap",
     help="Face-swap training pipeline around the seed's 3×3-bottleneck autoencoder.",
     no_args_is_help=True,
@@ -445,53 +416,38 @@ def ui_cmd(
 
 # --- orchestration ---
 
-flow_app = _App(help="Prefect orchestration of the DVC pipeline (docs/orchestration.md).", no_args_is_help=True)
+flow_app = App(help="Prefect orchestration of the DVC pipeline (docs/orchestration.md).", no_args_is_help=True)
 app.add_typer(flow_app, name="flow")
 
 
-@flow_app.command("run")
-def flow_run_cmd(
-    variant: Annotated[
-        list[str] | None, typer.Option("--variant", help="Run only these foreach items (repeatable; default all).")
-    ] = None,
-    force: Annotated[
-        list[str] | None, typer.Option("--force", help="Rerun this stage or stage@item even if up to date.")
-    ] = None,
-    set_: Annotated[
-        list[str] | None, typer.Option("--set", "-S", help="Params overlay, `dvc exp run -S` syntax: key=value.")
-    ] = None,
-    register: Annotated[bool, typer.Option(help="Run the register stage(s) (params flow.register_stages).")] = True,
-    pull: Annotated[bool | None, typer.Option(help="`dvc pull` first (default: params flow.pull).")] = None,
-    push: Annotated[bool | None, typer.Option(help="`dvc push` after (default: params flow.push).")] = None,
-    dry_run: Annotated[bool, typer.Option(help="Print the stage plan from dvc.yaml and stop.")] = False,
-    repo: Annotated[Path, typer.Option(help="The DVC repository (holds dvc.yaml and params.yaml).")] = Path("."),
-) -> None:
-    """Run the DVC pipeline once as a Prefect flow (temporary local server unless PREFECT_API_URL is set)."""
-    import os
+def _option_value(args: list[str], name: str) -> str | None:
+    """The value of ``--name X`` or ``--name=X`` in raw arguments (the last one wins, as in click)."""
+    value = None
+    for i, arg in enumerate(args):
+        if arg == name and i + 1 < len(args):
+            value = args[i + 1]
+        elif arg.startswith(f"{name}="):
+            value = arg.split("=", 1)[1]
+    return value
 
-    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
-    try:
-        from pipelines.flow import pipeline
-    except ModuleNotFoundError as err:  # console scripts do not put the working folder on sys.path
-        if err.name not in ("pipelines", "pipelines.flow"):
-            raise
-        sys.path.insert(0, str(repo.resolve()))
-        try:
-            from pipelines.flow import pipeline
-        except ModuleNotFoundError:
-            fail(f"no pipelines/ package in {repo.resolve()}: run from the repository root or pass --repo", 2)
-    try:
-        result = pipeline(variants=variant or None, force=force or None, set_params=set_ or None,
-                          register_model=register, pull=pull, push=push, dry_run=dry_run, repo=str(repo))
-    except FaceswapError:
-        raise
-    except Exception as err:  # Prefect's own failures (server start-up, ...); the full log is in the Prefect UI
-        fail(str(err))
-    if dry_run:
-        typer.echo("\n".join(result["plan"]))
-        return
-    for o in result["stages"]:
-        typer.echo(f"{o['stage']:<32} {o['status']:<8} {o['seconds']:7.2f} s  {o.get('detail', '')}")
+
+@flow_app.command("run", add_help_option=False,
+                  context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def flow_run_cmd(ctx: typer.Context) -> None:
+    """Run the DVC pipeline once as a Prefect flow: `python -m pipelines.flow` of the repository (options: --help).
+
+    The flow and its options live in the repository's pipelines/ (not in this package), so this command runs it
+    in a child process with the repository on the import path.
+    """
+    import os
+    import subprocess
+
+    root = Path(_option_value(ctx.args, "--repo") or ".").resolve()
+    if not (root / "pipelines" / "flow.py").is_file():
+        fail(f"no pipelines/ package in {root}: run from the repository root or pass --repo", 2)
+    path = os.pathsep.join(p for p in (str(root), os.environ.get("PYTHONPATH", "")) if p)
+    code = subprocess.call([sys.executable, "-m", "pipelines.flow", *ctx.args], env={**os.environ, "PYTHONPATH": path})
+    raise typer.Exit(code)
 
 
 # --- serving ---
