@@ -489,6 +489,7 @@ class ServeParams(_Section):
     max_image_bytes: int = Field(
         20_000_000, ge=1024, le=1_000_000_000, description="Largest encoded image accepted (bytes after base64)."
     )
+    max_rows: int = Field(16, ge=1, le=4096, description="Rows in one request; more is an HTTP 400, nothing decoded.")
     blend_mask: str = Field("hull", description="Paste-back mask from the 5 landmarks: hull | ellipse.")
     feather: float = Field(0.08, ge=0.0, le=0.5, description="Mask edge softness, fraction of the face size.")
     colour_transfer: str = Field("reinhard", description="Match the swap to the frame's skin tone: reinhard | none.")
