@@ -17,7 +17,9 @@ import time
 from collections import deque
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
+
+import typer
 
 # A fresh Prefect database makes the temporary server start in ~30 s, over Prefect's 20 s default.
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
@@ -29,13 +31,15 @@ from prefect import flow, get_run_logger, task  # noqa: E402
 from prefect.artifacts import create_markdown_artifact  # noqa: E402
 from prefect.cache_policies import NO_CACHE  # noqa: E402
 
+from faceswap.console import App, fail  # noqa: E402
+from faceswap.errors import FaceswapError  # noqa: E402
 from pipelines import artifacts as art  # noqa: E402
 from pipelines.graph import StageSpec, discover, select  # noqa: E402
 
 PARAMS_FILE = "params.yaml"
 
 
-class StageFailed(RuntimeError):
+class StageFailed(FaceswapError, RuntimeError):
     """A DVC stage exited non-zero; the message ends with the stage's last output lines."""
 
 
@@ -228,11 +232,44 @@ def _run(s: StageSpec, repo: str, force: bool, f) -> dict[str, Any]:
     return task_(s.address, repo, force, f.log_tail)
 
 
-def main(argv: list[str] | None = None) -> None:
-    """``python -m pipelines.flow [options]``: the same as ``faceswap flow run [options]``."""
-    from faceswap.cli import app
+cli = App(name="pipelines.flow", add_completion=False, pretty_exceptions_enable=False)
 
-    app(["flow", "run", *(sys.argv[1:] if argv is None else argv)])
+
+@cli.command()
+def run(
+    variant: Annotated[
+        list[str] | None, typer.Option("--variant", help="Run only these foreach items (repeatable; default all).")
+    ] = None,
+    force: Annotated[
+        list[str] | None, typer.Option("--force", help="Rerun this stage or stage@item even if up to date.")
+    ] = None,
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", "-S", help="Params overlay, `dvc exp run -S` syntax: key=value.")
+    ] = None,
+    register: Annotated[bool, typer.Option(help="Run the register stage(s) (params flow.register_stages).")] = True,
+    pull: Annotated[bool | None, typer.Option(help="`dvc pull` first (default: params flow.pull).")] = None,
+    push: Annotated[bool | None, typer.Option(help="`dvc push` after (default: params flow.push).")] = None,
+    dry_run: Annotated[bool, typer.Option(help="Print the stage plan from dvc.yaml and stop.")] = False,
+    repo: Annotated[Path, typer.Option(help="The DVC repository (holds dvc.yaml and params.yaml).")] = Path("."),
+) -> None:
+    """Run the DVC pipeline once as a Prefect flow (temporary local server unless PREFECT_API_URL is set)."""
+    try:
+        result = pipeline(variants=variant or None, force=force or None, set_params=set_ or None,
+                          register_model=register, pull=pull, push=push, dry_run=dry_run, repo=str(repo))
+    except FaceswapError:
+        raise
+    except Exception as err:  # Prefect's own failures (server start-up, ...); the full log is in the Prefect UI
+        fail(str(err))
+    if dry_run:
+        typer.echo("\n".join(result["plan"]))
+        return
+    for o in result["stages"]:
+        typer.echo(f"{o['stage']:<32} {o['status']:<8} {o['seconds']:7.2f} s  {o.get('detail', '')}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m pipelines.flow [options]``, also what ``faceswap flow run [options]`` runs."""
+    cli(sys.argv[1:] if argv is None else argv, prog_name="python -m pipelines.flow")
 
 
 if __name__ == "__main__":

@@ -11,9 +11,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from faceswap.errors import FaceswapError
 
-class PlanError(ValueError):
+
+class PlanError(FaceswapError, ValueError):
     """A variant, forced stage or skipped stage that the pipeline does not have."""
+
+    exit_code = 2  # a bad argument or value: the same status as a usage error
 
 
 @dataclass(frozen=True)

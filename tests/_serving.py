@@ -14,7 +14,7 @@ def register_tiny(root: Path, steps: int = 60, variant: str = "resize_nearest") 
     import mlflow
 
     from faceswap.config import RegisterParams
-    from faceswap.evaluate import file_sha256
+    from faceswap.files import file_sha256
     from faceswap.registry import CHAMPION, Candidate, log_and_register
 
     from ._eval_fixtures import make_face_set, train_tiny

@@ -48,3 +48,35 @@ def test_overrides_round_trip(tmp_path):
     f = tmp_path / "params.yaml"
     f.write_text(yaml.safe_dump(raw))
     assert load_params(f).model.encoder_stages == 4
+
+
+def _leaves(node: object, prefix: str = "") -> dict[str, object]:
+    if not isinstance(node, dict):
+        return {prefix.rstrip("."): node}
+    return {k: v for key, sub in node.items() for k, v in _leaves(sub, f"{prefix}{key}.").items()}
+
+
+def test_params_yaml_and_the_code_defaults_are_one_contract():
+    """Every key of params.yaml exists in the schema with the same default, and the schema has no key it lacks."""
+    from faceswap.config import Params
+
+    in_file = _leaves(yaml.safe_load((REPO / "params.yaml").read_text()))
+    in_code = _leaves(Params().model_dump(by_alias=True, mode="json"))
+    drift = [f"{k}: params.yaml {in_file.get(k, '<absent>')!r}, config.py default {in_code.get(k, '<absent>')!r}"
+             for k in sorted(in_file.keys() | in_code.keys())
+             if k not in in_file or k not in in_code or in_file[k] != in_code[k]]
+    assert not drift, "params.yaml and the defaults in src/faceswap/config.py differ:\n" + "\n".join(drift)
+
+
+def test_a_cross_key_rule_is_one_line_naming_the_key():
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    raw["train"]["warmup_steps"], raw["train"]["steps"] = 20, 20
+    with pytest.raises(ConfigError) as err:
+        parse_params(raw, "params.yaml")
+    assert str(err.value) == "params.yaml: train.warmup_steps (20) must be smaller than steps (20)"
+    with pytest.raises(ConfigError) as err:
+        parse_params({"base": {"image_size": 100}, "validate": {"min_brightness": 200, "max_brightness": 100}},
+                     "params.yaml")
+    assert "\n" not in str(err.value)
+    assert str(err.value).startswith("params.yaml: base.image_size = 100: must be a power of two")
+    assert "; validate.min_brightness (200) must be below max_brightness (100)" in str(err.value)

@@ -307,3 +307,38 @@ def test_plan_of_this_repository_expands_foreach_stages_in_dvc_order(prefect_ser
     for dependent, dependency in edges:  # DVC's edges point from a stage to what it depends on
         if dependent in pos and dependency in pos:
             assert pos[dependency] < pos[dependent], (dependency, dependent)
+
+
+# --- the two entry points, without an import cycle ---
+
+
+def test_flow_module_and_cli_do_not_import_each_other():
+    import ast
+
+    def imported(path: Path) -> set[str]:
+        tree = ast.parse(path.read_text())
+        return {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module} | {
+            a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+
+    assert not {m for m in imported(REPO / "pipelines" / "flow.py") if m.startswith("faceswap.cli")}
+    cli = REPO / "src" / "faceswap" / "cli.py"
+    assert not {m for m in imported(cli) if m.startswith("pipelines")}
+    assert "sys.path" not in cli.read_text()
+
+
+def test_both_entry_points_offer_the_same_options(tmp_path):
+    import os
+
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "src")])}
+    direct = subprocess.run([sys.executable, "-m", "pipelines.flow", "--help"], capture_output=True, text=True,
+                            cwd=REPO, env=env, timeout=300)
+    via_cli = subprocess.run([sys.executable, "-m", "faceswap.cli", "flow", "run", "--help"], capture_output=True,
+                             text=True, cwd=REPO, env=env, timeout=300)
+    assert direct.returncode == 0 and via_cli.returncode == 0, direct.stderr + via_cli.stderr
+    for option in ("--variant", "--force", "--set", "--no-register", "--pull", "--dry-run", "--repo"):
+        assert option in direct.stdout
+    assert via_cli.stdout == direct.stdout
+    nowhere = subprocess.run([sys.executable, "-m", "faceswap.cli", "flow", "run", "--repo", str(tmp_path)],
+                             capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300)
+    assert nowhere.returncode == 2 and nowhere.stderr.strip() == (
+        f"error: no pipelines/ package in {tmp_path.resolve()}: run from the repository root or pass --repo")

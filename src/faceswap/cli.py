@@ -9,11 +9,14 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
-app = typer.Typer(
+from faceswap.console import App, fail
+from faceswap.errors import FaceswapError
+
+app = App(
     name="faceswap",
     help="Face-swap training pipeline around the seed's 3×3-bottleneck autoencoder.",
     no_args_is_help=True,
@@ -24,19 +27,21 @@ app = typer.Typer(
 ParamsOpt = Annotated[Path, typer.Option("--params", help="Parameters file.")]
 
 
-def fail(message: str, code: int = 1) -> None:
-    """Print a clear error to stderr and exit non-zero (no traceback for expected failures)."""
-    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
-    raise typer.Exit(code)
+def _params(path: Path, overrides: dict[str, Any] | None = None, options: str = "options"):
+    """The validated params file (missing or invalid: a one-line ConfigError), with command-line overrides."""
+    from faceswap.config import load_params, with_overrides
+
+    p = load_params(path)
+    if overrides and any(v is not None for v in overrides.values()):
+        p = with_overrides(p, overrides, f"{path} + {options}")
+    return p
 
 
-def _params(path: Path):
-    from faceswap.config import ConfigError, load_params
+def _check_variant(variant: str) -> None:
+    from faceswap.config import upsample_variants
 
-    try:
-        return load_params(path)
-    except ConfigError as err:
-        fail(str(err), 2)
+    if variant not in (valid := upsample_variants()):
+        fail(f"unknown variant {variant!r}; valid: {', '.join(valid)}", 2)
 
 
 @app.command("model-info")
@@ -52,12 +57,12 @@ def model_info(
     """Per-stage shapes, parameter counts, GFLOPs and compression ratio of the autoencoder."""
     from faceswap.model.info import describe_model, format_model_info
 
-    p = _params(params) if params.exists() else None
+    p = _params(params)
     cfg_kwargs = {
-        "image_size": image_size or (p.base.image_size if p else 64),
-        "width": width or (p.model.width if p else 16),
-        "bottleneck_channels": bottleneck_channels or (p.model.bottleneck_channels if p else 128),
-        "encoder_stages": encoder_stages if encoder_stages is not None else (p.model.encoder_stages if p else None),
+        "image_size": image_size or p.base.image_size,
+        "width": width or p.model.width,
+        "bottleneck_channels": bottleneck_channels or p.model.bottleneck_channels,
+        "encoder_stages": encoder_stages if encoder_stages is not None else p.model.encoder_stages,
         "decoder": decoder,
     }
     try:
@@ -75,19 +80,16 @@ def lpips_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """LPIPS distance between two images, with the real ImageNet backbones (offline)."""
-    from faceswap.imageio import ImageReadError, read_rgb
-    from faceswap.metrics.lpips import LpipsWeightsError, lpips_distance
+    from faceswap.imageio import read_rgb
+    from faceswap.metrics.lpips import lpips_distance
 
     if net not in ("alex", "vgg"):
         fail(f"--net must be 'alex' or 'vgg', got {net!r}", 2)
-    try:
-        a, b = read_rgb(image_a), read_rgb(image_b)
-        if a.shape != b.shape:
-            fail(f"images differ in size: {image_a} is {a.shape[1]}×{a.shape[0]}, "
-                 f"{image_b} is {b.shape[1]}×{b.shape[0]}", 2)
-        d = lpips_distance(a, b, net=net)
-    except (ImageReadError, LpipsWeightsError) as err:
-        fail(str(err), 2)
+    a, b = read_rgb(image_a), read_rgb(image_b)
+    if a.shape != b.shape:
+        fail(f"images differ in size: {image_a} is {a.shape[1]}×{a.shape[0]}, "
+             f"{image_b} is {b.shape[1]}×{b.shape[0]}", 2)
+    d = lpips_distance(a, b, net=net)
     if as_json:
         typer.echo(json.dumps({"image_a": str(image_a), "image_b": str(image_b), "net": net, "lpips": d}))
     else:
@@ -104,14 +106,13 @@ def checkerboard_cmd(
     params: ParamsOpt = Path("params.yaml"),
 ) -> None:
     """Checkerboard-artifact score per image (and the excess over a reference, if given)."""
-    from faceswap.imageio import ImageReadError, read_rgb
+    from faceswap.imageio import read_rgb
     from faceswap.metrics.checkerboard import checkerboard_report
 
     refs = reference or []
     if refs and len(refs) not in (1, len(images)):
         fail(f"give one --reference, or one per image ({len(images)}); got {len(refs)}", 2)
-    p = _params(params) if params.exists() else None
-    periods = p.metrics.checkerboard.periods if p else (2, 4, 8)
+    periods = _params(params).metrics.checkerboard.periods
     rows = []
     try:
         for i, path in enumerate(images):
@@ -119,7 +120,7 @@ def checkerboard_cmd(
             ref = read_rgb(ref_path) if ref_path else None
             row = checkerboard_report(read_rgb(path), reference=ref, periods=periods)
             rows.append({"image": str(path), "reference": str(ref_path) if ref_path else None, **row})
-    except (ImageReadError, ValueError) as err:
+    except ValueError as err:  # checkerboard_report's own checks (image too small, wrong shape)
         fail(str(err), 2)
     if as_json:
         typer.echo(json.dumps(rows if len(rows) > 1 else rows[0], indent=2))
@@ -139,18 +140,15 @@ def weights_cmd(
     ] = True,
 ) -> None:
     """Fetch, verify (sha256) and convert the LPIPS backbones and dlib's face models into the cache; idempotent."""
-    from faceswap.metrics.dlib_models import DlibModelsError, ensure_dlib_models
-    from faceswap.metrics.lpips import LpipsWeightsError, ensure_lpips_weights
+    from faceswap.metrics.dlib_models import ensure_dlib_models
+    from faceswap.metrics.lpips import ensure_lpips_weights
 
-    try:
-        for name in net or ["alex", "vgg"]:
-            path = ensure_lpips_weights(name)
-            typer.echo(f"LPIPS-{name} weights ready: {path}")
-        if identity:
-            for key, path in ensure_dlib_models().items():
-                typer.echo(f"dlib {key} model ready: {path}")
-    except (LpipsWeightsError, DlibModelsError) as err:
-        fail(str(err), 2)
+    for name in net or ["alex", "vgg"]:
+        path = ensure_lpips_weights(name)
+        typer.echo(f"LPIPS-{name} weights ready: {path}")
+    if identity:
+        for key, path in ensure_dlib_models().items():
+            typer.echo(f"dlib {key} model ready: {path}")
 
 
 # --- data stages ---
@@ -165,15 +163,8 @@ def demo_data_cmd(
     params: ParamsOpt = Path("params.yaml"),
 ) -> None:
     """Write demo clips <out>/<identity>/clipNN.mp4 filmed from two public-domain face photos."""
-    from faceswap.config import DemoParams, Params
-
-    p = _params(params) if params.exists() else Params()
-    d: DemoParams = p.data.demo
-    try:
-        d = DemoParams(**{**d.model_dump(), **({"clips": clips} if clips else {}),
-                          **({"seconds": seconds} if seconds else {})})
-    except ValueError as err:
-        fail(str(err), 2)
+    p = _params(params, {"data.demo.clips": clips or None, "data.demo.seconds": seconds or None})
+    d = p.data.demo
     from faceswap.data.demo import make_demo
 
     target = out or Path(d.out)
@@ -198,12 +189,10 @@ def extract_cmd(
     params: ParamsOpt = Path("params.yaml"),
 ) -> None:
     """Sample frames from every video of every identity; bad files are reported, not fatal."""
-    from faceswap.config import Params
-
-    p = _params(params) if params.exists() else Params()
+    p = _params(params)
     from tqdm import tqdm
 
-    from faceswap.data.video import ExtractError, extract_frames, find_videos, format_summary
+    from faceswap.data.video import extract_frames, find_videos, format_summary
 
     n_videos = sum(len(find_videos(raw_dir, i)[0]) for i in p.base.identities) if raw_dir.is_dir() else 0
     bar = tqdm(total=n_videos, unit="video", desc="extract", file=sys.stderr, disable=None)
@@ -221,10 +210,8 @@ def extract_cmd(
             jpeg_quality=p.extract.jpeg_quality,
             progress=tick,
         )
-    except ExtractError as err:
+    finally:
         bar.close()
-        fail(str(err))
-    bar.close()
     typer.echo(format_summary(summary))
 
 
@@ -243,27 +230,19 @@ def align_cmd(
     params: ParamsOpt = Path("params.yaml"),
 ) -> None:
     """Detect, select, align (5-point similarity) and crop faces; write manifest.parquet and a report."""
-    from faceswap.config import AlignParams, Params
+    p = _params(params, {"align.detector": detector or None, "align.device": device or None,
+                         "align.size": size or None})
+    a = p.align
+    from faceswap.data.align import align_faces, format_align_summary
+    from faceswap.data.detect import create_detector
 
-    p = _params(params) if params.exists() else Params()
-    try:
-        a = AlignParams(**{**p.align.model_dump(), **({"detector": detector} if detector else {}),
-                           **({"device": device} if device else {}), **({"size": size} if size else {})})
-    except ValueError as err:
-        fail(str(err).replace("AlignParams", "option"), 2)
-    from faceswap.data.align import AlignError, align_faces, format_align_summary
-    from faceswap.data.detect import DetectorError, create_detector
-
-    try:
-        choice = create_detector(
-            a.detector, device=a.device, retinaface_weights=a.retinaface_weights, min_face_size=a.min_face_size
-        )
-        summary = align_faces(
-            frames_dir, out, choice.detector, a, p.split,
-            size=a.size or p.base.image_size, detector_reason=choice.reason,
-        )
-    except (AlignError, DetectorError) as err:
-        fail(str(err))
+    choice = create_detector(
+        a.detector, device=a.device, retinaface_weights=a.retinaface_weights, min_face_size=a.min_face_size
+    )
+    summary = align_faces(
+        frames_dir, out, choice.detector, a, p.split,
+        size=a.size or p.base.image_size, detector_reason=choice.reason,
+    )
     typer.echo(format_align_summary(summary))
     if metrics:
         metrics.parent.mkdir(parents=True, exist_ok=True)
@@ -298,30 +277,16 @@ def train_cmd(
     params: ParamsOpt = Path("params.yaml"),
 ) -> None:
     """Train one decoder variant (resumes from its checkpoints; Ctrl-C/SIGTERM save and stop)."""
-    from faceswap.config import UPSAMPLE_VARIANTS, Params, TrainParams
-
-    p = _params(params) if params.exists() else Params()
-    if variant not in UPSAMPLE_VARIANTS:
-        fail(f"unknown variant {variant!r}; valid: {', '.join(UPSAMPLE_VARIANTS)}", 2)
-    if steps is not None:
-        try:
-            p = p.model_copy(update={"train": TrainParams(**{**p.train.model_dump(), "steps": steps})})
-        except ValueError as err:
-            fail(str(err), 2)
-    from faceswap.checkpoint import CheckpointError
-    from faceswap.data.dataset import FaceDataError
-    from faceswap.metrics.lpips import LpipsWeightsError
-    from faceswap.train import TrainingError, train
+    p = _params(params, {"train.steps": steps}, "--steps")
+    _check_variant(variant)
+    from faceswap.train import train
 
     kwargs = {} if faces_dir is None else {"faces_dir": faces_dir}
-    try:
-        from faceswap.layout import run_dir
+    from faceswap.layout import run_dir
 
-        run_out = out or run_dir("models", variant, p.base.seed if seed is None else seed)
-        r = train(p, variant, run_out, data=data, metrics_path=metrics, curves_dir=curves,
-                  inject_nonfinite=tuple(inject_nonfinite or ()), seed=seed, **kwargs)
-    except (TrainingError, FaceDataError, LpipsWeightsError, CheckpointError) as err:
-        fail(str(err))
+    run_out = out or run_dir("models", variant, p.base.seed if seed is None else seed)
+    r = train(p, variant, run_out, data=data, metrics_path=metrics, curves_dir=curves,
+              inject_nonfinite=tuple(inject_nonfinite or ()), seed=seed, **kwargs)
     if r.interrupted is not None:
         typer.echo(f"interrupted at step {r.step}/{r.steps}; rerun the same command to resume", err=True)
         raise typer.Exit(128 + r.interrupted)
@@ -339,26 +304,19 @@ def profile_cmd(
     """Print a params preset as `-S key=value` overrides: `dvc exp run $(faceswap profile seed-256)`."""
     import yaml
 
-    from faceswap.config import parse_params
+    from faceswap.config import DEFAULT_PARAMS, load_params, parse_params, set_key
 
     path = folder / f"{name}.yaml"
     if not path.is_file():
         known = ", ".join(sorted(p.stem for p in folder.glob("*.yaml"))) or "none"
         fail(f"no profile {name!r} in {folder} (known: {known})", 2)
     overrides = yaml.safe_load(path.read_text()) or {}
-    raw = yaml.safe_load(Path("params.yaml").read_text()) if Path("params.yaml").is_file() else {}
+    load_params(DEFAULT_PARAMS)  # a missing or invalid params.yaml is named as such, not blamed on the profile
+    raw = yaml.safe_load(DEFAULT_PARAMS.read_text())
     for key, value in overrides.items():  # validate the merged result before DVC sees it
-        node = raw
-        *parents, leaf = key.split(".")
-        for k in parents:
-            node = node.setdefault(k, {})
-        node[leaf] = value
-    from faceswap.config import ConfigError
+        set_key(raw, key, value)
+    parse_params(raw, f"{DEFAULT_PARAMS} + {path}")
 
-    try:
-        parse_params(raw, f"params.yaml + {path}")
-    except ConfigError as err:
-        fail(str(err), 2)
     def scalar(v: object) -> str:  # no spaces or quotes: $(...) word-splits but does not unquote
         return yaml.safe_dump(v).strip().removesuffix("...").strip()
 
@@ -384,18 +342,12 @@ def validate_cmd(
     params: ParamsOpt = Path("params.yaml"),
 ) -> None:
     """Great Expectations gate over the face manifest and crops: quarantine or fail, Data Docs, JSON summary."""
-    from faceswap.config import Params
-
-    p = _params(params) if params.exists() else Params()
+    p = _params(params)
     if mode is not None and mode not in ("fail", "filter"):
         fail(f"--mode must be 'fail' or 'filter', got {mode!r}", 2)
-    from faceswap.validation import ValidationStageError, format_summary, run_validation
+    from faceswap.validation import format_summary, run_validation
 
-    try:
-        result = run_validation(faces_dir, out, p, report_dir=report, metrics_path=metrics, project_dir=project,
-                                mode=mode)
-    except ValidationStageError as err:
-        fail(str(err))
+    result = run_validation(faces_dir, out, p, report_dir=report, metrics_path=metrics, project_dir=project, mode=mode)
     typer.echo(format_summary(result))
     if not result.success:
         why = "failed expectations" if result.mode == "fail" else "table-level expectations failed"
@@ -412,14 +364,9 @@ def identity_reference_cmd(
     params: ParamsOpt = Path("params.yaml"),
 ) -> None:
     """Each identity's face-recognition centroid (training crops) and the test faces' baseline (stage identity)."""
-    from faceswap.data.dataset import FaceDataError
-    from faceswap.identity_reference import IdentityReferenceError, identity_stage
+    from faceswap.identity_reference import identity_stage
 
-    p = _params(params)
-    try:
-        s = identity_stage(p, out, metrics)
-    except (FaceDataError, IdentityReferenceError, OSError) as err:
-        fail(str(err))
+    s = identity_stage(_params(params), out, metrics)
     typer.echo(f"identity reference → {out}: centroids from {s['train_faces']} training crops; test faces nearer "
                f"their own centroid: {s['truth_identity_success']:.1%} (centroids {s['centroid_distance']:.3f} apart; "
                f"{s['seconds']:.0f} s)")
@@ -437,22 +384,11 @@ def evaluate_cmd(
     params: ParamsOpt = Path("params.yaml"),
 ) -> None:
     """Held-out metrics and pictures of one variant; logged to its MLflow run (docs/metrics.md)."""
-    from faceswap.config import UPSAMPLE_VARIANTS, EvaluateParams, Params
+    p = _params(params, {"evaluate.mlflow": False if no_mlflow else None}, "--no-mlflow")
+    _check_variant(variant)
+    from faceswap.evaluate import evaluate_variant, format_evaluation
 
-    p = _params(params) if params.exists() else Params()
-    if variant not in UPSAMPLE_VARIANTS:
-        fail(f"unknown variant {variant!r}; valid: {', '.join(UPSAMPLE_VARIANTS)}", 2)
-    if no_mlflow:
-        p = p.model_copy(update={"evaluate": EvaluateParams(**{**p.evaluate.model_dump(), "mlflow": False})})
-    from faceswap.checkpoint import CheckpointError
-    from faceswap.evaluate import EvaluateError, evaluate_variant, format_evaluation
-    from faceswap.identity_reference import IdentityReferenceError
-    from faceswap.metrics.lpips import LpipsWeightsError
-
-    try:
-        r = evaluate_variant(variant, p, models, metrics_dir, reports_dir)
-    except (EvaluateError, CheckpointError, LpipsWeightsError, IdentityReferenceError) as err:
-        fail(str(err))
+    r = evaluate_variant(variant, p, models, metrics_dir, reports_dir)
     typer.echo(format_evaluation(r))
 
 
@@ -468,16 +404,10 @@ def register_cmd(
     params: ParamsOpt = Path("params.yaml"),
 ) -> None:
     """Pick the best variant by the rule in params.yaml, register it as a pyfunc and move the aliases."""
-    from faceswap.config import Params
+    p = _params(params)
+    from faceswap.registry import format_register, register_best
 
-    p = _params(params) if params.exists() else Params()
-    from faceswap.evaluate import EvaluateError
-    from faceswap.registry import RegisterError, format_register, register_best
-
-    try:
-        r = register_best(p, reports_dir, out, summary)
-    except (RegisterError, EvaluateError) as err:
-        fail(str(err))
+    r = register_best(p, reports_dir, out, summary)
     typer.echo(format_register(r))
     if r.record["version"] is None:
         typer.secho(f"warning: nothing registered: {r.record['reason']}", fg=typer.colors.YELLOW, err=True)
@@ -512,57 +442,38 @@ def ui_cmd(
 
 # --- orchestration ---
 
-flow_app = typer.Typer(help="Prefect orchestration of the DVC pipeline (docs/orchestration.md).", no_args_is_help=True)
+flow_app = App(help="Prefect orchestration of the DVC pipeline (docs/orchestration.md).", no_args_is_help=True)
 app.add_typer(flow_app, name="flow")
 
 
-@flow_app.command("run")
-def flow_run_cmd(
-    variant: Annotated[
-        list[str] | None, typer.Option("--variant", help="Run only these foreach items (repeatable; default all).")
-    ] = None,
-    force: Annotated[
-        list[str] | None, typer.Option("--force", help="Rerun this stage or stage@item even if up to date.")
-    ] = None,
-    set_: Annotated[
-        list[str] | None, typer.Option("--set", "-S", help="Params overlay, `dvc exp run -S` syntax: key=value.")
-    ] = None,
-    register: Annotated[bool, typer.Option(help="Run the register stage(s) (params flow.register_stages).")] = True,
-    pull: Annotated[bool | None, typer.Option(help="`dvc pull` first (default: params flow.pull).")] = None,
-    push: Annotated[bool | None, typer.Option(help="`dvc push` after (default: params flow.push).")] = None,
-    dry_run: Annotated[bool, typer.Option(help="Print the stage plan from dvc.yaml and stop.")] = False,
-    repo: Annotated[Path, typer.Option(help="The DVC repository (holds dvc.yaml and params.yaml).")] = Path("."),
-) -> None:
-    """Run the DVC pipeline once as a Prefect flow (temporary local server unless PREFECT_API_URL is set)."""
+def _option_value(args: list[str], name: str) -> str | None:
+    """The value of ``--name X`` or ``--name=X`` in raw arguments (the last one wins, as in click)."""
+    value = None
+    for i, arg in enumerate(args):
+        if arg == name and i + 1 < len(args):
+            value = args[i + 1]
+        elif arg.startswith(f"{name}="):
+            value = arg.split("=", 1)[1]
+    return value
+
+
+@flow_app.command("run", add_help_option=False,
+                  context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def flow_run_cmd(ctx: typer.Context) -> None:
+    """Run the DVC pipeline once as a Prefect flow: `python -m pipelines.flow` of the repository (options: --help).
+
+    The flow and its options live in the repository's pipelines/ (not in this package), so this command runs it
+    in a child process with the repository on the import path.
+    """
     import os
+    import subprocess
 
-    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
-    try:
-        from pipelines.flow import pipeline
-    except ModuleNotFoundError as err:  # console scripts do not put the working folder on sys.path
-        if err.name not in ("pipelines", "pipelines.flow"):
-            raise
-        sys.path.insert(0, str(repo.resolve()))
-        try:
-            from pipelines.flow import pipeline
-        except ModuleNotFoundError:
-            fail(f"no pipelines/ package in {repo.resolve()}: run from the repository root or pass --repo", 2)
-    from pipelines.graph import PlanError
-
-    from faceswap.config import ConfigError
-
-    try:
-        result = pipeline(variants=variant or None, force=force or None, set_params=set_ or None,
-                          register_model=register, pull=pull, push=push, dry_run=dry_run, repo=str(repo))
-    except (ConfigError, PlanError) as err:
-        fail(str(err), 2)
-    except Exception as err:  # the stage's own message; the full log is in the Prefect UI
-        fail(str(err))
-    if dry_run:
-        typer.echo("\n".join(result["plan"]))
-        return
-    for o in result["stages"]:
-        typer.echo(f"{o['stage']:<32} {o['status']:<8} {o['seconds']:7.2f} s  {o.get('detail', '')}")
+    root = Path(_option_value(ctx.args, "--repo") or ".").resolve()
+    if not (root / "pipelines" / "flow.py").is_file():
+        fail(f"no pipelines/ package in {root}: run from the repository root or pass --repo", 2)
+    path = os.pathsep.join(p for p in (str(root), os.environ.get("PYTHONPATH", "")) if p)
+    code = subprocess.call([sys.executable, "-m", "pipelines.flow", *ctx.args], env={**os.environ, "PYTHONPATH": path})
+    raise typer.Exit(code)
 
 
 # --- serving ---
@@ -583,10 +494,8 @@ def serve_cmd(
     """Serve the registered model over REST (`mlflow models serve`, loopback only) and print a curl example."""
     import signal
 
-    from faceswap.config import Params
-
-    p = _params(params) if params.exists() else Params()
-    from faceswap.serving.server import ServeError, Server, curl_example
+    p = _params(params)
+    from faceswap.serving.server import Server, curl_example
 
     server = Server(p, model=model, host=host, port=port, workers=workers)
     if server.host not in ("127.0.0.1", "localhost", "::1"):
@@ -602,9 +511,9 @@ def serve_cmd(
         server.start(new_session=False)  # same process group: Ctrl-C or a group kill stops both
         signal.signal(signal.SIGTERM, _stop)
         took = server.wait_ready(timeout=max(120.0, float(p.serve.timeout_s)))
-    except ServeError as err:
+    except FaceswapError:
         server.stop()
-        fail(str(err))
+        raise
     except KeyboardInterrupt:
         server.stop()
         raise typer.Exit(130) from None
@@ -635,35 +544,32 @@ def swap_cmd(
     params: ParamsOpt = Path("params.yaml"),
 ) -> None:
     """Swap faces in a whole video (same fps, size and frame count; audio kept when ffmpeg is there) or a still."""
-    from faceswap.config import Params
+    p = _params(params)
+    from faceswap.serving.swapper import DIRECTIONS
 
-    p = _params(params) if params.exists() else Params()
-    if direction not in ("a2b", "b2a"):
-        fail(f"direction must be a2b or b2a, got {direction!r}", 2)
+    if direction not in DIRECTIONS:
+        fail(f"direction must be {' or '.join(DIRECTIONS)}, got {direction!r}", 2)
     if not input_path.is_file():
         fail(f"input not found: {input_path}", 2)
     if input_path.resolve() == output.resolve():
         fail("the output must not overwrite the input", 2)
-    from faceswap.swap import SwapError, format_video_result, is_image, load_swapper, swap_image, swap_video
+    from faceswap.swap import format_video_result, is_image, load_swapper, swap_image, swap_video
 
-    try:
-        swapper = load_swapper(p, model)
-        if is_image(input_path):
-            r = swap_image(swapper, input_path, output, direction, aligned)
-            if as_json:
-                typer.echo(json.dumps(r))
-            elif r["aligned"]:
-                typer.echo(f"swap {direction}: aligned crop {input_path} → {output}")
-            elif r["face_found"]:
-                typer.echo(f"swap {direction}: {input_path} → {output} (face score {r['score']}, box {r['box']})")
-            else:
-                typer.echo(f"swap {direction}: no face found in {input_path}; written unchanged to {output}")
-            return
-        if aligned:
-            fail("--aligned applies to images only", 2)
-        r = swap_video(swapper, input_path, output, direction, progress=progress)
-    except SwapError as err:
-        fail(str(err))
+    swapper = load_swapper(p, model)
+    if is_image(input_path):
+        r = swap_image(swapper, input_path, output, direction, aligned)
+        if as_json:
+            typer.echo(json.dumps(r))
+        elif r["aligned"]:
+            typer.echo(f"swap {direction}: aligned crop {input_path} → {output}")
+        elif r["face_found"]:
+            typer.echo(f"swap {direction}: {input_path} → {output} (face score {r['score']}, box {r['box']})")
+        else:
+            typer.echo(f"swap {direction}: no face found in {input_path}; written unchanged to {output}")
+        return
+    if aligned:
+        fail("--aligned applies to images only", 2)
+    r = swap_video(swapper, input_path, output, direction, progress=progress)
     from dataclasses import asdict
 
     typer.echo(json.dumps(asdict(r)) if as_json else format_video_result(r))

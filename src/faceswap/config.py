@@ -12,13 +12,40 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from faceswap.errors import FaceswapError
+
 DEFAULT_PARAMS = Path("params.yaml")
 
-UPSAMPLE_VARIANTS = ("convtranspose", "resize_nearest", "resize_bilinear", "pixelshuffle", "pixelshuffle_icnr")
 
-
-class ConfigError(ValueError):
+class ConfigError(FaceswapError, ValueError):
     """A params file that is missing, unreadable or holds a value outside what is allowed."""
+
+    exit_code = 2  # a bad argument or value: the same status as a usage error
+
+
+class RuleError(FaceswapError, ValueError):
+    """A rule between keys of one section, blamed on one key so the error can name it.
+
+    ``{p}`` in ``rule`` stands for the section's dotted path (``train.``), filled in by the error formatter;
+    the rule starts with the blamed key and names its siblings plainly:
+    ``"{p}warmup_steps (20) must be smaller than steps (20)"`` reads ``train.warmup_steps (20) must be ...``.
+    """
+
+    exit_code = 2
+
+    def __init__(self, key: str, rule: str) -> None:
+        super().__init__(rule.replace("{p}", ""))
+        self.key, self.rule = key, rule
+
+
+def upsample_variants() -> tuple[str, ...]:
+    """The decoder variants, as registered beside their classes (``@upsampler`` in faceswap/model/blocks.py).
+
+    Imported on first use: the registry needs torch, which the commands that never build a model skip.
+    """
+    from faceswap.model.blocks import UPSAMPLERS
+
+    return tuple(UPSAMPLERS)
 
 
 class _Section(BaseModel):
@@ -53,14 +80,17 @@ class ModelParams(_Section):
         None, ge=1, le=8, description="Stride-2 encoder stages; null derives it so the bottleneck is 3×3."
     )
     max_channels: int = Field(1024, ge=8, le=4096, description="Cap on encoder channels.")
-    variants: tuple[str, ...] = UPSAMPLE_VARIANTS
+    variants: tuple[str, ...] = Field(
+        default_factory=upsample_variants, description="Decoder variants trained and compared."
+    )
 
     @field_validator("variants")
     @classmethod
     def _known_variants(cls, v: tuple[str, ...]) -> tuple[str, ...]:
-        unknown = [name for name in v if name not in UPSAMPLE_VARIANTS]
+        allowed = upsample_variants()
+        unknown = [name for name in v if name not in allowed]
         if unknown or not v:
-            raise ValueError(f"unknown or empty variant list {list(v)}; allowed: {', '.join(UPSAMPLE_VARIANTS)}")
+            raise ValueError(f"unknown or empty variant list {list(v)}; allowed: {', '.join(allowed)}")
         return v
 
 
@@ -93,7 +123,7 @@ class DemoParams(_Section):
 
     out: str = Field("data/demo/raw", min_length=1, description="Where the demo stage writes its clips.")
     clips: int = Field(3, ge=1, le=20, description="Clips per identity.")
-    seconds: float = Field(5.0, gt=0.5, le=60.0, description="Length of each clip.")
+    seconds: float = Field(8.0, gt=0.5, le=60.0, description="Length of each clip.")
     fps: int = Field(25, ge=5, le=60)
     width: int = Field(640, ge=160, le=1920)
     height: int = Field(480, ge=120, le=1080)
@@ -176,7 +206,7 @@ class SplitParams(_Section):
 
     mode: str = Field("tail", description="tail: the last parts of every clip; clips: whole clips.")
     val_fraction: float = Field(0.15, gt=0.0, lt=1.0, description="Share of each clip's time (tail) or of clips.")
-    test_fraction: float = Field(0.2, gt=0.0, lt=1.0, description="Share of each clip's time (tail) or of clips.")
+    test_fraction: float = Field(0.25, gt=0.0, lt=1.0, description="Share of each clip's time (tail) or of clips.")
     gap_s: float = Field(0.5, ge=0.0, description="tail: frames this close before the val and test parts are dropped.")
 
     @model_validator(mode="after")
@@ -245,9 +275,8 @@ class ValidateParams(_Section):
     @model_validator(mode="after")
     def _brightness_range(self) -> ValidateParams:
         if self.min_brightness >= self.max_brightness:
-            raise ValueError(
-                f"min_brightness ({self.min_brightness:g}) must be below max_brightness ({self.max_brightness:g})"
-            )
+            raise RuleError("min_brightness", f"{{p}}min_brightness ({self.min_brightness:g}) must be below "
+                            f"max_brightness ({self.max_brightness:g})")
         return self
 
 
@@ -271,9 +300,9 @@ class LossParams(_Section):
     pixel: str = Field("l1", description="l1 | mse | ssim.")
     lpips_net: str = Field("vgg", description="alex | vgg | none (no perceptual term).")
     lpips_weight: float = Field(0.1, ge=0.0, le=100.0, description="Weight of the LPIPS term.")
-    lpips_every: int = Field(1, ge=1, le=10_000, description="Add the LPIPS term every k-th step only.")
+    lpips_every: int = Field(5, ge=1, le=10_000, description="Add the LPIPS term every k-th step only.")
     lpips_images: int | None = Field(
-        None, ge=1, le=4096, description="Images per identity the LPIPS term sees; null = the whole batch."
+        4, ge=1, le=4096, description="Images per identity the LPIPS term sees; null = the whole batch."
     )
 
     @field_validator("pixel")
@@ -290,10 +319,10 @@ class LossParams(_Section):
 class AugmentParams(_Section):
     """Face-swap augmentation, drawn from a per-sample seed (reproducible, resumable)."""
 
-    warp: float = Field(0.05, ge=0.0, le=0.2, description="Random-warp strength (grid noise std / side); input only.")
-    rotate_deg: float = Field(10.0, ge=0.0, le=45.0, description="Random affine: rotation range ±degrees.")
+    warp: float = Field(0.025, ge=0.0, le=0.2, description="Random warp: RMS displacement / side; input only.")
+    rotate_deg: float = Field(8.0, ge=0.0, le=45.0, description="Random affine: rotation range ±degrees.")
     scale: float = Field(0.05, ge=0.0, le=0.5, description="Random affine: zoom range ±fraction.")
-    shift: float = Field(0.05, ge=0.0, le=0.5, description="Random affine: translation range ±fraction of side.")
+    shift: float = Field(0.04, ge=0.0, le=0.5, description="Random affine: translation range ±fraction of side.")
     flip: float = Field(0.5, ge=0.0, le=1.0, description="Probability of a horizontal flip.")
     brightness: float = Field(0.1, ge=0.0, le=1.0, description="Colour jitter: brightness ±fraction.")
     contrast: float = Field(0.1, ge=0.0, le=1.0, description="Colour jitter: contrast ±fraction.")
@@ -329,7 +358,7 @@ class TrainParams(_Section):
     loss: LossParams = LossParams()
     augment: AugmentParams = AugmentParams()
     val_every: int = Field(50, ge=1, description="Validation loss every M steps (and at the end).")
-    val_images: int = Field(64, ge=1, description="Held-out faces per identity in the validation loss.")
+    val_images: int = Field(32, ge=1, description="Held-out faces per identity in the validation loss.")
     checkpoint_every: int = Field(100, ge=1, description="Full-state checkpoint every N steps (and at the end).")
     keep_checkpoints: int = Field(2, ge=1, le=1000, description="Last K step checkpoints kept (best.pt besides).")
     preview_every: int = Field(100, ge=1, description="Preview grid every N steps (and at the end).")
@@ -368,9 +397,11 @@ class TrainParams(_Section):
     @model_validator(mode="after")
     def _consistent(self) -> TrainParams:
         if self.warmup_steps >= self.steps and self.steps > 1:
-            raise ValueError(f"warmup_steps ({self.warmup_steps}) must be smaller than steps ({self.steps})")
+            raise RuleError("warmup_steps", f"{{p}}warmup_steps ({self.warmup_steps}) must be smaller than "
+                            f"steps ({self.steps})")
         if self.loss.lpips_images is not None and self.loss.lpips_images > self.batch_size:
-            raise ValueError(f"loss.lpips_images ({self.loss.lpips_images}) exceeds batch_size ({self.batch_size})")
+            raise RuleError("loss.lpips_images", f"{{p}}loss.lpips_images ({self.loss.lpips_images}) must not exceed "
+                            f"batch_size ({self.batch_size})")
         return self
 
 
@@ -495,6 +526,7 @@ class ServeParams(_Section):
     max_image_bytes: int = Field(
         20_000_000, ge=1024, le=1_000_000_000, description="Largest encoded image accepted (bytes after base64)."
     )
+    max_rows: int = Field(16, ge=1, le=4096, description="Rows in one request; more is an HTTP 400, nothing decoded.")
     blend_mask: str = Field("hull", description="Paste-back mask from the 5 landmarks: hull | ellipse.")
     feather: float = Field(0.08, ge=0.0, le=0.5, description="Mask edge softness, fraction of the face size.")
     colour_transfer: str = Field("reinhard", description="Match the swap to the frame's skin tone: reinhard | none.")
@@ -606,7 +638,7 @@ class Params(_Section):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
     base: BaseParams = BaseParams()
-    model: ModelParams = ModelParams()
+    model: ModelParams = Field(default_factory=ModelParams)  # built on use: its default variants need torch
     metrics: MetricsParams = MetricsParams()
     data: DataParams = DataParams()
     extract: ExtractParams = ExtractParams()
@@ -624,15 +656,21 @@ class Params(_Section):
 
 
 def _format_errors(err: ValidationError, source: str) -> str:
-    lines = [f"invalid parameters in {source}:"]
+    """One line: the source, then each bad key with its value and the rule it breaks (``; `` between them)."""
+    parts = []
     for e in err.errors():
-        key = ".".join(str(p) for p in e["loc"])
+        loc = [str(p) for p in e["loc"]]
+        cause = (e.get("ctx") or {}).get("error")
+        if isinstance(cause, RuleError):  # a rule between keys: name the blamed key, not the section's whole dict
+            parts.append(cause.rule.replace("{p}", "".join(f"{p}." for p in loc)))
+            continue
+        key = ".".join(loc)
         if e["type"] == "extra_forbidden":
-            lines.append(f"  {key}: unknown key (value {e['input']!r}); check the spelling against params.yaml")
+            parts.append(f"{key}: unknown key (value {e['input']!r}); check the spelling against params.yaml")
             continue
         msg = e["msg"].removeprefix("Value error, ")
-        lines.append(f"  {key} = {e['input']!r}: {msg}")
-    return "\n".join(lines)
+        parts.append(f"{key} = {e['input']!r}: {msg}")
+    return f"{source}: " + "; ".join(parts)
 
 
 def parse_params(raw: dict[str, Any], source: str = "params") -> Params:
@@ -641,6 +679,24 @@ def parse_params(raw: dict[str, Any], source: str = "params") -> Params:
         return Params.model_validate(raw or {})
     except ValidationError as err:
         raise ConfigError(_format_errors(err, source)) from None
+
+
+def set_key(raw: dict[str, Any], key: str, value: Any) -> None:
+    """Set a dotted key (``train.steps``) in a nested params mapping, making sections as needed."""
+    *parents, leaf = key.split(".")
+    node = raw
+    for k in parents:
+        node = node.setdefault(k, {})
+    node[leaf] = value
+
+
+def with_overrides(params: Params, overrides: dict[str, Any], source: str) -> Params:
+    """``params`` with dotted keys replaced (``None`` values skipped), validated again as a whole."""
+    raw = params.model_dump(by_alias=True)
+    for key, value in overrides.items():
+        if value is not None:
+            set_key(raw, key, value)
+    return parse_params(raw, source)
 
 
 def load_params(path: str | Path = DEFAULT_PARAMS) -> Params:

@@ -26,9 +26,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from faceswap.devices import resolve_device
+from faceswap.errors import FaceswapError
+from faceswap.files import file_sha256
 from faceswap.layout import run_dir
 from faceswap.metrics.catalog import EVAL_METRICS
-from faceswap.tracking import file_digest, git_commit
+from faceswap.tracking import git_commit
 
 if TYPE_CHECKING:
     import torch
@@ -43,7 +46,7 @@ EVALUATIONS = "evaluations"  # reports/evaluations/<variant>.json: the full reco
 PICTURES = ("preview.png", "zoom.png", "spectrum.png")
 
 
-class EvaluateError(RuntimeError):
+class EvaluateError(FaceswapError, RuntimeError):
     """Evaluation inputs that are missing or inconsistent (no val faces, wrong crop size, …)."""
 
 
@@ -355,8 +358,8 @@ def evaluate_model(
         )
     m["faces_a"] = float(len(faces.images[a]))
     m["faces_b"] = float(len(faces.images[b]))
-    unknown = set(m) - set(EVAL_METRICS)
-    assert not unknown, f"metrics missing from the catalogue: {unknown}"
+    if unknown := set(m) - set(EVAL_METRICS):
+        raise EvaluateError(f"metrics missing from the catalogue (faceswap/metrics/catalog.py): {sorted(unknown)}")
     ordered = {k: m[k] for k in EVAL_METRICS if k in m}
     return Evaluation(ordered, per, outs, details)
 
@@ -391,8 +394,12 @@ def _upscale(im: np.ndarray, k: int) -> np.ndarray:
     return np.repeat(np.repeat(im, k, axis=0), k, axis=1) if k > 1 else im
 
 
-def preview_grid(outs: dict[str, torch.Tensor], identities: tuple[str, str], rows: int, gutter: int = 2) -> np.ndarray:
-    """The series' grid, one row per pair of fixed held-out faces: A | A rec | A→B | B→A | B rec | B."""
+def preview_grid(outs: dict[str, torch.Tensor], identities: tuple[str, str], rows: int, gutter: int = 2,
+                 min_side: int = 128) -> np.ndarray:
+    """The series' grid, one row per pair of fixed held-out faces: A | A rec | A→B | B→A | B rec | B.
+
+    Tiles are magnified (nearest) to about ``min_side`` pixels; training's previews pass 1 (native size).
+    """
     a, b = identities
     cols = [f"truth_{a}", f"recon_{a}", f"swap_{a}", f"swap_{b}", f"recon_{b}", f"truth_{b}"]
     n = min(rows, len(outs[f"truth_{a}"]), len(outs[f"truth_{b}"]))
@@ -400,7 +407,7 @@ def preview_grid(outs: dict[str, torch.Tensor], identities: tuple[str, str], row
     ib = evenly_spaced(len(outs[f"truth_{b}"]), n)
     tiles = {c: to_uint8(outs[c][ia if c.endswith(f"_{a}") else ib]) for c in cols}
     side = tiles[cols[0]].shape[1]
-    k = max(1, 128 // side)
+    k = max(1, min_side // side)
     s = side * k
     grid = np.full((n * (s + gutter) + gutter, 6 * (s + gutter) + gutter, 3), 255, np.uint8)
     for r in range(n):
@@ -487,10 +494,6 @@ def write_pictures(ev: Evaluation, identities: tuple[str, str], cfg: EvaluatePar
 
 
 # --- provenance and MLflow ----------------------------------------------------------------------------
-
-
-def file_sha256(path: str | Path) -> str:
-    return file_digest(path, "sha256")
 
 
 def eval_fingerprint(faces: EvalFaces, cfg: EvaluateParams, periods: tuple[int, ...]) -> str:
@@ -595,16 +598,6 @@ def evaluation_record_path(reports_dir: str | Path, variant: str) -> Path:
     return Path(reports_dir) / EVALUATIONS / f"{variant}.json"
 
 
-def resolve_device(device: str) -> str:
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
-        raise EvaluateError("evaluate.device is 'cuda' but torch sees no GPU; use auto or cpu")
-    return device
-
-
 @dataclass
 class SeedRun:
     seed: int
@@ -677,7 +670,7 @@ def evaluate_variant(
     seeds with a 95% CI for every metric; pictures of the seed that validation ranks best."""
     cfg = params.evaluate
     periods = params.metrics.checkerboard.periods
-    device = resolve_device(cfg.device)
+    device = resolve_device(cfg.device, "evaluate.device")
     runs: list[SeedRun] = []
     faces: EvalFaces | None = None
     identity = None

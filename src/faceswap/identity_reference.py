@@ -39,7 +39,7 @@ class IdentityReference:
     truth_margin: dict[str, np.ndarray]
 
     def save(self, path: Path) -> None:
-        from faceswap.metrics.fetch import atomic_write
+        from faceswap.files import atomic_write
 
         arrays = {f"centroid_{i}": c for i, c in self.centroids.items()}
         arrays |= {f"truth_success_{i}": v for i, v in self.truth_success.items()}

@@ -6,9 +6,13 @@ from pathlib import Path
 
 import numpy as np
 
+from faceswap.errors import FaceswapError
 
-class ImageReadError(ValueError):
+
+class ImageReadError(FaceswapError, ValueError):
     """An image path that is missing, unreadable or not a decodable image."""
+
+    exit_code = 2  # a bad argument or value: the same status as a usage error
 
 
 def read_rgb(path: str | Path) -> np.ndarray:

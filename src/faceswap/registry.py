@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from faceswap.errors import FaceswapError
 from faceswap.metrics.catalog import EVAL_METRICS, HIGHER, RANKABLE
 
 if TYPE_CHECKING:
@@ -48,7 +49,7 @@ SUMMARY_COLUMNS = (
 )
 
 
-class RegisterError(RuntimeError):
+class RegisterError(FaceswapError, RuntimeError):
     """Missing evaluations, or a registry that cannot be reached."""
 
 
@@ -328,14 +329,15 @@ def reevaluate_version(tracking_uri: str, name: str, version: str, params: Param
     import mlflow
 
     from faceswap.checkpoint import load_model
-    from faceswap.evaluate import SeedRun, aggregate, evaluate_model, load_eval_faces, resolve_device
+    from faceswap.devices import resolve_device
+    from faceswap.evaluate import SeedRun, aggregate, evaluate_model, load_eval_faces
 
     mlflow.set_tracking_uri(tracking_uri)
     local = Path(mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}/{version}"))
     found = sorted(local.rglob("model.pt"))
     if not found:
         raise RegisterError(f"registered version {name}/{version} holds no checkpoint (model.pt)")
-    device = resolve_device(params.evaluate.device)
+    device = resolve_device(params.evaluate.device, "evaluate.device")
     model, _ = load_model(found[0], device)
     cfg = params.evaluate
     faces = load_eval_faces(cfg.data, tuple(model.config.identities), model.config.image_size, cfg.faces_dir,
@@ -357,7 +359,7 @@ def log_and_register(win: Candidate, rule: RegisterParams, tracking_uri: str, re
     ckpt = Path(ev["checkpoint"])
     if not ckpt.is_file():
         raise RegisterError(f"checkpoint of {win.variant} not found: {ckpt}")
-    from faceswap.evaluate import file_sha256
+    from faceswap.files import file_sha256
 
     if file_sha256(ckpt) != ev["checkpoint_sha256"]:
         raise RegisterError(f"{ckpt} changed since it was evaluated; run `dvc repro evaluate@{win.variant}` again")
@@ -394,9 +396,11 @@ def log_and_register(win: Candidate, rule: RegisterParams, tracking_uri: str, re
             tags={"variant": win.variant},
         )
         mlflow.set_tags({"registered_as": rule.model_name, "variant": win.variant})
+    from mlflow.exceptions import MlflowException
+
     try:
         client.get_registered_model(rule.model_name)
-    except Exception:
+    except MlflowException:  # the registry answers RESOURCE_DOES_NOT_EXIST for a first registration
         client.create_registered_model(
             rule.model_name, description="Face-swap autoencoder (3×3 bottleneck); pyfunc: aligned crops in, swaps out."
         )
@@ -480,10 +484,12 @@ def register_best(
                    else f"champion version {champ.version} stays ({basis}): {why}")
         client.set_registered_model_alias(rule.model_name, alias, mv.version)
         if alias == CHAMPION:
+            from mlflow.exceptions import MlflowException
+
             try:  # a version cannot usefully be both; the old challenger alias may point at it
                 if str(client.get_model_version_by_alias(rule.model_name, CHALLENGER).version) == str(mv.version):
                     client.delete_registered_model_alias(rule.model_name, CHALLENGER)
-            except Exception:
+            except MlflowException:  # no challenger alias yet: nothing to remove
                 pass
         record.update(
             version=str(mv.version), run_id=mv.run_id, variant=win.variant, alias=alias,

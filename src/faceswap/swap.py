@@ -23,11 +23,13 @@ import shutil
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+from faceswap.errors import FaceswapError
 
 if TYPE_CHECKING:
     from faceswap.config import Params
@@ -36,7 +38,7 @@ if TYPE_CHECKING:
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 
 
-class SwapError(RuntimeError):
+class SwapError(FaceswapError, RuntimeError):
     """An input that cannot be converted (missing, corrupt, not a video) or a model that cannot be loaded."""
 
 
@@ -301,6 +303,3 @@ def format_video_result(r: VideoSwapResult) -> str:
     lines += [f"  warning: {w}" for w in r.warnings]
     return "\n".join(lines)
 
-
-def result_dict(r: VideoSwapResult) -> dict[str, Any]:
-    return asdict(r)

@@ -7,21 +7,15 @@ location, so where artifacts land never depends on the working directory of a la
 
 from __future__ import annotations
 
-import hashlib
 import os
 import subprocess
 from pathlib import Path
 from typing import Any
 
 from faceswap.config import MlflowParams
+from faceswap.files import file_digest
 
 GROUP_ENV = "FACESWAP_PIPELINE_RUN"
-
-
-def file_digest(path: str | Path, algorithm: str = "md5") -> str:
-    """Hex digest of a file's bytes. md5 is the DVC 3 hash (equals the ``md5`` dvc.lock records for it)."""
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, algorithm).hexdigest()
 
 
 def file_md5(path: str | Path) -> str:

@@ -41,6 +41,8 @@ from torch import nn
 from faceswap.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from faceswap.config import Params, TrainParams
 from faceswap.data.dataset import StepBatches, SwapPairs, load_faces, stack_faces, to_float, worker_init
+from faceswap.devices import resolve_device
+from faceswap.errors import FaceswapError
 from faceswap.losses import reconstruction_loss, uses_lpips
 from faceswap.model import FaceSwapAutoencoder, ModelConfig
 
@@ -49,7 +51,7 @@ OPERATIONAL_KEYS = ("val_every", "checkpoint_every", "keep_checkpoints", "previe
                     "workers", "max_nonfinite", "mlflow", "compile", "data", "faces_dir", "seeds")
 
 
-class TrainingError(RuntimeError):
+class TrainingError(FaceswapError, RuntimeError):
     """Training cannot go on (e.g. too many non-finite losses in a row); the last good checkpoint is kept."""
 
 
@@ -98,14 +100,6 @@ def setup_distributed(device_kind: str) -> Dist:
     if not dist.is_initialized():
         dist.init_process_group(backend="nccl" if device_kind == "cuda" else "gloo")
     return Dist(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
-
-
-def resolve_device(kind: str) -> str:
-    if kind == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if kind == "cuda" and not torch.cuda.is_available():
-        raise TrainingError("train.device is 'cuda' but no CUDA device is available (use auto or cpu)")
-    return kind
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:
@@ -217,7 +211,10 @@ def validation_loss(model: FaceSwapAutoencoder, val: dict[str, torch.Tensor], t:
 
 @torch.no_grad()
 def preview_grid(model: FaceSwapAutoencoder, faces: dict[str, torch.Tensor], device: torch.device) -> np.ndarray:
-    """The seed's grid, one row per held-out pair: A | A rec | A→B | B→A | B rec | B (uint8 HWC)."""
+    """The seed's grid, one row per held-out pair: A | A rec | A→B | B→A | B rec | B (uint8 HWC), drawn by
+    evaluation's :func:`faceswap.evaluate.preview_grid` at native size."""
+    from faceswap.evaluate import preview_grid as draw
+
     (ia, fa), (ib, fb) = list(faces.items())[:2]
     was_training = model.training
     model.eval()
@@ -225,17 +222,10 @@ def preview_grid(model: FaceSwapAutoencoder, faces: dict[str, torch.Tensor], dev
     k = min(len(xa), len(xb))
     xa, xb = xa[:k], xb[:k]
     za, zb = model.encode(xa), model.encode(xb)
-    cols = [xa, model.decode(za, ia), model.decode(za, ib), model.decode(zb, ia), model.decode(zb, ib), xb]
+    outs = {f"truth_{ia}": xa, f"recon_{ia}": model.decode(za, ia), f"swap_{ia}": model.decode(za, ib),
+            f"swap_{ib}": model.decode(zb, ia), f"recon_{ib}": model.decode(zb, ib), f"truth_{ib}": xb}
     model.train(was_training)
-    tiles = torch.stack(cols, 1).float().clamp(0, 1)  # (k, 6, 3, H, W)
-    k, c, _, h, w = tiles.shape
-    pad = 2
-    grid = torch.ones(3, k * (h + pad) + pad, c * (w + pad) + pad)
-    for r in range(k):
-        for j in range(c):
-            y, x = pad + r * (h + pad), pad + j * (w + pad)
-            grid[:, y : y + h, x : x + w] = tiles[r, j].cpu()
-    return (grid.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+    return draw({n: t.float() for n, t in outs.items()}, (ia, ib), k, min_side=1)
 
 
 # --- the loop ------------------------------------------------------------------------------------------
@@ -295,7 +285,7 @@ def train(
     t = params.train
     out = Path(out_dir)
     ckpt_dir = out / "checkpoints"
-    device_kind = resolve_device(t.device)
+    device_kind = resolve_device(t.device, "train.device")
     dist = setup_distributed(device_kind)
     device = torch.device(f"cuda:{dist.local_rank}" if device_kind == "cuda" else "cpu")
     if device.type == "cuda":

@@ -35,6 +35,7 @@ import numpy as np
 from faceswap.config import AlignParams, SplitParams
 from faceswap.data.detect import Detections, Detector
 from faceswap.data.manifest import MANIFEST_NAME, write_manifest
+from faceswap.errors import FaceswapError
 
 # ArcFace's 5-point template for 112×112 crops (insightface): eyes, nose tip, mouth corners.
 ARCFACE_TEMPLATE_112 = np.array(
@@ -44,7 +45,7 @@ REPORT_NAME = "report.json"
 REJECT_REASONS = ("unreadable", "no_face", "low_score", "too_small", "bad_landmarks", "split_gap")
 
 
-class AlignError(RuntimeError):
+class AlignError(FaceswapError, RuntimeError):
     """The align stage cannot run (missing frame index, unusable output folder)."""
 
 

@@ -25,11 +25,12 @@ import numpy as np
 import torch
 
 from faceswap.config import AugmentParams
+from faceswap.errors import FaceswapError
 
 REQUIRED_COLUMNS = ("face_id", "identity", "split", "path")
 
 
-class FaceDataError(ValueError):
+class FaceDataError(FaceswapError, ValueError):
     """A face manifest that is missing, lacks columns or faces, or points to unreadable crops."""
 
 
@@ -253,17 +254,12 @@ def stack_faces(fs: FaceSet, count: int) -> torch.Tensor:
     return torch.from_numpy(fs.images[idx]).permute(0, 3, 1, 2).contiguous()
 
 
-def epochs_for(steps: int, batch_size: int, n: int, world: int = 1) -> float:
-    return steps * batch_size * world / max(n, 1)
-
-
 __all__ = [
     "FaceDataError",
     "FaceSet",
     "StepBatches",
     "SwapPairs",
     "augment_pair",
-    "epochs_for",
     "load_faces",
     "resolve_crop",
     "stack_faces",

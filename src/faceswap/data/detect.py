@@ -22,14 +22,17 @@ from typing import Protocol
 
 import numpy as np
 
-DETECTORS = ("auto", "mtcnn", "retinaface")
+from faceswap.config import DETECTORS
+from faceswap.devices import resolve_device
+from faceswap.errors import FaceswapError
+
 RETINAFACE_MODEL = "resnet50_2020-07-20"
 RETINAFACE_URL = (
     "https://github.com/ternaus/retinaface/releases/download/0.01/retinaface_resnet50_2020-07-20-f168fae3c.zip"
 )
 
 
-class DetectorError(RuntimeError):
+class DetectorError(FaceswapError, RuntimeError):
     """A detector that cannot be built (unknown name, missing weights, missing package)."""
 
 
@@ -60,18 +63,6 @@ class Detector(Protocol):
     def detect(self, frames: Sequence[np.ndarray]) -> list[Detections]:
         """Faces in each of ``frames`` (RGB uint8, all the same size)."""
         ...
-
-
-def resolve_device(device: str = "auto") -> str:
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
-        raise DetectorError("device 'cuda' was asked for but torch sees no GPU; use 'auto' or 'cpu'")
-    if device not in ("cpu", "cuda"):
-        raise DetectorError(f"device must be auto, cpu or cuda, got {device!r}")
-    return device
 
 
 def _as_float_array(x, shape: tuple[int, ...]) -> np.ndarray:

@@ -77,11 +77,6 @@ MANIFEST_COLUMNS = [
 ]
 
 
-def describe_columns() -> dict[str, str]:
-    """Column name → one-line meaning (for docs and Data Docs)."""
-    return {name: desc for name, _, desc in _schema_spec()}
-
-
 def write_manifest(rows: list[dict], path: str | Path) -> None:
     """Write rows (dicts with every column; arrays may be numpy) with the manifest schema."""
     import pyarrow as pa

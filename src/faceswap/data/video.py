@@ -25,6 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
+from faceswap.errors import FaceswapError
+
 # FFmpeg's own log lines ("moov atom not found", ...) duplicate what the report says; keep them quiet
 # unless the user asks for them. Only effective if set before cv2 is first imported.
 os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
@@ -35,7 +37,7 @@ INDEX_NAME = "frames.parquet"
 REPORT_NAME = "report.json"
 
 
-class ExtractError(RuntimeError):
+class ExtractError(FaceswapError, RuntimeError):
     """The stage cannot produce a usable result (an identity without frames, an unusable output dir)."""
 
 

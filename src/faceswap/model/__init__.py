@@ -8,7 +8,7 @@ from faceswap.model.autoencoder import (
     ModelConfig,
     derive_geometry,
 )
-from faceswap.model.blocks import UPSAMPLERS, create_upsample, icnr_
+from faceswap.model.blocks import UPSAMPLERS, create_upsample, icnr_, upsampler
 
 __all__ = [
     "UPSAMPLERS",
@@ -20,4 +20,5 @@ __all__ = [
     "create_upsample",
     "derive_geometry",
     "icnr_",
+    "upsampler",
 ]

@@ -7,19 +7,37 @@ variants differ only in how they up-sample. Each has two geometries:
 * ``first=True``: the step out of the b×b bottleneck, H' = 2b + 2 (3→8 for the 3×3 bottleneck,
   7→16 for the seed's day-13 7×7 one), so that a chain of ×2 steps then lands on the input size.
 
-Adding a variant is one class with this constructor and one entry in ``UPSAMPLERS``.
+Adding a variant is one class with this constructor, decorated ``@upsampler("name")``, plus its name in
+params.yaml ``model.variants``; params validation, the CLI and the model all read ``UPSAMPLERS``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
+
+UPSAMPLERS: dict[str, type[nn.Module]] = {}  # filled by @upsampler, in definition order
+
+
+def upsampler(name: str) -> Callable[[type[nn.Module]], type[nn.Module]]:
+    """Register a block class as the decoder variant ``name`` (params ``model.variants``, ``--variant``)."""
+
+    def register(cls: type[nn.Module]) -> type[nn.Module]:
+        if UPSAMPLERS.get(name, cls) is not cls:
+            raise ValueError(f"decoder variant {name!r} is already registered as {UPSAMPLERS[name].__name__}")
+        UPSAMPLERS[name] = cls
+        return cls
+
+    return register
 
 
 def _norm_act(channels: int) -> list[nn.Module]:
     return [nn.BatchNorm2d(channels), nn.LeakyReLU(0.1, inplace=True)]
 
 
+@upsampler("convtranspose")
 class ConvTransposeUp(nn.Sequential):
     """ConvTranspose2d(k=4, s=2): the seed's "before".
 
@@ -35,6 +53,7 @@ class ConvTransposeUp(nn.Sequential):
         )
 
 
+@upsampler("resize_nearest")
 class ResizeConvUp(nn.Sequential):
     """Upsample ×2 then Conv2d(k=3, s=1): the seed's fix (resize-convolution, Odena et al. 2016).
 
@@ -55,12 +74,14 @@ class ResizeConvUp(nn.Sequential):
         )
 
 
+@upsampler("resize_bilinear")
 class ResizeBilinearUp(ResizeConvUp):
     """Bilinear resize then Conv2d(k=3): smoother than nearest, the softest of the variants."""
 
     mode = "bilinear"
 
 
+@upsampler("pixelshuffle")
 class PixelShuffleUp(nn.Module):
     """Sub-pixel convolution (Shi et al. 2016): conv to 4·C_out channels, then PixelShuffle(2).
 
@@ -99,6 +120,7 @@ def icnr_(weight: torch.Tensor, scale: int = 2, init=nn.init.kaiming_normal_) ->
     return weight
 
 
+@upsampler("pixelshuffle_icnr")
 class PixelShuffleICNRUp(PixelShuffleUp):
     """PixelShuffle with ICNR initialisation: starts equal to conv + nearest ×2, so no initial grid."""
 
@@ -108,15 +130,6 @@ class PixelShuffleICNRUp(PixelShuffleUp):
         with torch.no_grad():  # the bias must also be equal across the four phases of a channel
             bias = self.conv.bias.view(out_channels, 4)
             bias.copy_(bias[:, :1].expand_as(bias))
-
-
-UPSAMPLERS: dict[str, type[nn.Module]] = {
-    "convtranspose": ConvTransposeUp,
-    "resize_nearest": ResizeConvUp,
-    "resize_bilinear": ResizeBilinearUp,
-    "pixelshuffle": PixelShuffleUp,
-    "pixelshuffle_icnr": PixelShuffleICNRUp,
-}
 
 
 def create_upsample(name: str, in_channels: int, out_channels: int, *, first: bool = False) -> nn.Module:

@@ -50,16 +50,27 @@ from typing import Any
 
 import mlflow.pyfunc
 import numpy as np
+from mlflow.exceptions import MlflowException
+from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 
-DIRECTIONS = ("a2b", "b2a")
+from faceswap.errors import FaceswapError
+from faceswap.serving.swapper import DIRECTIONS
+
 INPUT_COLUMNS = ("image", "direction", "aligned")
 OUTPUT_COLUMNS = ("image", "direction", "identity", "variant", "size", "resized", "aligned", "face_found", "score",
                   "box", "width", "height", "error")
 PARAMS_ENV = "FACESWAP_SERVE_PARAMS"
 
 
-class RowError(ValueError):
+class RowError(FaceswapError, ValueError):
     """A request row that cannot be served; the message goes into that row's ``error``."""
+
+
+class RequestError(FaceswapError, MlflowException):
+    """A request refused as a whole: the scoring server answers HTTP 400 with this message."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, error_code=INVALID_PARAMETER_VALUE)
 
 
 def encode_png(image: np.ndarray, compress_level: int = 1) -> str:
@@ -184,6 +195,9 @@ class FaceSwapModel(mlflow.pyfunc.PythonModel):
         import pandas as pd
 
         df = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)
+        if len(df) > self.serve.max_rows:  # before any image is decoded: a large request costs nothing
+            raise RequestError(f"{len(df)} rows in one request; the limit is {self.serve.max_rows} (serve.max_rows): "
+                               "send several requests")
         sw = self.swapper
         rows: list[dict[str, Any]] = []
         crops: dict[str, list[tuple[int, np.ndarray]]] = {d: [] for d in DIRECTIONS}
@@ -253,7 +267,11 @@ def pip_requirements() -> list[str]:
     from importlib.metadata import PackageNotFoundError, version
 
     reqs = []
-    for pkg in ("mlflow", "torch", "numpy", "pandas", "pillow", "opencv-python-headless", "cloudpickle"):
+    # pydantic + pyyaml: the serving settings are validated by faceswap.config; torchvision, requests, tqdm: the
+    # align stage's detectors (full frames). facenet-pytorch and retinaface-pytorch themselves cannot be listed:
+    # their metadata pins torch<2.3 and numpy<2, so the project installs them with --no-deps (requirements/no-deps.txt)
+    for pkg in ("mlflow", "torch", "numpy", "pandas", "pillow", "opencv-python-headless", "cloudpickle",
+                "pydantic", "pyyaml", "torchvision", "requests", "tqdm"):
         try:
             v = version(pkg)
         except PackageNotFoundError:

@@ -24,6 +24,8 @@ import urllib.request
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
+from faceswap.errors import FaceswapError
+
 if TYPE_CHECKING:
     from faceswap.config import Params
 
@@ -37,7 +39,7 @@ TELEMETRY_OFF = {
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 
 
-class ServeError(RuntimeError):
+class ServeError(FaceswapError, RuntimeError):
     """The server cannot start (no mlflow, a model that does not resolve, a port in use, ...)."""
 
 

@@ -53,9 +53,9 @@ class Swapper:
     @classmethod
     def from_checkpoint(cls, path: str | Path, serve: ServeParams, align: AlignParams) -> Swapper:
         from faceswap.checkpoint import load_model
-        from faceswap.data.detect import resolve_device
+        from faceswap.devices import resolve_device
 
-        device = resolve_device(serve.device)
+        device = resolve_device(serve.device, "serve.device")
         model, state = load_model(path, device)
         return cls(model, str(state.get("variant") or model.config.decoder), serve, align, device)
 

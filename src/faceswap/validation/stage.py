@@ -28,6 +28,7 @@ import numpy as np
 
 from faceswap.config import Params
 from faceswap.data.manifest import MANIFEST_NAME
+from faceswap.errors import FaceswapError
 
 ACCEPTED_NAME = "faces.parquet"
 QUARANTINE_NAME = "quarantine.parquet"
@@ -36,7 +37,7 @@ FACES_CHECKPOINT = "validate_faces"
 IDENTITIES_CHECKPOINT = "validate_identities"
 
 
-class ValidationStageError(RuntimeError):
+class ValidationStageError(FaceswapError, RuntimeError):
     """The gate cannot run at all (no manifest, unreadable manifest)."""
 
 
