@@ -135,14 +135,16 @@ def checkerboard_cmd(
 def weights_cmd(
     net: Annotated[list[str] | None, typer.Option(help="Backbones to prepare (default: alex and vgg).")] = None,
 ) -> None:
-    """Fetch, verify (sha256) and convert the LPIPS backbones into the local cache; idempotent."""
+    """Fetch, verify (sha256) and convert the LPIPS backbones and RetinaFace mobilenet-0.25; idempotent."""
+    from faceswap.data.retinaface_mnet import RetinaFaceMnetError, ensure_retinaface_onnx
     from faceswap.metrics.lpips import LpipsWeightsError, ensure_lpips_weights
 
     try:
         for name in net or ["alex", "vgg"]:
             path = ensure_lpips_weights(name)
             typer.echo(f"LPIPS-{name} weights ready: {path}")
-    except LpipsWeightsError as err:
+        typer.echo(f"RetinaFace mobilenet-0.25 weights ready: {ensure_retinaface_onnx()}")
+    except (LpipsWeightsError, RetinaFaceMnetError) as err:
         fail(str(err), 2)
 
 
@@ -228,7 +230,8 @@ def align_cmd(
         "data/faces"
     ),
     detector: Annotated[
-        str | None, typer.Option(help="auto | retinaface | mtcnn (default: params align.detector).")
+        str | None,
+        typer.Option(help="auto | retinaface | retinaface_r50 | mtcnn (default: params align.detector)."),
     ] = None,
     size: Annotated[int | None, typer.Option(help="Crop side (default: params align.size or base.image_size).")] = None,
     device: Annotated[str | None, typer.Option(help="auto | cpu | cuda (default: params align.device).")] = None,
@@ -261,7 +264,8 @@ def align_cmd(
     if metrics:
         metrics.parent.mkdir(parents=True, exist_ok=True)
         head = {k: getattr(summary, k) for k in ("faces", "frames_read", "mean_residual_px", "jitter_px",
-                                                 "crop_jitter_px", "frames_per_second", "detector")}
+                                                 "crop_jitter_px", "frames_per_second", "detector",
+                                                 "detector_weights", "roll_retried", "roll_recovered")}
         head["rejected"] = summary.rejected
         head["identities"] = summary.identities
         metrics.write_text(json.dumps(head, indent=2) + "\n")
