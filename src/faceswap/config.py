@@ -127,7 +127,7 @@ class AlignParams(_Section):
     retinaface_weights: str | None = Field(
         None, description="Path to RetinaFace ResNet-50 weights (retinaface_r50); null = the torch hub cache."
     )
-    roll_retry: bool = Field(True, description="Detect frames with no usable upright face again at 90°, −90°, 180°.")
+    roll_retry: bool = Field(True, description="Look again at faceless frames turned by 45° steps; de-roll faces.")
     device: str = Field("auto", description="auto | cpu | cuda.")
     batch_size: int = Field(8, ge=1, le=512, description="Frames per detector call.")
     score_threshold: float = Field(0.95, gt=0.0, lt=1.0)

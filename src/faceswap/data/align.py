@@ -4,7 +4,7 @@ Geometry first (template, Umeyama, warping, smoothing), then the stage itself. P
 one identity), in frame order:
 
 1. detect faces in batches (a reader thread decodes the next frames while the detector runs); frames
-   with no usable face upright are detected again rotated by 90°, −90°, 180° (``align.roll_retry``);
+   with no usable face upright are detected again turned in 45° steps (``align.roll_retry``);
 2. reject frames with no face, only low-score faces or only small faces; among the rest keep the face
    that continues the clip's track (highest IoU with the previous face, at least ``track_iou``),
    falling back to the largest (policy ``track``), or simply the largest / the highest score;
