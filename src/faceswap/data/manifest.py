@@ -117,6 +117,23 @@ def column_array(df, column: str) -> np.ndarray:
     return np.asarray([np.stack(v).tolist() if len(shapes[column]) > 1 else list(v) for v in df[column]], float)
 
 
+def manifest_detector(path: str | Path) -> dict | None:
+    """{"name", "weights_digest"} of the detector that made a face table's crops; None when it does not say
+    (an older manifest, or crops from more than one detector)."""
+    import pyarrow.parquet as pq
+
+    try:
+        names = set(pq.read_schema(path).names)
+        if not {"detector", "detector_weights"} <= names:
+            return None
+        t = pq.read_table(path, columns=["detector", "detector_weights"]).to_pandas().drop_duplicates()
+    except (OSError, ValueError):
+        return None
+    if len(t) != 1:
+        return None
+    return {"name": str(t["detector"].iloc[0]), "weights_digest": str(t["detector_weights"].iloc[0])}
+
+
 def check_manifest(df) -> list[str]:
     """Problems with a manifest's columns (missing, unexpected); empty list when it matches the schema."""
     missing = [c for c in MANIFEST_COLUMNS if c not in df.columns]
