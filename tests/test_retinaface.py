@@ -109,6 +109,15 @@ def test_agrees_with_mtcnn_on_real_faces(rf, who, request):
     assert np.linalg.norm(rb.reshape(2, 2).mean(0) - mb.reshape(2, 2).mean(0)) < 0.2 * iod  # box centres
 
 
+def test_frames_it_cannot_take_fail_clearly(rf, astronaut):
+    from faceswap.data.detect import DetectorError
+
+    with pytest.raises(DetectorError, match=r"frame 1: expected an \(H, W, 3\) uint8"):
+        rf.detect([astronaut, astronaut.astype(np.float32)])
+    with pytest.raises(DetectorError, match="frame 1: size"):
+        rf.detect([astronaut, astronaut[:100]])
+
+
 def test_batched_equals_one_at_a_time(rf, astronaut, grace_hopper):
     frames = [_frame_with(astronaut, 0), _frame_with(grace_hopper, 10), _frame_with(astronaut, -20)]
     batched = rf.detect(frames)

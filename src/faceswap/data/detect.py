@@ -280,6 +280,17 @@ class RetinaFaceDetector:
         return out
 
 
+def _check_frames(frames: Sequence[np.ndarray]) -> None:
+    """One clear error for a batch the network cannot take (not RGB uint8, or sizes that differ)."""
+    shape = getattr(frames[0], "shape", None)
+    for k, f in enumerate(frames):
+        if not isinstance(f, np.ndarray) or f.dtype != np.uint8 or f.ndim != 3 or f.shape[2] != 3:
+            raise DetectorError(f"frame {k}: expected an (H, W, 3) uint8 RGB array, got "
+                                f"{getattr(f, 'shape', type(f).__name__)} {getattr(f, 'dtype', '')}")
+        if f.shape != shape:
+            raise DetectorError(f"frame {k}: size {f.shape} differs from frame 0's {shape}; one size per batch")
+
+
 class RetinaFaceMnetDetector:
     """RetinaFace mobilenet-0.25 (biubug6) in torch; batched at the frames' resolution, float landmarks."""
 
@@ -314,6 +325,7 @@ class RetinaFaceMnetDetector:
 
         if not len(frames):
             return []
+        _check_frames(frames)
         h0, w0 = frames[0].shape[:2]
         scale = min(1.0, self.max_size / max(h0, w0))
         x = rm.preprocess(np.stack(frames), self.device)  # (B, 3, H, W)
