@@ -6,9 +6,12 @@ On the demo clips (generated into a temporary folder when ``--raw`` does not exi
 process, each figure the median of ``--runs`` runs, frames = sampled frames (params extract.every):
 
 - decode ceiling: decode the sampled frames alone (grab/retrieve, videos in parallel threads, no write);
-- detector ceiling: MTCNN alone on those frames already in memory, batched as the stage does
-  (params align.batch_size);
-- detector one frame at a time (batch 1), to show what batching buys;
+- detector ceiling: the stage's detector (``--detector``, default params align.detector resolved: RetinaFace
+  mobilenet-0.25) alone on those frames already in memory, batched as the stage does (params align.batch_size);
+- that detector one frame at a time (batch 1), to show what batching buys; MTCNN batched and one at a
+  time alongside, for comparison;
+- the roll retry's cost: the detector with :class:`RollRetry` on the same (upright) frames, and per
+  faceless frame (a blurred, noisy frame: every rotation is tried);
 - the stage: ``extract_frames`` + ``align_faces`` end to end (JPEG write and read, selection,
   smoothing, warps, PNG crops, manifest), called as functions (no interpreter start-up).
 
@@ -39,6 +42,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--raw", type=Path, default=REPO / "data/demo/raw")
     ap.add_argument("--params", type=Path, default=REPO / "params.yaml")
     ap.add_argument("--out", type=Path, default=REPO / "bench/results")
+    ap.add_argument("--detector", default=None, help="auto | retinaface | retinaface_r50 | mtcnn (default: params)")
     args = ap.parse_args(argv)
 
     import cv2
@@ -46,9 +50,9 @@ def main(argv: list[str] | None = None) -> dict:
     import torch
 
     from faceswap.config import load_params
-    from faceswap.data.align import align_faces, assign_split
+    from faceswap.data.align import _usable, align_faces, assign_split
     from faceswap.data.demo import make_demo
-    from faceswap.data.detect import MtcnnDetector
+    from faceswap.data.detect import MtcnnDetector, RollRetry, create_detector
     from faceswap.data.video import INDEX_NAME, extract_frames, find_videos, iter_sampled_frames
 
     p = load_params(args.params)
@@ -80,16 +84,26 @@ def main(argv: list[str] | None = None) -> dict:
 
     per_video = decode_all()
     n = sum(len(f) for f in per_video)
-    det = MtcnnDetector("cpu", min_face_size=p.align.min_face_size)
+    choice = create_detector(args.detector or p.align.detector, device="cpu",
+                             retinaface_weights=p.align.retinaface_weights, min_face_size=p.align.min_face_size)
+    det = choice.detector
+    mtcnn = MtcnnDetector("cpu", min_face_size=p.align.min_face_size)
+    retry = RollRetry(det, usable=_usable(p.align))
     bs = p.align.batch_size
 
-    def detect(batch: int):
+    def detect(batch: int, d=det):
         def run():
             for frames in per_video:
                 for i in range(0, len(frames), batch):
-                    det.detect(frames[i : i + batch])
+                    d.detect(frames[i : i + batch])
 
         return run
+
+    blank = cv2.GaussianBlur(per_video[0][0], (0, 0), 25)  # a faceless frame: the retry's worst case
+    faceless = [blank] * bs
+
+    def retry_faceless():
+        retry.detect(faceless)
 
     def stage() -> Path:
         out = Path(tempfile.mkdtemp(dir=tmp))
@@ -105,7 +119,7 @@ def main(argv: list[str] | None = None) -> dict:
         align_faces(
             out / "frames",
             out / "faces",
-            MtcnnDetector("cpu", p.align.min_face_size),
+            det,
             p.align,
             p.split,
             size=p.align.size or p.base.image_size,
@@ -118,12 +132,17 @@ def main(argv: list[str] | None = None) -> dict:
     frames_df = pd.read_parquet(stage() / "frames" / INDEX_NAME)
     n_stage = int((assign_split(frames_df, p.split) != "gap").sum())
     # the measures are interleaved run by run, so that drift in the machine's load hits them alike
-    secs: dict[str, list[float]] = {"decode": [], "detector_batched": [], "detector_one": [], "stage": []}
+    secs: dict[str, list[float]] = {k: [] for k in ("decode", "detector_batched", "detector_one", "mtcnn_batched",
+                                                    "mtcnn_one", "retry_upright", "retry_faceless", "stage")}
     for _ in range(args.runs):
         for key, fn in (
             ("decode", decode_all),
             ("detector_batched", detect(bs)),
             ("detector_one", detect(1)),
+            ("mtcnn_batched", detect(bs, mtcnn)),
+            ("mtcnn_one", detect(1, mtcnn)),
+            ("retry_upright", detect(bs, retry)),
+            ("retry_faceless", retry_faceless),
             ("stage", stage),
         ):
             t0 = time.perf_counter()
@@ -132,6 +151,8 @@ def main(argv: list[str] | None = None) -> dict:
     med = {k: statistics.median(v) for k, v in secs.items()}
     decode_fps, det_fps, one_fps = n / med["decode"], n / med["detector_batched"], n / med["detector_one"]
     stage_fps, stage_all_fps = n_stage / med["stage"], n / med["stage"]
+    mt_fps, mt_one_fps = n / med["mtcnn_batched"], n / med["mtcnn_one"]
+    retry_fps, faceless_s = n / med["retry_upright"], med["retry_faceless"] / len(faceless)
 
     ceiling = min(decode_fps, det_fps)
     result = {
@@ -145,6 +166,14 @@ def main(argv: list[str] | None = None) -> dict:
         "frames_detected_by_stage": n_stage,
         "frame_size": list(per_video[0][0].shape[:2]) if per_video and per_video[0] else None,
         "batch_size": bs,
+        "detector": det.name,
+        "detector_weights": det.weights_digest,
+        "detector_reason": choice.reason,
+        "mtcnn_fps_batched": round(mt_fps, 2),
+        "mtcnn_fps_one_at_a_time": round(mt_one_fps, 2),
+        "detector_fps_with_roll_retry": round(retry_fps, 2),
+        "roll_retry_cost_upright": round(det_fps / retry_fps - 1, 3),
+        "roll_retry_seconds_per_faceless_frame": round(faceless_s, 3),
         "decode_fps": round(decode_fps, 1),
         "detector_fps_batched": round(det_fps, 2),
         "detector_fps_one_at_a_time": round(one_fps, 2),
@@ -156,8 +185,11 @@ def main(argv: list[str] | None = None) -> dict:
     }
     rows = [
         ("decode sampled frames (ceiling)", decode_fps),
-        (f"MTCNN batched ×{bs}, frames in memory (ceiling)", det_fps),
-        ("MTCNN one frame at a time", one_fps),
+        (f"{det.name} batched ×{bs}, frames in memory (ceiling)", det_fps),
+        (f"{det.name} one frame at a time", one_fps),
+        (f"{det.name} batched ×{bs} with the roll retry", retry_fps),
+        (f"MTCNN batched ×{bs}", mt_fps),
+        ("MTCNN one frame at a time", mt_one_fps),
         ("extract + align (the stage)", stage_fps),
     ]
     print(f"{n} sampled frames from {len(videos)} videos, median of {args.runs} runs, {result['machine']}")
@@ -166,7 +198,8 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"{name:52s} {fps:9.2f}")
     print(
         f"stage / slower ceiling: {result['stage_vs_slower_ceiling']:.0%}; "
-        f"batched / one-at-a-time: {result['batched_vs_one_at_a_time']:.2f}×"
+        f"batched / one-at-a-time: {result['batched_vs_one_at_a_time']:.2f}×; roll retry: "
+        f"{faceless_s:.3f} s per faceless frame, {result['roll_retry_cost_upright']:+.1%} on upright frames"
     )
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "data.json").write_text(json.dumps(result, indent=2) + "\n")

@@ -53,6 +53,7 @@ def make_face_set(
                 "face_id": f"{ident}__clip00__{k:06d}", "identity": ident, "video": "clip00", "frame_index": k,
                 "timestamp_s": k / 10, "split": split_of(k, train, val), "path": rel,
                 "frame_path": f"{ident}/clip00/{k:06d}.jpg", "detector": "mtcnn", "score": 0.99,
+                "detector_weights": "sha256:test",
                 "box": [0.0, 0.0, 10.0, 10.0], "landmarks_src": still.landmarks, "landmarks_aligned": lm,
                 "matrix": m, "alignment_residual_px": 0.5, "sharpness": 100.0, "brightness": 120.0,
                 "width": size, "height": size, "frame_width": still.image.shape[1],

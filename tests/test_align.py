@@ -242,10 +242,10 @@ def test_align_cli_without_frames_fails_clearly(tmp_path):
     assert res.exit_code == 1 and "run `faceswap extract` first" in res.output
 
 
-# --- RetinaFace (its weights are not downloadable here: the error path and the plumbing are tested) ----
+# --- RetinaFace ResNet-50 (its weights are not downloadable here: the error path and the plumbing) -----
 
 
-def test_retinaface_without_weights_says_where_to_put_them(tmp_path, monkeypatch):
+def test_retinaface_r50_without_weights_says_where_to_put_them(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     with pytest.raises(RetinaFaceWeightsError) as err:
         find_retinaface_weights()
@@ -254,24 +254,25 @@ def test_retinaface_without_weights_says_where_to_put_them(tmp_path, monkeypatch
     with pytest.raises(RetinaFaceWeightsError, match=r"not found at .*nowhere\.pth"):
         find_retinaface_weights(tmp_path / "nowhere.pth")
     with pytest.raises(RetinaFaceWeightsError):
-        create_detector("retinaface", device="cpu")
-    choice = create_detector("auto", device="cpu")
-    assert choice.detector.name == "mtcnn" and "no RetinaFace weights" in choice.reason
+        create_detector("retinaface_r50", device="cpu")
+    with pytest.raises(RetinaFaceWeightsError, match=r"nowhere\.pth"):  # auto takes the named file at its word
+        create_detector("auto", device="cpu", retinaface_weights=tmp_path / "nowhere.pth")
     res = CliRunner().invoke(
         app,
-        ["align", str(tmp_path), "--detector", "retinaface", "--device", "cpu", "--params", str(REPO / "params.yaml")],
+        ["align", str(tmp_path), "--detector", "retinaface_r50", "--device", "cpu",
+         "--params", str(REPO / "params.yaml")],
     )
     assert res.exit_code == 1 and "checkpoints" in res.output
 
 
-def test_auto_without_gpu_uses_mtcnn_even_with_weights(tmp_path, monkeypatch):
+def test_auto_ignores_the_host_and_a_warm_hub_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     hub = tmp_path / "torch" / "hub" / "checkpoints"
     hub.mkdir(parents=True)
     (hub / "retinaface_resnet50_2020-07-20.pth").write_bytes(b"placeholder")
     assert find_retinaface_weights() == hub / "retinaface_resnet50_2020-07-20.pth"
     choice = create_detector("auto", device="cpu")
-    assert choice.detector.name == "mtcnn" and "no GPU" in choice.reason
+    assert choice.detector.name == "retinaface" and "mobilenet" in choice.reason
 
 
 @pytest.mark.slow

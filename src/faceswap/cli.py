@@ -139,13 +139,16 @@ def weights_cmd(
         bool, typer.Option(help="Also fetch dlib's face descriptor and shape predictors (identity metric).")
     ] = True,
 ) -> None:
-    """Fetch, verify (sha256) and convert the LPIPS backbones and dlib's face models into the cache; idempotent."""
+    """Fetch, verify (sha256) and convert the LPIPS backbones, RetinaFace mobilenet-0.25 and dlib's face models
+    into the cache; idempotent."""
+    from faceswap.data.retinaface_mnet import ensure_retinaface_onnx
     from faceswap.metrics.dlib_models import ensure_dlib_models
     from faceswap.metrics.lpips import ensure_lpips_weights
 
     for name in net or ["alex", "vgg"]:
         path = ensure_lpips_weights(name)
         typer.echo(f"LPIPS-{name} weights ready: {path}")
+    typer.echo(f"RetinaFace mobilenet-0.25 weights ready: {ensure_retinaface_onnx()}")
     if identity:
         for key, path in ensure_dlib_models().items():
             typer.echo(f"dlib {key} model ready: {path}")
@@ -222,7 +225,8 @@ def align_cmd(
         "data/faces"
     ),
     detector: Annotated[
-        str | None, typer.Option(help="auto | retinaface | mtcnn (default: params align.detector).")
+        str | None,
+        typer.Option(help="auto | retinaface | retinaface_r50 | mtcnn (default: params align.detector)."),
     ] = None,
     size: Annotated[int | None, typer.Option(help="Crop side (default: params align.size or base.image_size).")] = None,
     device: Annotated[str | None, typer.Option(help="auto | cpu | cuda (default: params align.device).")] = None,
@@ -247,7 +251,8 @@ def align_cmd(
     if metrics:
         metrics.parent.mkdir(parents=True, exist_ok=True)
         head = {k: getattr(summary, k) for k in ("faces", "frames_read", "mean_residual_px", "jitter_px",
-                                                 "crop_jitter_px", "frames_per_second", "detector")}
+                                                 "crop_jitter_px", "frames_per_second", "detector",
+                                                 "detector_weights", "roll_retried", "roll_recovered")}
         head["rejected"] = summary.rejected
         head["identities"] = summary.identities
         metrics.write_text(json.dumps(head, indent=2) + "\n")

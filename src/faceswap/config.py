@@ -111,7 +111,7 @@ class MetricsParams(_Section):
 
 # --- data stages (demo, extract, align, split) ---
 
-DETECTORS = ("auto", "mtcnn", "retinaface")
+DETECTORS = ("auto", "retinaface", "retinaface_r50", "mtcnn")
 SELECT_POLICIES = ("track", "largest", "score")
 SMOOTHING_METHODS = ("none", "gaussian")
 SPLIT_MODES = ("tail", "clips")
@@ -150,10 +150,14 @@ class ExtractParams(_Section):
 class AlignParams(_Section):
     """Face detection, selection and 5-point alignment (``faceswap align``)."""
 
-    detector: str = Field("auto", description="auto | mtcnn | retinaface.")
-    retinaface_weights: str | None = Field(
-        None, description="Path to RetinaFace resnet50 weights; null = the torch hub cache."
+    detector: str = Field(
+        "auto", description="auto | retinaface | retinaface_r50 | mtcnn (auto: retinaface_r50 if its weights are "
+        "named, else retinaface mobilenet-0.25)."
     )
+    retinaface_weights: str | None = Field(
+        None, description="Path to RetinaFace ResNet-50 weights (retinaface_r50); null = the torch hub cache."
+    )
+    roll_retry: bool = Field(True, description="Look again at faceless frames turned by 45° steps; de-roll faces.")
     device: str = Field("auto", description="auto | cpu | cuda.")
     batch_size: int = Field(8, ge=1, le=512, description="Frames per detector call.")
     score_threshold: float = Field(0.95, gt=0.0, lt=1.0)

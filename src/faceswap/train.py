@@ -41,6 +41,7 @@ from torch import nn
 from faceswap.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from faceswap.config import Params, TrainParams
 from faceswap.data.dataset import StepBatches, SwapPairs, load_faces, stack_faces, to_float, worker_init
+from faceswap.data.manifest import manifest_detector
 from faceswap.devices import resolve_device
 from faceswap.errors import FaceswapError
 from faceswap.losses import reconstruction_loss, uses_lpips
@@ -311,6 +312,7 @@ def train(
     train_faces = load_faces(manifest, identities, "train", size, root)
     val_faces = load_faces(manifest, identities, "val", size, root)
     data_version = file_md5(manifest)
+    detector = manifest_detector(manifest)  # recorded with the model: serving detects as the crops were made
 
     seed = params.base.seed if seed is None else seed
     cfg = run_config(params, variant, data_version, seed)
@@ -517,7 +519,8 @@ def train(
         if dist.enabled:
             _check_ranks_agree(model)
         if dist.is_main:
-            _finish(out, model, mcfg, variant, result, cfg, tracker, commit, t, metrics_path, curves_dir, dist)
+            _finish(out, model, mcfg, variant, result, cfg, tracker, commit, t, metrics_path, curves_dir, dist,
+                    detector)
         status = "FINISHED"
         return result
     finally:
@@ -543,12 +546,13 @@ def _check_ranks_agree(model: nn.Module) -> None:
 
 def _finish(out: Path, model: FaceSwapAutoencoder, mcfg: ModelConfig, variant: str, result: TrainResult,
             cfg: dict, tracker: Any, commit: str, t: TrainParams, metrics_path: Any, curves_dir: Any,
-            dist: Dist) -> None:
+            dist: Dist, detector: dict | None = None) -> None:
     """model.pt (best weights), run.json, metrics and curves; the final checkpoint to MLflow."""
     best = out / "checkpoints" / "best.pt"
     weights = load_checkpoint(best)["model"] if best.is_file() else model.state_dict()
     save_checkpoint(out / "model.pt", {"model": weights, "model_config": mcfg.to_dict(), "step": result.best_step,
-                                       "val_loss": result.best_val_loss, "variant": variant, "config": cfg})
+                                       "val_loss": result.best_val_loss, "variant": variant, "config": cfg,
+                                       "detector": detector})
     tracker.log_artifact(out / "model.pt", "model")
     run = {"variant": variant, "mlflow_run_id": tracker.run_id, "mlflow_experiment_id": tracker.experiment_id,
            "tracking_uri": t.mlflow.tracking_uri if t.mlflow.enabled else None,

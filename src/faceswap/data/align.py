@@ -3,7 +3,8 @@
 Geometry first (template, Umeyama, warping, smoothing), then the stage itself. Per clip (one video of
 one identity), in frame order:
 
-1. detect faces in batches (a reader thread decodes the next frames while the detector runs);
+1. detect faces in batches (a reader thread decodes the next frames while the detector runs); frames
+   with no usable face upright are detected again turned in 45° steps (``align.roll_retry``);
 2. reject frames with no face, only low-score faces or only small faces; among the rest keep the face
    that continues the clip's track (highest IoU with the previous face, at least ``track_iou``),
    falling back to the largest (policy ``track``), or simply the largest / the highest score;
@@ -33,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from faceswap.config import AlignParams, SplitParams
-from faceswap.data.detect import Detections, Detector
+from faceswap.data.detect import Detections, Detector, RollRetry
 from faceswap.data.manifest import MANIFEST_NAME, write_manifest
 from faceswap.errors import FaceswapError
 
@@ -213,6 +214,7 @@ class ClipStats:
 class AlignSummary:
     out: str
     detector: str
+    detector_weights: str
     detector_reason: str
     size: int
     frames_read: int
@@ -225,6 +227,10 @@ class AlignSummary:
     seconds: float
     frames_per_second: float
     clips: list[dict]
+    roll_retried: int = 0
+    roll_recovered: int = 0
+    roll_refined: int = 0
+    unreadable_frames: list[str] = field(default_factory=list)
 
 
 def _reader(frames_dir: Path, work: list, batch_size: int, q: queue.Queue, stop: threading.Event) -> None:
@@ -247,6 +253,16 @@ def _reader(frames_dir: Path, work: list, batch_size: int, q: queue.Queue, stop:
         q.put(err)
     finally:
         q.put(StopIteration)
+
+
+def _usable(params: AlignParams):
+    """Mask of the faces the selection would keep (score and size thresholds): what the roll retry looks for."""
+
+    def usable(det: Detections) -> np.ndarray:
+        side = np.minimum(det.boxes[:, 2] - det.boxes[:, 0], det.boxes[:, 3] - det.boxes[:, 1])
+        return (det.scores >= params.score_threshold) & (side >= params.min_face_size)
+
+    return usable
 
 
 def _batches_by_size(chunk: list[dict], images: list) -> Iterator[tuple[list[dict], list]]:
@@ -304,6 +320,8 @@ def align_faces(
     frames["split"] = assign_split(frames, split) if len(frames) else []
     template = face_template(size, params.coverage)
     max_res = params.max_residual * size
+    if params.roll_retry and not isinstance(detector, RollRetry):
+        detector = RollRetry(detector, usable=_usable(params))
 
     work = []
     clip_stats: dict[tuple[str, str], ClipStats] = {}
@@ -324,6 +342,7 @@ def align_faces(
     bar = tqdm(total=n_detect, unit="frame", desc=f"align ({detector.name})", file=sys.stderr, disable=None)
     manifest_rows: list[dict] = []
     window = cv2.createHanningWindow((size, size), cv2.CV_32F)
+    unreadable: list[str] = []
     pending: dict[tuple, list] = {}  # clip → [(row, detections, image or None)]
     cached = 0
     try:
@@ -340,7 +359,7 @@ def align_faces(
                     out,
                     pending.pop(key, []),
                     clip_stats[key],
-                    detector.name,
+                    (detector.name, detector.weights_digest),
                     params,
                     template,
                     max_res,
@@ -351,6 +370,8 @@ def align_faces(
                 continue
             for r, im in zip(chunk, images, strict=True):
                 if im is None:
+                    unreadable.append(r["path"])
+                    print(f"warning: cannot read frame {frames_dir / r['path']} (skipped)", file=sys.stderr)
                     pending.setdefault(key, []).append(({**r, "unreadable": True}, Detections.empty(), None))
             for rows, ims in _batches_by_size(chunk, images):
                 dets = detector.detect(ims)
@@ -391,6 +412,7 @@ def align_faces(
     summary = AlignSummary(
         out=str(out),
         detector=detector.name,
+        detector_weights=detector.weights_digest,
         detector_reason=detector_reason,
         size=size,
         frames_read=len(frames),
@@ -403,6 +425,10 @@ def align_faces(
         seconds=round(seconds, 3),
         frames_per_second=round(n_detect / seconds, 3) if seconds > 0 else 0.0,
         clips=[asdict(c) for c in clips],
+        roll_retried=getattr(detector, "retried", 0),
+        roll_recovered=getattr(detector, "recovered", 0),
+        roll_refined=getattr(detector, "refined", 0),
+        unreadable_frames=unreadable,
     )
     (out / REPORT_NAME).write_text(json.dumps(asdict(summary), indent=2) + "\n")
     return summary
@@ -413,7 +439,7 @@ def _finish_clip(
     out: Path,
     items: list,
     st: ClipStats,
-    detector_name: str,
+    detector_id: tuple[str, str],
     params: AlignParams,
     template: np.ndarray,
     max_res: float,
@@ -476,7 +502,8 @@ def _finish_clip(
                 "split": row["split"],
                 "path": rel,
                 "frame_path": row["path"],
-                "detector": detector_name,
+                "detector": detector_id[0],
+                "detector_weights": detector_id[1],
                 "score": float(det.scores[i]),
                 "box": det.boxes[i],
                 "landmarks_src": raw[k],
@@ -509,9 +536,12 @@ def _finish_clip(
 def format_align_summary(s: AlignSummary) -> str:
     lines = [
         f"align → {s.out}: {s.faces} faces from {s.frames_read} frames "
-        f"({s.detector}: {s.detector_reason}; {s.frames_per_second:.1f} frames/s)",
+        f"({s.detector} {s.detector_weights[:19]}: {s.detector_reason}; {s.frames_per_second:.1f} frames/s)",
         "  rejected: " + ", ".join(f"{k} {v}" for k, v in s.rejected.items()),
+        f"  roll retry: {s.roll_retried} frames without a face upright looked at again rotated, "
+        f"{s.roll_recovered} found; {s.roll_refined} rolled faces detected again de-rolled",
     ]
+    lines += [f"  unreadable frame: {p}" for p in s.unreadable_frames]
     for ident, d in s.identities.items():
         lines.append(f"  {ident}: {d['faces']} faces (train {d['train']}, val {d['val']}, test {d['test']}) "
                      f"from {d['frames']} frames")

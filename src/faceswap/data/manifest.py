@@ -28,7 +28,8 @@ def _schema_spec():
         ("split", s, "train or val (see params split)"),
         ("path", s, "aligned crop, relative to the manifest's folder"),
         ("frame_path", s, "source frame, relative to the frames folder"),
-        ("detector", s, "backend that found the face (mtcnn, retinaface)"),
+        ("detector", s, "backend that found the face (retinaface, retinaface_r50, mtcnn)"),
+        ("detector_weights", s, "sha256:<hex> of the detector's weights"),
         ("score", f64, "detector confidence"),
         ("box", pa.list_(f64, 4), "face box in the frame: x0, y0, x1, y1"),
         ("landmarks_src", pa.list_(point, 5), "5 detected landmarks in the frame (eyes, nose, mouth corners)"),
@@ -61,6 +62,7 @@ MANIFEST_COLUMNS = [
     "path",
     "frame_path",
     "detector",
+    "detector_weights",
     "score",
     "box",
     "landmarks_src",
@@ -108,6 +110,23 @@ def column_array(df, column: str) -> np.ndarray:
     if len(df) == 0:
         return np.zeros((0, *shapes[column]))
     return np.asarray([np.stack(v).tolist() if len(shapes[column]) > 1 else list(v) for v in df[column]], float)
+
+
+def manifest_detector(path: str | Path) -> dict | None:
+    """{"name", "weights_digest"} of the detector that made a face table's crops; None when it does not say
+    (an older manifest, or crops from more than one detector)."""
+    import pyarrow.parquet as pq
+
+    try:
+        names = set(pq.read_schema(path).names)
+        if not {"detector", "detector_weights"} <= names:
+            return None
+        t = pq.read_table(path, columns=["detector", "detector_weights"]).to_pandas().drop_duplicates()
+    except (OSError, ValueError):
+        return None
+    if len(t) != 1:
+        return None
+    return {"name": str(t["detector"].iloc[0]), "weights_digest": str(t["detector_weights"].iloc[0])}
 
 
 def check_manifest(df) -> list[str]:

@@ -48,6 +48,7 @@ class Swapper:
         self.size = int(model.config.image_size)
         self.template = face_template(self.size, align.coverage)
         self._detector = None
+        self.recorded_detector: dict = {}  # {"name", "weights_digest"} stored with the model by training
         self._lock = threading.Lock()  # the REST server predicts in threads; one model call at a time
 
     @classmethod
@@ -57,7 +58,13 @@ class Swapper:
 
         device = resolve_device(serve.device, "serve.device")
         model, state = load_model(path, device)
-        return cls(model, str(state.get("variant") or model.config.decoder), serve, align, device)
+        recorded = state.get("detector") or {}
+        if align.detector == "auto" and recorded.get("name"):
+            # the detector the training crops were made with, not what `auto` means on this host
+            align = align.model_copy(update={"detector": recorded["name"]})
+        sw = cls(model, str(state.get("variant") or model.config.decoder), serve, align, device)
+        sw.recorded_detector = recorded
+        return sw
 
     def target(self, direction: str) -> str:
         """The identity a direction renders: a2b → the second identity, b2a → the first."""
@@ -92,10 +99,17 @@ class Swapper:
         if self._detector is None:
             from faceswap.data.detect import create_detector
 
-            self._detector = create_detector(
+            det = create_detector(
                 self.align.detector, device=self.device, retinaface_weights=self.align.retinaface_weights,
                 min_face_size=min(20, self.align.min_face_size),
             ).detector
+            want = self.recorded_detector.get("weights_digest")
+            if want and det.name == self.recorded_detector.get("name") and det.weights_digest != want:
+                import warnings
+
+                warnings.warn(f"serving detector {det.name} has weights {det.weights_digest}, but the model's "
+                              f"crops were made with {want}", RuntimeWarning, stacklevel=2)
+            self._detector = det
         return self._detector
 
     def detect(self, frames: Sequence[np.ndarray]) -> list:
