@@ -119,6 +119,34 @@ def test_decoder_grid_is_judged_against_the_targets_clean_truth_in_both_directio
     assert a2b["excess"] == pytest.approx(a2b["score"] - a2b["reference_score"])
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("gridded", ["a", "b"])
+def test_evaluation_charges_a_gridded_decoder_in_whichever_direction_it_draws(crops, gridded):
+    """The wiring in ``evaluate_model``: a real model whose decoder ``gridded`` lost its ICNR initialisation
+    (each sub-pixel phase its own filter: Odena's grid) and whose other decoder kept it. Only the swaps that
+    decoder draws are charged, against that identity's clean truth, and the gate metric is that direction."""
+    import torch
+
+    from faceswap.config import EvaluateParams
+    from faceswap.evaluate import EvalFaces, evaluate_model
+    from faceswap.model import FaceSwapAutoencoder, ModelConfig
+
+    images = {i: crops[i, 64, 0.8] for i in "ab"}
+    faces = EvalFaces(("a", "b"), {i: [f"{i}{k}" for k in range(len(images[i]))] for i in "ab"}, images)
+    torch.manual_seed(0)
+    cfg = ModelConfig(image_size=64, width=8, bottleneck_channels=32, decoder="pixelshuffle_icnr")
+    model = FaceSwapAutoencoder(cfg)
+    for up in model.decoders[gridded].ups:
+        torch.nn.init.kaiming_normal_(up.conv.weight)
+        torch.nn.init.uniform_(up.conv.bias, -0.1, 0.1)
+    m = evaluate_model(model.eval(), faces, EvaluateParams(landmarks=False, batch_size=16)).metrics
+    hit, clean = ("b2a", "a2b") if gridded == "a" else ("a2b", "b2a")
+    assert m["truth_checkerboard_a"] < GATE / 3 and m["truth_checkerboard_b"] < GATE / 3
+    assert m[f"swap_checkerboard_excess_{hit}"] > GATE > GATE / 3 > m[f"swap_checkerboard_excess_{clean}"], m
+    assert m["swap_checkerboard_excess"] == m[f"swap_checkerboard_excess_{hit}"]
+    assert m[f"recon_checkerboard_excess_{gridded}"] > GATE
+
+
 def test_insensitive_to_brightness_and_contrast(crops):
     img = _plant(crops["a", 64, 0.8][0], 0.05, 4)
     base = checkerboard_score(img).score
