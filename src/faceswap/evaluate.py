@@ -259,7 +259,7 @@ def evaluate_model(
     detector: Any = None,
 ) -> Evaluation:
     """Every metric of docs/metrics.md for one model on one set of held-out faces (no files written)."""
-    from faceswap.metrics.checkerboard import checkerboard_score, checkerboard_score_set
+    from faceswap.metrics.checkerboard import checkerboard_score, checkerboard_score_set, decoder_grid_score
     from faceswap.metrics.image import psnr, ssim
 
     a, b = faces.identities
@@ -268,7 +268,7 @@ def evaluate_model(
     per: dict[str, list[float]] = {}
     # A swap into identity t is drawn by t's decoder: its grid reference is t's held-out ground truth (clean
     # real crops of what that decoder learned to draw; they score ≈ 0), never the source face.
-    truth_cb = {i: checkerboard_score_set(list(_hwc(outs[f"truth_{i}"])), periods).score for i in (a, b)}
+    truth_sets = {i: list(_hwc(outs[f"truth_{i}"])) for i in (a, b)}
     truth_pi = {i: [checkerboard_score(im, periods).score for im in _hwc(outs[f"truth_{i}"])] for i in (a, b)}
     for tag, ident in (("a", a), ("b", b)):
         x, rec = outs[f"truth_{ident}"], outs[f"recon_{ident}"]
@@ -283,16 +283,17 @@ def evaluate_model(
 
         truth_np, rec_np, swap_np = _hwc(x), _hwc(rec), _hwc(outs[f"swap_{ident}"])
         err_np = rec_np - truth_np
-        s_truth, target = truth_cb[ident], b if ident == a else a
-        m[f"truth_checkerboard_{tag}"] = s_truth
-        s_rec = checkerboard_score_set(list(rec_np), periods).score
-        s_swap = checkerboard_score_set(list(swap_np), periods).score
+        target = b if ident == a else a
+        g_rec = decoder_grid_score(list(rec_np), truth_sets[ident], periods)
+        g_swap = decoder_grid_score(list(swap_np), truth_sets[target], periods)
+        s_rec, s_swap = g_rec["score"], g_swap["score"]
+        m[f"truth_checkerboard_{tag}"] = g_rec["reference_score"]
         m[f"_recon_cb_{tag}"] = s_rec
-        m[f"recon_checkerboard_excess_{tag}"] = s_rec - s_truth
+        m[f"recon_checkerboard_excess_{tag}"] = g_rec["excess"]
         m[f"_recon_err_cb_{tag}"] = checkerboard_score_set(list(err_np), periods).score
         direction = f"{tag}2{'b' if tag == 'a' else 'a'}"
         m[f"_swap_cb_{direction}"] = s_swap
-        m[f"swap_checkerboard_excess_{direction}"] = s_swap - truth_cb[target]
+        m[f"swap_checkerboard_excess_{direction}"] = g_swap["excess"]
         pi_truth = truth_pi[ident]
         pi_rec = [checkerboard_score(im, periods).score for im in rec_np]
         pi_swap = [checkerboard_score(im, periods).score for im in swap_np]
