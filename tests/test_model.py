@@ -125,13 +125,14 @@ def _constant_latent_score(variant: str, seed: int, size: int = 128) -> float:
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2, 3])
-def test_odena_untrained_convtranspose_has_the_grid_resize_does_not(seed):
-    """Odena et al. 2016: an untrained transposed-conv decoder fed a constant latent draws a grid."""
-    deconv = _constant_latent_score("convtranspose", seed)
-    resize = _constant_latent_score("resize_nearest", seed)
-    assert deconv > 0.5
-    assert resize < 0.2
-    assert deconv > 3 * resize
+@pytest.mark.parametrize(
+    ("gridded", "clean"), [("convtranspose", "resize_nearest"), ("pixelshuffle", "pixelshuffle_icnr")]
+)
+def test_odena_untrained_convtranspose_has_the_grid_resize_does_not(seed, gridded, clean):
+    """Odena et al. 2016: an untrained transposed-conv (or plain sub-pixel) decoder fed a constant latent draws
+    a grid; resize-then-convolve and ICNR-initialised sub-pixel convolution do not (measured: 0.47-0.98 vs 0.000)."""
+    assert _constant_latent_score(gridded, seed) > 0.3
+    assert _constant_latent_score(clean, seed) < 0.01
 
 
 def test_model_info_cli_json():

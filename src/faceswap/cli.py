@@ -100,22 +100,34 @@ def lpips_cmd(
 def checkerboard_cmd(
     images: Annotated[list[Path], typer.Argument(help="Images to score.")],
     reference: Annotated[
-        list[Path] | None, typer.Option("--reference", help="Reference per image (ground truth or swap source).")
+        list[Path] | None,
+        typer.Option("--reference", help="Reference per image (ground truth), or with --set the reference set."),
     ] = None,
+    as_set: Annotated[
+        bool, typer.Option("--set", help="Score IMAGES as one set (one decoder's outputs) against the reference set.")
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
     params: ParamsOpt = Path("params.yaml"),
 ) -> None:
-    """Checkerboard-artifact score per image (and the excess over a reference, if given)."""
-    from faceswap.imageio import read_rgb
-    from faceswap.metrics.checkerboard import checkerboard_report
+    """Checkerboard score (≈ RMS of an up-sampling grid / RMS of the image) per image or per set, and the excess
+    over a reference if given. See docs/metrics.md."""
+    from faceswap.imageio import ImageReadError, read_rgb
+    from faceswap.metrics.checkerboard import checkerboard_report, checkerboard_score_set, decoder_grid_score
 
     refs = reference or []
-    if refs and len(refs) not in (1, len(images)):
+    if refs and not as_set and len(refs) not in (1, len(images)):
         fail(f"give one --reference, or one per image ({len(images)}); got {len(refs)}", 2)
     periods = _params(params).metrics.checkerboard.periods
     rows = []
     try:
-        for i, path in enumerate(images):
+        if as_set:
+            outs = [read_rgb(path) for path in images]
+            if refs:
+                row = decoder_grid_score(outs, [read_rgb(r) for r in refs], periods)
+            else:
+                row = checkerboard_score_set(outs, periods).as_dict()
+            rows.append({"images": len(images), "references": len(refs), **row})
+        for i, path in enumerate([] if as_set else images):
             ref_path = refs[0] if len(refs) == 1 else (refs[i] if refs else None)
             ref = read_rgb(ref_path) if ref_path else None
             row = checkerboard_report(read_rgb(path), reference=ref, periods=periods)
@@ -126,8 +138,8 @@ def checkerboard_cmd(
         typer.echo(json.dumps(rows if len(rows) > 1 else rows[0], indent=2))
         return
     for r in rows:
-        line = f"{r['image']}: checkerboard {r['score']:.4f}"
-        if r["reference"]:
+        line = f"{r.get('image', f'{len(images)} images')}: checkerboard {r['score']:.4f}"
+        if r.get("reference_score") is not None:
             line += f"  reference {r['reference_score']:.4f}  excess {r['excess']:+.4f}"
         typer.echo(line)
 

@@ -461,7 +461,8 @@ class RegisterParams(_Section):
 
     model_name: str = Field("faceswap", min_length=1, max_length=200, description="Registered model name.")
     gates: dict[str, float] = Field(
-        default_factory=lambda: {"swap_checkerboard_excess": 0.05},
+        default_factory=lambda: {"swap_checkerboard_excess": 0.03, "swap_identity_success_a2b": 0.75,
+                                 "swap_identity_success_b2a": 0.75},
         description="metric → threshold a variant must meet to qualify (direction from the metric catalogue).",
     )
     primary: str = Field("recon_lpips", description="Ranks the qualifying variants (its own direction).")

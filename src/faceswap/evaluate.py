@@ -3,7 +3,7 @@
 
 On the ``test`` faces of both identities (never seen in training, and not the ``val`` faces that chose the
 checkpoint) it measures every seed's model: reconstruction quality (LPIPS-alex, PSNR, SSIM), the checkerboard
-score of reconstructions and swaps, swap quality (cycle consistency, landmark preservation with a failure rate),
+score of reconstructions and swaps (the swaps' against the target identity's test truth), swap quality (cycle consistency, landmark preservation with a failure rate),
 and draws the pictures people look at (preview grid, zoomed flat region, mean error spectrum) for the seed that
 validation ranks best. Every number is the mean over seeds with a 95% CI (:mod:`faceswap.stats`). Definitions:
 docs/metrics.md; names and directions: :mod:`faceswap.metrics.catalog`.
@@ -271,13 +271,17 @@ def evaluate_model(
     identity: IdentityReference | None = None,
 ) -> Evaluation:
     """Every metric of docs/metrics.md for one model on one set of held-out faces (no files written)."""
-    from faceswap.metrics.checkerboard import checkerboard_score, checkerboard_score_set
+    from faceswap.metrics.checkerboard import checkerboard_score, checkerboard_score_set, decoder_grid_score
     from faceswap.metrics.image import psnr, ssim
 
     a, b = faces.identities
     outs = run_model(model, faces, cfg.batch_size, device)
     m: dict[str, float | None] = {}
     per: dict[str, list[float]] = {}
+    # A swap into identity t is drawn by t's decoder: its grid reference is t's held-out ground truth (clean
+    # real crops of what that decoder learned to draw; they score ≈ 0), never the source face.
+    truth_sets = {i: list(_hwc(outs[f"truth_{i}"])) for i in (a, b)}
+    truth_pi = {i: [checkerboard_score(im, periods).score for im in _hwc(outs[f"truth_{i}"])] for i in (a, b)}
     for tag, ident in (("a", a), ("b", b)):
         x, rec = outs[f"truth_{ident}"], outs[f"recon_{ident}"]
         lp = _batched_lpips(x, rec, cfg.lpips_net, device, cfg.batch_size)
@@ -293,22 +297,24 @@ def evaluate_model(
 
         truth_np, rec_np, swap_np = _hwc(x), _hwc(rec), _hwc(outs[f"swap_{ident}"])
         err_np = rec_np - truth_np
-        s_truth = checkerboard_score_set(list(truth_np), periods).score
-        s_rec = checkerboard_score_set(list(rec_np), periods).score
-        s_swap = checkerboard_score_set(list(swap_np), periods).score
+        target = b if ident == a else a
+        g_rec = decoder_grid_score(list(rec_np), truth_sets[ident], periods)
+        g_swap = decoder_grid_score(list(swap_np), truth_sets[target], periods)
+        s_rec, s_swap = g_rec["score"], g_swap["score"]
+        m[f"truth_checkerboard_{tag}"] = g_rec["reference_score"]
         m[f"_recon_cb_{tag}"] = s_rec
-        m[f"recon_checkerboard_excess_{tag}"] = s_rec - s_truth
+        m[f"recon_checkerboard_excess_{tag}"] = g_rec["excess"]
         m[f"_recon_err_cb_{tag}"] = checkerboard_score_set(list(err_np), periods).score
         direction = f"{tag}2{'b' if tag == 'a' else 'a'}"
         m[f"_swap_cb_{direction}"] = s_swap
-        m[f"swap_checkerboard_excess_{direction}"] = s_swap - s_truth  # the swap's reference is its source
-        pi_truth = [checkerboard_score(im, periods).score for im in truth_np]
+        m[f"swap_checkerboard_excess_{direction}"] = g_swap["excess"]
+        pi_truth = truth_pi[ident]
         pi_rec = [checkerboard_score(im, periods).score for im in rec_np]
         pi_swap = [checkerboard_score(im, periods).score for im in swap_np]
         per[f"recon_checkerboard_{tag}"] = pi_rec
         per[f"recon_checkerboard_excess_{tag}"] = [r - t for r, t in zip(pi_rec, pi_truth, strict=True)]
         per[f"recon_error_checkerboard_{tag}"] = [checkerboard_score(e, periods).score for e in err_np]
-        per[f"swap_checkerboard_excess_{direction}"] = [s - t for s, t in zip(pi_swap, pi_truth, strict=True)]
+        per[f"swap_checkerboard_excess_{direction}"] = [s - float(np.mean(truth_pi[target])) for s in pi_swap]
 
     m["recon_lpips"] = _mean(m["recon_lpips_a"], m["recon_lpips_b"])
     m["recon_psnr"] = _mean(m["recon_psnr_a"], m["recon_psnr_b"])
