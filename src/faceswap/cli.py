@@ -111,7 +111,7 @@ def checkerboard_cmd(
 ) -> None:
     """Checkerboard score (≈ RMS of an up-sampling grid / RMS of the image) per image or per set, and the excess
     over a reference if given. See docs/metrics.md."""
-    from faceswap.imageio import ImageReadError, read_rgb
+    from faceswap.imageio import read_rgb
     from faceswap.metrics.checkerboard import checkerboard_report, checkerboard_score_set, decoder_grid_score
 
     refs = reference or []

@@ -3,10 +3,11 @@
 
 On the ``test`` faces of both identities (never seen in training, and not the ``val`` faces that chose the
 checkpoint) it measures every seed's model: reconstruction quality (LPIPS-alex, PSNR, SSIM), the checkerboard
-score of reconstructions and swaps (the swaps' against the target identity's test truth), swap quality (cycle consistency, landmark preservation with a failure rate),
-and draws the pictures people look at (preview grid, zoomed flat region, mean error spectrum) for the seed that
-validation ranks best. Every number is the mean over seeds with a 95% CI (:mod:`faceswap.stats`). Definitions:
-docs/metrics.md; names and directions: :mod:`faceswap.metrics.catalog`.
+score of reconstructions and swaps (a swap's against the target identity's test truth), identity transfer of
+the swaps, swap quality (cycle consistency, landmark preservation with a failure rate), and draws the pictures
+people look at (preview grid, zoomed flat region, mean error spectrum) for the seed that validation ranks best.
+Every number is the mean over seeds with a 95% CI (:mod:`faceswap.stats`). Definitions: docs/metrics.md; names
+and directions: :mod:`faceswap.metrics.catalog`.
 
 Outputs: ``metrics/<variant>.json`` (flat numbers with ``_ci_lo``/``_ci_hi``, for DVC), ``reports/<variant>/``
 (pictures), ``reports/evaluations/<variant>.json`` (everything the registry needs, per seed and per face), each
