@@ -303,7 +303,7 @@ class LossParams(_Section):
 
     pixel: str = Field("l1", description="l1 | mse | ssim.")
     lpips_net: str = Field("vgg", description="alex | vgg | none (no perceptual term).")
-    lpips_weight: float = Field(0.1, ge=0.0, le=100.0, description="Weight of the LPIPS term.")
+    lpips_weight: float = Field(0.0, ge=0.0, le=100.0, description="Weight of the LPIPS term.")
     lpips_every: int = Field(5, ge=1, le=10_000, description="Add the LPIPS term every k-th step only.")
     lpips_images: int | None = Field(
         4, ge=1, le=4096, description="Images per identity the LPIPS term sees; null = the whole batch."
@@ -350,9 +350,9 @@ class TrainParams(_Section):
     seeds: tuple[int, ...] = Field(
         (0, 1), min_length=1, description="Training seeds: every variant is trained once per seed (DVC matrix)."
     )
-    steps: int = Field(300, ge=1, le=10_000_000)
-    batch_size: int = Field(16, ge=1, le=4096, description="Faces per identity per step and process.")
-    lr: float = Field(5e-4, gt=0.0, le=1.0, description="Peak AdamW learning rate.")
+    steps: int = Field(1000, ge=1, le=10_000_000)
+    batch_size: int = Field(8, ge=1, le=4096, description="Faces per identity per step and process.")
+    lr: float = Field(2e-3, gt=0.0, le=1.0, description="Peak AdamW learning rate.")
     betas: tuple[float, float] = (0.9, 0.999)
     weight_decay: float = Field(1e-4, ge=0.0, le=1.0, description="AdamW decay (not on biases and norms).")
     warmup_steps: int = Field(20, ge=0, description="Linear warm-up from 0 to lr.")
@@ -361,13 +361,13 @@ class TrainParams(_Section):
     grad_clip: float | None = Field(1.0, gt=0.0, description="Max global gradient norm; null = no clipping.")
     loss: LossParams = LossParams()
     augment: AugmentParams = AugmentParams()
-    val_every: int = Field(50, ge=1, description="Validation loss every M steps (and at the end).")
+    val_every: int = Field(100, ge=1, description="Validation loss every M steps (and at the end).")
     val_images: int = Field(32, ge=1, description="Held-out faces per identity in the validation loss.")
-    checkpoint_every: int = Field(100, ge=1, description="Full-state checkpoint every N steps (and at the end).")
+    checkpoint_every: int = Field(200, ge=1, description="Full-state checkpoint every N steps (and at the end).")
     keep_checkpoints: int = Field(2, ge=1, le=1000, description="Last K step checkpoints kept (best.pt besides).")
-    preview_every: int = Field(100, ge=1, description="Preview grid every N steps (and at the end).")
+    preview_every: int = Field(500, ge=1, description="Preview grid every N steps (and at the end).")
     preview_rows: int = Field(4, ge=1, le=32, description="Held-out faces per identity in the preview grid.")
-    log_every: int = Field(10, ge=1, description="Metrics to MLflow every N steps.")
+    log_every: int = Field(20, ge=1, description="Metrics to MLflow every N steps.")
     device: str = Field("auto", description="auto (cuda if present) | cpu | cuda.")
     precision: str = Field("auto", description="auto (bf16 on a bf16 GPU, fp16+scaler on older GPUs, fp32 on CPU).")
     channels_last: bool | None = Field(None, description="null = on for CUDA, off for CPU.")
@@ -461,8 +461,8 @@ class RegisterParams(_Section):
 
     model_name: str = Field("faceswap", min_length=1, max_length=200, description="Registered model name.")
     gates: dict[str, float] = Field(
-        default_factory=lambda: {"swap_checkerboard_excess": 0.03, "swap_identity_success_a2b": 0.75,
-                                 "swap_identity_success_b2a": 0.75},
+        default_factory=lambda: {"swap_checkerboard_excess": 0.03, "swap_identity_success_a2b": 0.5,
+                                 "swap_identity_success_b2a": 0.5},
         description="metric → threshold a variant must meet to qualify (direction from the metric catalogue).",
     )
     primary: str = Field("recon_lpips", description="Ranks the qualifying variants (its own direction).")
