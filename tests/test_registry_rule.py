@@ -97,11 +97,12 @@ def test_beats_champion_only_when_better_by_the_same_rule():
 
 
 def test_summary_table_lists_every_variant_with_directions():
-    cs = [cand("convtranspose", 0.1, swap_excess=0.3), cand("resize_nearest", 0.2)]
+    cs = [cand("convtranspose", 0.1, swap_excess=0.3), cand("resize_nearest", 0.2, ci=0.01)]
     select(cs, RULE)
     table = summary_table(cs, "resize_nearest")
     assert "**resize_nearest**" in table and "convtranspose" in table and "recon LPIPS ↓" in table
     assert table.count("\n") == 3
+    assert "0.200 [0.190, 0.210]" in table  # mean [95% CI] where the evaluation has one
 
 
 def test_catalogue_directions():

@@ -37,15 +37,15 @@ if TYPE_CHECKING:
 CHAMPION, CHALLENGER = "champion", "challenger"
 MODEL_ARTIFACT = "faceswap_model"
 SUMMARY_COLUMNS = (
-    ("recon_lpips", "recon LPIPS ↓", ".4f"),
+    ("recon_lpips", "recon LPIPS ↓", ".3f"),
     ("recon_psnr", "PSNR dB ↑", ".2f"),
-    ("recon_ssim", "SSIM ↑", ".4f"),
-    ("recon_checkerboard_excess", "recon grid excess ↓", "+.4f"),
-    ("recon_error_checkerboard", "error grid ↓", ".4f"),
-    ("swap_checkerboard_excess", "swap grid excess ↓", "+.4f"),
-    ("cycle_lpips", "cycle LPIPS ↓", ".4f"),
-    ("landmark_nme", "landmark NME ↓", ".4f"),
-    ("landmark_failure_rate", "landmark misses ↓", ".1%"),
+    ("recon_ssim", "SSIM ↑", ".3f"),
+    ("swap_checkerboard_excess", "swap grid ↓", ".3f"),
+    ("recon_checkerboard_excess", "recon grid ↓", ".3f"),
+    ("swap_identity_success_a2b", "identity a→b ↑", ".2f"),
+    ("swap_identity_success_b2a", "identity b→a ↑", ".2f"),
+    ("cycle_lpips", "cycle LPIPS ↓", ".3f"),
+    ("landmark_nme", "landmark NME ↓", ".3f"),
 )
 
 
@@ -230,6 +230,15 @@ def _fmt(v: float | None, spec: str) -> str:
     return "–" if v is None else format(v, spec)
 
 
+def _fmt_ci(c: Candidate, name: str, spec: str) -> str:
+    """``mean [lo, hi]`` (the 95% CI; a range over seeds for set scores), or the mean alone."""
+    v = c.metrics.get(name)
+    if v is None:
+        return "–"
+    e = c.evaluation.get("estimates", {}).get(name)
+    return f"{format(v, spec)} [{format(e['ci_lo'], spec)}, {format(e['ci_hi'], spec)}]" if e else format(v, spec)
+
+
 def summary_table(candidates: list[Candidate], winner: str | None) -> str:
     head = "| variant | qualifies | rank | " + " | ".join(t for _, t, _ in SUMMARY_COLUMNS) + " |"
     sep = "|" + "---|" * (3 + len(SUMMARY_COLUMNS))
@@ -237,7 +246,7 @@ def summary_table(candidates: list[Candidate], winner: str | None) -> str:
     for c in sorted(candidates, key=lambda c: (c.rank is None, c.rank or 0, c.variant)):
         name = f"**{c.variant}**" if c.variant == winner else c.variant
         q = "yes" if c.qualifies else f"no ({c.note})"
-        cells = [_fmt(c.metrics.get(k), spec) for k, _, spec in SUMMARY_COLUMNS]
+        cells = [_fmt_ci(c, k, spec) for k, _, spec in SUMMARY_COLUMNS]
         lines.append(f"| {name} | {q} | {c.rank or '–'} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -247,14 +256,21 @@ def write_summary(path: Path, candidates: list[Candidate], rule: RegisterParams,
     lines = [
         "# Variant comparison",
         "",
-        f"Held-out faces: {_fmt(faces.get('faces_a'), '.0f')} (a) + {_fmt(faces.get('faces_b'), '.0f')} (b). "
-        "↓ lower is better, ↑ higher is better; definitions in docs/metrics.md.",
+        f"Test faces: {_fmt(faces.get('faces_a'), '.0f')} (a) + {_fmt(faces.get('faces_b'), '.0f')} (b); "
+        f"training seeds per variant: {_fmt(faces.get('seeds'), '.0f')}. Each cell: mean over seeds [95% CI: "
+        "bootstrap over seeds and test faces; for the grid scores the range over seeds]. ↓ lower is better, "
+        "↑ higher is better; definitions in docs/metrics.md. Real test faces read as their own identity: "
+        f"{_fmt(faces.get('truth_identity_success'), '.2f')}.",
         "",
         summary_table(candidates, result.get("variant")),
         "",
         f"**Rule**: {describe_rule(rule)}.",
         "",
         f"**Choice**: {result['reason']}",
+        "",
+        "**Why not the others**:",
+        "",
+        *[f"- {c.variant}: {c.note}" for c in candidates if c.variant != result.get("variant")],
         "",
     ]
     if result.get("version"):
