@@ -44,3 +44,24 @@ def test_missing_or_unreadable_reference_is_named(tmp_path):
     bad.write_bytes(b"not an npz")
     with pytest.raises(IdentityReferenceError, match=re.escape(str(bad))):
         IdentityReference.load(bad)
+
+
+def test_evaluation_scores_a_swap_that_keeps_the_source_low_and_a_true_swap_high(faces_root):
+    """identity_metrics on evaluation outputs: a 'decoder' that returns the source face (the 7×7 failure) scores
+    ≈ 0 in both directions; one that returns a real face of the target scores ≈ 1."""
+    import torch
+
+    from faceswap.data.dataset import load_faces
+    from faceswap.evaluate import identity_metrics
+
+    params = eval_params(faces_root)
+    ref = IdentityReference.load(make_identity_reference(faces_root, params))
+    test = load_faces(params.evaluate.data, ("a", "b"), "test", 64, params.evaluate.faces_dir)
+    t = {i: torch.from_numpy(test[i].images).permute(0, 3, 1, 2).float() / 255 for i in ("a", "b")}
+    kept = identity_metrics({"swap_a": t["a"], "swap_b": t["b"]}, ("a", "b"), ref, {})
+    assert kept["swap_identity_success_a2b"] == 0.0 and kept["swap_identity_success_b2a"] == 0.0
+    assert kept["swap_identity_margin"] < -0.3
+    per: dict[str, list[float]] = {}
+    swapped = identity_metrics({"swap_a": t["b"], "swap_b": t["a"]}, ("a", "b"), ref, per)
+    assert swapped["swap_identity_success"] == 1.0 and swapped["swap_identity_margin"] > 0.3
+    assert len(per["swap_identity_success_a2b"]) == 6 and swapped["truth_identity_success"] == 1.0
