@@ -184,11 +184,42 @@ def test_nonfinite_losses_are_skipped_then_stop_the_run(faces, tmp_path, capsys)
     assert r.nonfinite_skipped == 1 and r.step == 8
     assert "non-finite loss at step 3" in capsys.readouterr().err
     out = tmp_path / "bad"
-    with pytest.raises(TrainingError, match=r"3 non-finite losses in a row \(steps 4..6\).*step_0000006.pt"):
+    with pytest.raises(TrainingError, match=r"3 non-finite steps in a row \(steps 4..6, last: loss\).*step_0000006.pt"):
         train(params(tmp_path, steps=20, checkpoint_every=2, max_nonfinite=3), "resize_bilinear", out, data=faces,
               inject_nonfinite=(4, 5, 6))
     assert load_checkpoint(out / "checkpoints" / "step_0000006.pt")["step"] == 6  # weights of step 4, unharmed
     assert not (out / "model.pt").exists()
+
+
+class _NanGrad(torch.autograd.Function):
+    """Identity forward, NaN backward: a finite loss whose gradients are not."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx, g):
+        return g * float("nan")
+
+
+def test_nonfinite_gradients_with_a_finite_loss_skip_the_step(faces, tmp_path, capsys, monkeypatch):
+    import faceswap.train as tr
+
+    real = tr.reconstruction_loss
+    calls = {"n": 0}
+
+    def poisoned(pred, target, cfg, with_lpips):  # the first step's gradients are NaN, its loss is not
+        calls["n"] += 1
+        return real(_NanGrad.apply(pred) if calls["n"] <= 2 else pred, target, cfg, with_lpips)
+
+    monkeypatch.setattr(tr, "reconstruction_loss", poisoned)
+    out = tmp_path / "m"
+    r = train(params(tmp_path, steps=4, checkpoint_every=2, grad_clip=None), "resize_nearest", out, data=faces)
+    assert "non-finite gradients (finite loss) at step 0" in capsys.readouterr().err
+    assert r.nonfinite_skipped == 1 and r.step == 4
+    weights = load_checkpoint(out / "checkpoints" / "step_0000004.pt")["model"]
+    assert all(torch.isfinite(v).all() for v in weights.values() if v.is_floating_point())  # NaN never applied
 
 
 @pytest.mark.slow
@@ -224,6 +255,8 @@ def test_mlflow_run_holds_params_metrics_previews_and_model(faces, tmp_path):
     assert "val_loss" in run.data.metrics
     exp = client.get_experiment(run.info.experiment_id)
     assert exp.artifact_location == (tmp_path / "mlruns" / "t").as_uri()
+    assert exp.tags["mlflow.experimentKind"] == "custom_model_development"  # the UI opens on the training runs
+    assert run.info.run_name == "resize_nearest-seed0" and run.data.tags["seed"] == "0"
     paths = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"previews", "model", "run.json"} <= paths
     assert [a.path for a in client.list_artifacts(run.info.run_id, "previews")] == ["previews/step_0000010.png"]

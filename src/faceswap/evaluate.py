@@ -519,10 +519,13 @@ def artifact_root_for(tracking_uri: str) -> str | None:
 
 
 def ensure_experiment(client: Any, name: str, tracking_uri: str) -> str:
+    from faceswap.tracking import mark_model_experiment
+
     exp = client.get_experiment_by_name(name)
-    if exp is not None:
-        return exp.experiment_id
-    return client.create_experiment(name, artifact_location=artifact_root_for(tracking_uri))
+    exp_id = exp.experiment_id if exp is not None else client.create_experiment(
+        name, artifact_location=artifact_root_for(tracking_uri))
+    mark_model_experiment(client, exp_id)
+    return exp_id
 
 
 def _clean(metrics: dict[str, float | None]) -> dict[str, float]:

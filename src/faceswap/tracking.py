@@ -99,6 +99,18 @@ class Tracker:
             self.run = None
 
 
+# MLflow 3's UI opens an experiment on its GenAI "Overview" (traces) unless the experiment says it holds model
+# training runs; this tag is what the UI reads.
+EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
+
+
+def mark_model_experiment(client: Any, experiment_id: str) -> None:
+    """Tag the experiment as model development, so the UI opens on its training runs."""
+    exp = client.get_experiment(experiment_id)
+    if exp.tags.get(EXPERIMENT_KIND_TAG) != EXPERIMENT_KIND:
+        client.set_experiment_tag(experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
+
+
 def start_run(
     cfg: MlflowParams, run_name: str, run_id: str | None = None, tags: dict[str, str] | None = None
 ) -> Tracker:
@@ -119,6 +131,7 @@ def start_run(
             exp_id = client.get_experiment_by_name(cfg.experiment).experiment_id
     else:
         exp_id = exp.experiment_id
+    mark_model_experiment(client, exp_id)
     run = None
     if run_id:
         try:

@@ -437,29 +437,37 @@ def train(
                 bad = torch.tensor([0.0 if torch.isfinite(loss) else 1.0, float(flag.signum or 0)])
                 if dist.enabled:
                     torch.distributed.all_reduce(bad, op=torch.distributed.ReduceOp.MAX)
-                if bad[0] > 0:
+                what = "loss" if bad[0] > 0 else None
+                if what is None:
+                    scaler.scale(loss).backward()
+                    scaler.unscale_(opt)  # a no-op when the scaler is off (fp32, bf16)
+                    grads = [p.grad for p in model.parameters() if p.grad is not None]
+                    if t.grad_clip is not None:
+                        norm = torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)
+                    else:
+                        norm = torch.nn.utils.get_total_norm(grads)
+                    # fp16: GradScaler skips a step with inf/NaN gradients itself (and lowers its scale)
+                    if not scaler.is_enabled() and not torch.isfinite(norm):
+                        what = "gradients (finite loss)"
+                    else:
+                        scaler.step(opt)
+                        scaler.update()
+                        window_loss += float(loss.detach())
+                        window_n += 1
+                opt.zero_grad(set_to_none=True)
+                if what is None:
+                    consecutive = 0
+                else:
                     consecutive += 1
                     nonfinite_total += 1
-                    opt.zero_grad(set_to_none=True)
-                    _log(f"warning: non-finite loss at step {step}; step skipped ({consecutive} in a row)", dist)
+                    _log(f"warning: non-finite {what} at step {step}; step skipped ({consecutive} in a row)", dist)
                     if consecutive >= t.max_nonfinite:
                         last = _step_checkpoints(ckpt_dir)
                         raise TrainingError(
-                            f"{consecutive} non-finite losses in a row (steps {step - consecutive + 1}..{step}); "
-                            f"stopped. Last good checkpoint: {last[0] if last else 'none'}. Lower train.lr, "
-                            f"set train.grad_clip, or use precision fp32/bf16."
+                            f"{consecutive} non-finite steps in a row (steps {step - consecutive + 1}..{step}, "
+                            f"last: {what}); stopped. Last good checkpoint: {last[0] if last else 'none'}. "
+                            "Lower train.lr, set train.grad_clip, or use precision fp32/bf16."
                         )
-                else:
-                    consecutive = 0
-                    scaler.scale(loss).backward()
-                    if t.grad_clip is not None:
-                        scaler.unscale_(opt)
-                        torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)
-                    scaler.step(opt)
-                    scaler.update()
-                    opt.zero_grad(set_to_none=True)
-                    window_loss += float(loss.detach())
-                    window_n += 1
                 step += 1
                 imgs_win += images_per_step
                 bar.update(1)
