@@ -13,8 +13,9 @@ import json
 import numpy as np
 import pytest
 
-from faceswap.evaluate import evenly_spaced, flattest_window, landmark_errors
+from faceswap.evaluate import landmark_errors
 from faceswap.metrics.catalog import EVAL_METRICS
+from faceswap.pictures import evenly_spaced, flattest_window
 
 from ._eval_fixtures import eval_params, make_face_set, make_identity_reference, train_tiny
 

@@ -214,7 +214,7 @@ def validation_loss(model: FaceSwapAutoencoder, val: dict[str, torch.Tensor], t:
 def preview_grid(model: FaceSwapAutoencoder, faces: dict[str, torch.Tensor], device: torch.device) -> np.ndarray:
     """The seed's grid, one row per held-out pair: A | A rec | A→B | B→A | B rec | B (uint8 HWC), drawn by
     evaluation's :func:`faceswap.evaluate.preview_grid` at native size."""
-    from faceswap.evaluate import preview_grid as draw
+    from faceswap.pictures import preview_grid as draw
 
     (ia, fa), (ib, fb) = list(faces.items())[:2]
     was_training = model.training

@@ -1,0 +1,98 @@
+"""dvc.yaml declares the code each stage runs: every project module its command reaches by import (read from the
+source, not by running it) lies under one of the stage's `deps`, so DVC reruns a stage whenever its code changes."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+import yaml
+
+from .conftest import REPO
+
+SRC = REPO / "src"
+# CLI plumbing every command shares: not stage logic, deliberately not a dependency of any stage
+GLUE = {"faceswap/cli.py", "faceswap/console.py", "faceswap/__init__.py"}
+
+
+def _module_file(name: str) -> Path | None:
+    base = SRC / Path(*name.split("."))
+    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _imports(path: Path) -> set[str]:
+    """Every ``faceswap.*`` module a file imports, at any depth of the file (lazy imports included)."""
+    tree = ast.parse(path.read_text())
+    package = ".".join(path.relative_to(SRC).with_suffix("").parts[:-1])
+    out = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            out |= {a.name for a in node.names if a.name.startswith("faceswap")}
+        elif isinstance(node, ast.ImportFrom):
+            mod = node.module or ""
+            if node.level:
+                parts = package.split(".")[: len(package.split(".")) - node.level + 1]
+                mod = ".".join([*parts, mod] if mod else parts)
+            if mod.startswith("faceswap"):
+                out.add(mod)
+                out |= {f"{mod}.{a.name}" for a in node.names if _module_file(f"{mod}.{a.name}")}
+    return out
+
+
+def _closure(roots: set[str]) -> set[str]:
+    seen: set[str] = set()
+    todo = list(roots)
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        f = _module_file(name)
+        if f is not None:
+            todo += sorted(_imports(f) - seen)
+            parent = name.rsplit(".", 1)[0]
+            if parent != name and _module_file(parent):
+                todo.append(parent)  # importing a.b runs a/__init__.py
+    return {str(f.relative_to(SRC)) for n in seen if (f := _module_file(n)) is not None}
+
+
+def _command_imports(subcommand: str) -> set[str]:
+    """The faceswap modules the CLI function of ``faceswap <subcommand>`` imports."""
+    tree = ast.parse((SRC / "faceswap" / "cli.py").read_text())
+    for node in ast.walk(tree):
+        if isinstance(node, ast.FunctionDef):
+            for dec in node.decorator_list:
+                if (isinstance(dec, ast.Call) and dec.args and isinstance(dec.args[0], ast.Constant)
+                        and dec.args[0].value == subcommand and getattr(dec.func, "attr", "") == "command"):
+                    found = set()
+                    for sub in ast.walk(node):
+                        if isinstance(sub, ast.ImportFrom) and (sub.module or "").startswith("faceswap"):
+                            found.add(sub.module)
+                    return found
+    raise AssertionError(f"no CLI command {subcommand!r} in cli.py")
+
+
+def _stages() -> list[tuple[str, str, list[str]]]:
+    spec = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    out = []
+    for name, stage in spec.items():
+        body = stage.get("do", stage)
+        cmd = body["cmd"]
+        words = cmd.split()
+        if words[0] != "faceswap":
+            continue
+        out.append((name, words[1], [d for d in body.get("deps", []) if d.startswith("src/")]))
+    return out
+
+
+@pytest.mark.parametrize(("stage", "subcommand", "deps"), _stages(), ids=[s[0] for s in _stages()])
+def test_stage_declares_every_module_its_command_imports(stage, subcommand, deps):
+    needed = _closure(_command_imports(subcommand)) - GLUE
+    assert needed, f"{stage}: found no imports for `faceswap {subcommand}`"
+    covered = [d.removeprefix("src/").rstrip("/") for d in deps]
+    missing = sorted(m for m in needed if not any(m == c or m.startswith(c + "/") for c in covered))
+    assert not missing, f"dvc.yaml stage {stage!r} runs code it does not declare: add {missing} to its deps"
