@@ -51,6 +51,7 @@ ui: $(STAMP)
 
 ## readme-picture: the registered champion's preview grid from the last `make pipeline` → docs/img/demo-preview.png
 readme-picture: $(STAMP)
+	@mkdir -p docs/img
 	$(PY) -c "import json, shutil; v = json.load(open('metrics/register.json'))['variant']; \
 	shutil.copyfile(f'reports/{v}/preview.png', 'docs/img/demo-preview.png'); print('docs/img/demo-preview.png ←', v)"
 
