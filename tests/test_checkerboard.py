@@ -28,7 +28,7 @@ from tests._clips import face_clip
 from tests._faces import aligned_crops, cameraman
 from tests.conftest import REPO
 
-GATE = load_params(REPO / "params.yaml").registry.gate_max
+GATE = load_params(REPO / "params.yaml").registry.gates["swap_checkerboard_excess"]
 STILLS = {"a": astronaut, "b": grace_hopper, "cameraman": cameraman}
 
 
