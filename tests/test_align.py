@@ -164,7 +164,7 @@ def frames_dir(tmp_path_factory):
 
 @pytest.mark.slow
 def test_stage_manifest_report_and_rerun(frames_dir, mtcnn, tmp_path):
-    split = SplitParams(mode="tail", val_fraction=0.2, test_fraction=0.2, gap_s=0.2)
+    split = SplitParams(mode="tail", val_fraction=0.15, test_fraction=0.15, gap_s=0.2)
     s = align_faces(frames_dir, tmp_path / "faces", mtcnn, _params(), split, size=SIZE, progress=False)
     df = pd.read_parquet(tmp_path / "faces" / "manifest.parquet")
 
@@ -208,7 +208,7 @@ def test_stage_manifest_report_and_rerun(frames_dir, mtcnn, tmp_path):
 
     # a frame with two faces keeps the tracked face (the astronaut on the left), not the larger newcomer
     pair = df[df["video"] == "pair.mp4"]
-    assert len(pair) >= 8
+    assert len(pair) >= 6
     assert (column_array(pair, "box")[:, 2] < 240).all()
 
     # re-running on the same input gives the same manifest

@@ -587,12 +587,12 @@ def evaluate_variant(
     runs: list[SeedRun] = []
     faces: EvalFaces | None = None
     identity = None
-    if cfg.identity:
-        from faceswap.identity_reference import IdentityReference
-
-        identity = IdentityReference.load(cfg.identity_reference)
     for seed in params.train.seeds:
         model, state, run_info, ckpt = _load_run(variant, seed, models_dir, device)
+        if cfg.identity and identity is None:  # after the first checkpoint: a missing model is the first error
+            from faceswap.identity_reference import IdentityReference
+
+            identity = IdentityReference.load(cfg.identity_reference)
         if faces is None:
             faces = load_eval_faces(cfg.data, tuple(model.config.identities), model.config.image_size,
                                     cfg.faces_dir, cfg.max_faces)
