@@ -178,15 +178,36 @@ def test_corrupt_latest_checkpoint_falls_back_and_changed_config_starts_fresh(fa
     assert r.resumed_from is None and "config changed" in capsys.readouterr().err
 
 
-def test_nonfinite_losses_are_skipped_then_stop_the_run(faces, tmp_path, capsys):
-    r = train(params(tmp_path, steps=8, checkpoint_every=2), "resize_bilinear", tmp_path / "ok", data=faces,
-              inject_nonfinite=(3,))
+def _nan_loss_at(monkeypatch, steps: set[int]) -> None:
+    """Make the training loss NaN at these steps (fault injection from outside: train() has no test hook)."""
+    import faceswap.train as tr
+
+    real_uses, real_loss = tr.uses_lpips, tr.reconstruction_loss
+    now = {"step": -1}
+
+    def uses(cfg, step):  # called once per training step, with its number
+        now["step"] = step
+        return real_uses(cfg, step)
+
+    def loss(pred, target, cfg, with_lpips):
+        value, parts = real_loss(pred, target, cfg, with_lpips)
+        training = not with_lpips  # these params train without LPIPS; validation always asks for it
+        return (value * float("nan"), parts) if training and now["step"] in steps else (value, parts)
+
+    monkeypatch.setattr(tr, "uses_lpips", uses)
+    monkeypatch.setattr(tr, "reconstruction_loss", loss)
+
+
+def test_nonfinite_losses_are_skipped_then_stop_the_run(faces, tmp_path, capsys, monkeypatch):
+    _nan_loss_at(monkeypatch, {3})
+    r = train(params(tmp_path, steps=8, checkpoint_every=2), "resize_bilinear", tmp_path / "ok", data=faces)
     assert r.nonfinite_skipped == 1 and r.step == 8
     assert "non-finite loss at step 3" in capsys.readouterr().err
     out = tmp_path / "bad"
+    monkeypatch.undo()
+    _nan_loss_at(monkeypatch, {4, 5, 6})
     with pytest.raises(TrainingError, match=r"3 non-finite steps in a row \(steps 4..6, last: loss\).*step_0000006.pt"):
-        train(params(tmp_path, steps=20, checkpoint_every=2, max_nonfinite=3), "resize_bilinear", out, data=faces,
-              inject_nonfinite=(4, 5, 6))
+        train(params(tmp_path, steps=20, checkpoint_every=2, max_nonfinite=3), "resize_bilinear", out, data=faces)
     assert load_checkpoint(out / "checkpoints" / "step_0000006.pt")["step"] == 6  # weights of step 4, unharmed
     assert not (out / "model.pt").exists()
 

@@ -288,9 +288,6 @@ def train_cmd(
     seed: Annotated[int | None, typer.Option(help="Seed of weights and augmentation (default: base.seed).")] = None,
     metrics: Annotated[Path | None, typer.Option(help="Write the run's summary here (JSON, for DVC).")] = None,
     curves: Annotated[Path | None, typer.Option(help="Write loss curves (train.csv, val.csv) here, for DVC.")] = None,
-    inject_nonfinite: Annotated[
-        list[int] | None, typer.Option(help="Test hook: make the loss NaN at these steps.", hidden=True)
-    ] = None,
     params: ParamsOpt = Path("params.yaml"),
 ) -> None:
     """Train one decoder variant (resumes from its checkpoints; Ctrl-C/SIGTERM save and stop)."""
@@ -303,7 +300,7 @@ def train_cmd(
 
     run_out = out or run_dir("models", variant, p.base.seed if seed is None else seed)
     r = train(p, variant, run_out, data=data, metrics_path=metrics, curves_dir=curves,
-              inject_nonfinite=tuple(inject_nonfinite or ()), seed=seed, **kwargs)
+              seed=seed, **kwargs)
     if r.interrupted is not None:
         typer.echo(f"interrupted at step {r.step}/{r.steps}; rerun the same command to resume", err=True)
         raise typer.Exit(128 + r.interrupted)

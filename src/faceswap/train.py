@@ -271,14 +271,12 @@ def train(
     faces_dir: str | Path | None = "params",
     metrics_path: str | Path | None = None,
     curves_dir: str | Path | None = None,
-    inject_nonfinite: tuple[int, ...] = (),
     progress: bool | None = None,
     seed: int | None = None,
 ) -> TrainResult:
     """Train ``variant`` on the accepted faces and write its outputs to ``out_dir`` (see the module doc).
 
-    ``data``/``faces_dir`` default to ``params.train``; ``inject_nonfinite`` lists steps whose loss is
-    made NaN (a test hook for the non-finite guard); ``progress`` None shows a bar only on a terminal;
+    ``data``/``faces_dir`` default to ``params.train``; ``progress`` None shows a bar only on a terminal;
     ``seed`` (default ``base.seed``) seeds the weights and the augmentation stream of this run.
     """
     from faceswap.tracking import GROUP_ENV, file_md5, git_commit, start_run
@@ -432,8 +430,6 @@ def train(
                     preds = net(*xs)
                     parts = [reconstruction_loss(p, y, t.loss, with_lp) for p, y in zip(preds, ys, strict=True)]
                 loss = sum(p[0] for p in parts)
-                if step in inject_nonfinite:
-                    loss = loss * float("nan")
                 bad = torch.tensor([0.0 if torch.isfinite(loss) else 1.0, float(flag.signum or 0)])
                 if dist.enabled:
                     torch.distributed.all_reduce(bad, op=torch.distributed.ReduceOp.MAX)
