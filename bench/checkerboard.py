@@ -26,21 +26,6 @@ AMPS = (0.01, 0.02, 0.03, 0.04, 0.05, 0.06, 0.07, 0.08, 0.1)
 PROPOSED_GATE = 0.03
 
 
-def _grid(shape: tuple[int, ...], period: int, kind: str) -> np.ndarray:
-    h, w = shape[:2]
-    yy, xx = np.mgrid[:h, :w]
-    if kind == "checker":
-        pat = np.where((yy % period < period // 2) ^ (xx % period < period // 2), 1.0, -1.0)
-    else:
-        pat = ((yy % period == 0) | (xx % period == 0)).astype(float)
-    return ((pat - pat.mean()) / pat.std())[..., None]
-
-
-def plant(img: np.ndarray, rel: float, period: int, kind: str) -> np.ndarray:
-    x = np.asarray(img, np.float64)
-    return x + rel * np.sqrt(((x - x.mean(axis=(0, 1))) ** 2).mean()) * _grid(x.shape, period, kind)
-
-
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--faces", type=Path, default=REPO / "data/faces")
@@ -53,7 +38,12 @@ def main(argv: list[str] | None = None) -> dict:
 
     from faceswap.data.align import face_template, umeyama, warp_face
     from faceswap.imageio import read_rgb
-    from faceswap.metrics.checkerboard import checkerboard_score, checkerboard_score_set, decoder_grid_score
+    from faceswap.metrics.checkerboard import (
+        checkerboard_score,
+        checkerboard_score_set,
+        decoder_grid_score,
+        plant_lattice,
+    )
 
     df = pd.read_parquet(args.faces / "manifest.parquet")
     res: dict = {"clean": [], "planted": [], "models": {}}
@@ -83,7 +73,7 @@ def main(argv: list[str] | None = None) -> dict:
         faces = sets[ident, "val"]
         for kind in ("checker", "screen"):
             for period in (2, 4, 8):
-                s = [checkerboard_score_set([plant(f, a, period, kind) for f in faces]).score for a in AMPS]
+                s = [checkerboard_score_set([plant_lattice(f, a, period, kind) for f in faces]).score for a in AMPS]
                 cross = next((a for a, v in zip(AMPS, s, strict=True) if v > PROPOSED_GATE), None)
                 res["planted"].append({"identity": ident, "kind": kind, "period": period, "scores": s,
                                        "crosses_proposed_gate_at": cross})

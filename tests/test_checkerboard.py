@@ -23,6 +23,7 @@ from faceswap.metrics.checkerboard import (
     checkerboard_score,
     checkerboard_score_set,
     decoder_grid_score,
+    plant_lattice,
 )
 from tests._clips import face_clip
 from tests._faces import aligned_crops, cameraman
@@ -30,24 +31,6 @@ from tests.conftest import REPO
 
 GATE = load_params(REPO / "params.yaml").registry.gates["swap_checkerboard_excess"]
 STILLS = {"a": astronaut, "b": grace_hopper, "cameraman": cameraman}
-
-
-def _grid(shape: tuple[int, ...], period: int, kind: str) -> np.ndarray:
-    """A zero-mean, unit-RMS lattice: a checkerboard, or a "window screen" of 1-px lines every ``period``."""
-    h, w = shape[:2]
-    yy, xx = np.mgrid[:h, :w]
-    if kind == "checker":
-        pat = np.where((yy % period < period // 2) ^ (xx % period < period // 2), 1.0, -1.0)
-    else:
-        pat = ((yy % period == 0) | (xx % period == 0)).astype(float)
-    pat = (pat - pat.mean()) / pat.std()
-    return pat[..., None] if len(shape) == 3 else pat
-
-
-def _plant(img: np.ndarray, rel: float, period: int, kind: str = "checker") -> np.ndarray:
-    """``img`` plus a grid whose RMS is ``rel`` × the image's RMS variation (as a decoder would add it)."""
-    x = np.asarray(img, np.float64)
-    return x + rel * np.sqrt(((x - x.mean(axis=(0, 1))) ** 2).mean()) * _grid(x.shape, period, kind)
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +60,7 @@ def test_clean_faces_score_far_below_the_gate_whoever_they_are(crops, size, cov)
 def test_planted_grid_raises_the_score_with_amplitude_and_crosses_the_gate(crops, period, kind, who):
     faces = crops[who, 64, 0.8]
     amps = (0.0, 0.01, 0.02, 0.04, 0.08, 0.16)
-    scores = [checkerboard_score_set([_plant(f, a, period, kind) for f in faces]).score for a in amps]
+    scores = [checkerboard_score_set([plant_lattice(f, a, period, kind) for f in faces]).score for a in amps]
     assert all(b >= a for a, b in itertools.pairwise(scores)), scores
     assert scores[-1] > scores[-2] + 0.05 and scores[-1] > GATE, scores
     # an amplitude: ≈ the grid's RMS / the face's RMS (less at period 8, where the face itself is strong)
@@ -89,9 +72,9 @@ def test_planted_grid_raises_the_score_with_amplitude_and_crosses_the_gate(crops
 
 def test_grid_is_attributed_to_its_period(crops):
     faces = crops["a", 64, 0.8]
-    s2 = checkerboard_score_set([_plant(f, 0.1, 2) for f in faces]).per_period
+    s2 = checkerboard_score_set([plant_lattice(f, 0.1, 2) for f in faces]).per_period
     assert s2[2] > 0.09 and s2[4] == s2[8] == 0.0
-    s8 = checkerboard_score_set([_plant(f, 0.1, 8) for f in faces]).per_period
+    s8 = checkerboard_score_set([plant_lattice(f, 0.1, 8) for f in faces]).per_period
     assert s8[8] > 0.05 and s8[2] == 0.0
 
 
@@ -111,7 +94,7 @@ def test_decoder_grid_is_judged_against_the_targets_clean_truth_in_both_directio
     """Swaps a→b are drawn by b's decoder: a grid in that decoder shows against b's clean truth, while the
     clean direction stays ≈ 0, so the worse direction (the gate) catches it whichever decoder has it."""
     truth_a, truth_b = list(crops["a", 64, 0.8]), list(crops["b", 64, 0.8])
-    swaps_a2b = [_plant(f, 0.08, 4) for f in crops["b", 64, 1.0]]  # b's decoder adds a faint 4-px grid
+    swaps_a2b = [plant_lattice(f, 0.08, 4) for f in crops["b", 64, 1.0]]  # b's decoder adds a faint 4-px grid
     swaps_b2a = list(crops["a", 64, 1.0])
     a2b, b2a = decoder_grid_score(swaps_a2b, truth_b), decoder_grid_score(swaps_b2a, truth_a)
     assert a2b["reference_score"] < GATE / 3 and b2a["reference_score"] < GATE / 3
@@ -130,7 +113,7 @@ def test_a_peak_the_reference_already_has_is_not_charged_to_the_decoder():
     outs = [f + 4.0 * rows for f in faces]  # 8.3×
     assert checkerboard_score_set(truth).score == 0.0 and checkerboard_score_set(outs).score > GATE
     assert decoder_grid_score(outs, truth)["excess"] == 0.0
-    assert decoder_grid_score([_plant(f, 0.05, 2) for f in outs], truth)["excess"] > 0.03
+    assert decoder_grid_score([plant_lattice(f, 0.05, 2) for f in outs], truth)["excess"] > 0.03
 
 
 @pytest.mark.slow
@@ -162,7 +145,7 @@ def test_evaluation_charges_a_gridded_decoder_in_whichever_direction_it_draws(cr
 
 
 def test_insensitive_to_brightness_and_contrast(crops):
-    img = _plant(crops["a", 64, 0.8][0], 0.05, 4)
+    img = plant_lattice(crops["a", 64, 0.8][0], 0.05, 4)
     base = checkerboard_score(img).score
     assert base > 0.03
     for gain, offset in [(0.5, 0.0), (0.5, 60.0), (1.0, -30.0), (0.25, 100.0)]:
@@ -173,7 +156,7 @@ def test_flat_smooth_large_and_malformed_images():
     ramp = np.tile(np.linspace(0, 255, 256), (256, 1))
     assert checkerboard_score(ramp).score < 0.005
     assert checkerboard_score(np.full((128, 128, 3), 77.0)).score == 0.0
-    big = _plant(np.asarray(Image.fromarray(astronaut().image).resize((1100, 700))), 0.05, 2)
+    big = plant_lattice(np.asarray(Image.fromarray(astronaut().image).resize((1100, 700))), 0.05, 2)
     assert checkerboard_score(big).score == pytest.approx(0.05, rel=0.2)  # scored on 512² tiles
     with pytest.raises(ValueError, match="too small"):
         checkerboard_score(np.zeros((16, 16)), periods=(2, 4, 8))
@@ -185,7 +168,7 @@ def test_flat_smooth_large_and_malformed_images():
 
 def test_report_excess_and_error_score(crops):
     ref = crops["b", 128, 0.8][0]
-    out = _plant(ref, 0.05, 8)
+    out = plant_lattice(ref, 0.05, 8)
     rep = checkerboard_report(out, reference=ref)
     assert rep["reference_score"] < 0.01 and rep["excess"] > 0.03
     assert rep["excess"] == pytest.approx(rep["score"] - rep["reference_score"])
@@ -200,7 +183,7 @@ def test_cli_scores_files_and_sets(tmp_path, crops):
         clean.append(tmp_path / f"clean{i}.png")
         gridded.append(tmp_path / f"grid{i}.png")
         Image.fromarray(f).save(clean[-1])
-        Image.fromarray(np.clip(_plant(f, 0.1, 2), 0, 255).round().astype(np.uint8)).save(gridded[-1])
+        Image.fromarray(np.clip(plant_lattice(f, 0.1, 2), 0, 255).round().astype(np.uint8)).save(gridded[-1])
     cli = [sys.executable, "-m", "faceswap.cli", "checkerboard"]
     res = subprocess.run([*cli, str(clean[0]), str(gridded[0]), "--reference", str(clean[0]), "--json"],
                          capture_output=True, text=True, check=True, cwd=REPO)
@@ -258,5 +241,6 @@ def test_stage_crops_are_clean_and_planted_grids_cross_the_gate(stage_crops):
         assert max(checkerboard_score(f).score for who in "ab" for f in stage_crops[who, split, cov]) < GATE
     for who, period in itertools.product("ab", (2, 4, 8)):
         faces = stage_crops[who, "val", 0.8]
-        scores = [checkerboard_score_set([_plant(f, a, period) for f in faces]).score for a in (0.0, 0.02, 0.04, 0.08)]
+        scores = [checkerboard_score_set([plant_lattice(f, a, period) for f in faces]).score
+                  for a in (0.0, 0.02, 0.04, 0.08)]
         assert all(b >= a for a, b in itertools.pairwise(scores)) and scores[-1] > GATE, (who, period, scores)

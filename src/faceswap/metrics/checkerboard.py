@@ -212,3 +212,27 @@ def checkerboard_report(
             err = np.asarray(image, np.float64) - np.asarray(reference, np.float64)
             out["error_score"] = checkerboard_score(err, periods).score
     return out
+
+
+# --- planted grids: what the score is validated against (tests, bench/checkerboard.py) ---
+
+
+def lattice(shape: tuple[int, ...], period: int, kind: str = "checker") -> np.ndarray:
+    """A zero-mean, unit-RMS lattice: a checkerboard, or a "window screen" of 1-px lines every ``period``."""
+    h, w = shape[:2]
+    yy, xx = np.mgrid[:h, :w]
+    if kind == "checker":
+        pat = np.where((yy % period < period // 2) ^ (xx % period < period // 2), 1.0, -1.0)
+    elif kind == "screen":
+        pat = ((yy % period == 0) | (xx % period == 0)).astype(float)
+    else:
+        raise ValueError(f"kind must be 'checker' or 'screen', got {kind!r}")
+    pat = (pat - pat.mean()) / pat.std()
+    return pat[..., None] if len(shape) == 3 else pat
+
+
+def plant_lattice(img: np.ndarray, rel: float, period: int, kind: str = "checker") -> np.ndarray:
+    """``img`` plus a lattice whose RMS is ``rel`` × the image's RMS variation (as a decoder would add it)."""
+    x = np.asarray(img, np.float64)
+    return x + rel * np.sqrt(((x - x.mean(axis=(0, 1))) ** 2).mean()) * lattice(x.shape, period, kind)
+
