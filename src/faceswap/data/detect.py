@@ -23,7 +23,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
@@ -31,6 +31,9 @@ from faceswap.config import DETECTORS
 from faceswap.devices import resolve_device
 from faceswap.errors import FaceswapError
 from faceswap.files import file_sha256
+
+if TYPE_CHECKING:
+    import torch
 
 ROLL_ANGLES = (45, -45, 90, -90, 135, -135, 180)  # tried in this order on frames with no usable face upright
 REFINE_STEPS = 3  # at most this many de-rolled looks at one rolled face
@@ -198,7 +201,6 @@ class RetinaFaceDetector:
         nms_iou: float = 0.4,
     ) -> None:
         path = find_retinaface_weights(weights)
-        import torch
 
         self.device, self.max_size, self.confidence, self.nms_iou = device, max_size, confidence, nms_iou
         net = build_retinaface_network()
@@ -226,7 +228,6 @@ class RetinaFaceDetector:
         import torch
         import torch.nn.functional as F
         from retinaface.box_utils import decode, decode_landm
-        from torchvision.ops import nms
 
         if not len(frames):
             return []
@@ -244,26 +245,35 @@ class RetinaFaceDetector:
         priors = self._prior_boxes(hp, wp)
         with torch.inference_mode():
             loc, conf, land = self.net(x)
-        scores_all = F.softmax(conf, dim=-1)[..., 1]
+        scores = F.softmax(conf, dim=-1)[..., 1]
         to_px = torch.tensor([wp, hp], device=self.device, dtype=torch.float32) / scale
-        out = []
-        for i in range(len(frames)):
-            keep = scores_all[i] > self.confidence
-            if not keep.any():
-                out.append(Detections.empty())
-                continue
-            boxes = decode(loc[i][keep], priors[keep], [0.1, 0.2]) * to_px.repeat(2)
-            lms = decode_landm(land[i][keep], priors[keep], [0.1, 0.2]).view(-1, 5, 2) * to_px
-            scores = scores_all[i][keep]
-            k = nms(boxes, scores, self.nms_iou)
-            out.append(
-                Detections(
-                    boxes[k].double().cpu().numpy(),
-                    scores[k].double().cpu().numpy(),
-                    lms[k].double().cpu().numpy(),
-                )
-            )
-        return out
+
+        def decode_one(l_: torch.Tensor, m_: torch.Tensor, p_: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            return decode(l_, p_, [0.1, 0.2]), decode_landm(m_, p_, [0.1, 0.2]).view(-1, 5, 2)
+
+        return select_faces(scores, loc, land, priors, decode_one, to_px, self.confidence, self.nms_iou)
+
+
+def select_faces(scores: torch.Tensor, loc: torch.Tensor, land: torch.Tensor, priors: torch.Tensor, decode: Any,
+                 to_px: torch.Tensor, confidence: float, nms_iou: float) -> list[Detections]:
+    """RetinaFace's heads → faces per frame: threshold, decode against the priors, to pixels, NMS.
+
+    ``scores`` (B, N) face probabilities; ``decode(loc, land, priors)`` → normalised boxes (K, 4) and landmarks
+    (K, 5, 2); ``to_px`` (2,) the (x, y) scale from normalised to frame pixels. Shared by both back-ends.
+    """
+    from torchvision.ops import nms
+
+    out = []
+    for i in range(len(scores)):
+        keep = scores[i] > confidence
+        if not keep.any():
+            out.append(Detections.empty())
+            continue
+        boxes, lms = decode(loc[i][keep], land[i][keep], priors[keep])
+        boxes, lms, s = boxes * to_px.repeat(2), lms * to_px, scores[i][keep]
+        k = nms(boxes, s, nms_iou)
+        out.append(Detections(*(t[k].double().cpu().numpy() for t in (boxes, s, lms))))
+    return out
 
 
 def _check_frames(frames: Sequence[np.ndarray]) -> None:
@@ -305,7 +315,6 @@ class RetinaFaceMnetDetector:
     def detect(self, frames: Sequence[np.ndarray]) -> list[Detections]:
         import torch
         import torch.nn.functional as F
-        from torchvision.ops import nms
 
         from faceswap.data import retinaface_mnet as rm
 
@@ -323,19 +332,9 @@ class RetinaFaceMnetDetector:
         priors = self._priors[(h, w)]
         with torch.inference_mode():
             loc, conf, land = self.net(x)
-            scores_all = conf[..., 1]  # (B, N), already softmaxed
             to_px = torch.tensor([w, h], device=x.device, dtype=torch.float32) / scale
-            out = []
-            for i in range(len(frames)):
-                keep = scores_all[i] > self.confidence
-                if not keep.any():
-                    out.append(Detections.empty())
-                    continue
-                boxes, lms = rm.decode(loc[i][keep], land[i][keep], priors[keep])
-                boxes, lms, scores = boxes * to_px.repeat(2), lms * to_px, scores_all[i][keep]
-                k = nms(boxes, scores, self.nms_iou)
-                out.append(Detections(*(t[k].double().cpu().numpy() for t in (boxes, scores, lms))))
-        return out
+            # conf is already softmaxed (the ONNX graph ends in a softmax)
+            return select_faces(conf[..., 1], loc, land, priors, rm.decode, to_px, self.confidence, self.nms_iou)
 
 
 def _rotation(angle: float, h: int, w: int) -> tuple[np.ndarray, tuple[int, int]]:
