@@ -31,7 +31,7 @@ from faceswap.devices import resolve_device
 from faceswap.errors import FaceswapError
 from faceswap.files import file_sha256
 from faceswap.layout import run_dir
-from faceswap.metrics.catalog import EVAL_METRICS
+from faceswap.metrics.catalog import EVAL_METRICS, INFO
 from faceswap.pictures import (
     evenly_spaced,
     mean_error_spectrum,
@@ -371,7 +371,7 @@ def identity_metrics(outs: dict[str, torch.Tensor], identities: tuple[str, str],
                      per: dict[str, list[float]]) -> dict[str, float | None]:
     """Identity transfer of the swaps in both directions (docs/metrics.md): does a→b look like b to a
     face-recognition network? Per-face values go into ``per`` for the bootstrap."""
-    from faceswap.metrics.identity import _encoder, transfer_scores
+    from faceswap.metrics.identity import shared_encoder, transfer_scores
 
     if tuple(ref.identities) != tuple(identities):
         raise EvaluateError(f"the identity reference is for {list(ref.identities)}, the model decodes "
@@ -379,7 +379,7 @@ def identity_metrics(outs: dict[str, torch.Tensor], identities: tuple[str, str],
     a, b = identities
     m: dict[str, float | None] = {}
     for tag, src, tgt in (("a2b", a, b), ("b2a", b, a)):
-        s = transfer_scores(_encoder(None).describe(to_uint8(outs[f"swap_{src}"]), ref.coverage), src, tgt,
+        s = transfer_scores(shared_encoder().describe(to_uint8(outs[f"swap_{src}"]), ref.coverage), src, tgt,
                             ref.centroids)
         for key, name in (("success", "success"), ("distance", "distance"), ("margin", "margin")):
             m[f"swap_identity_{name}_{tag}"] = s[key]
@@ -564,7 +564,7 @@ def aggregate(runs: list[SeedRun]) -> tuple[dict[str, float | None], dict[str, d
             estimates[s] = {**hierarchical_bootstrap([g]).as_dict(), "kind": "bootstrap"}
         estimates[name] = {**hierarchical_bootstrap(groups).as_dict(), "kind": "bootstrap"}
     for k, v in metrics.items():
-        if k in estimates or v is None or EVAL_METRICS[k][0] == "info":
+        if k in estimates or v is None or EVAL_METRICS[k][0] == INFO:
             continue
         vals = [float(r.evaluation.metrics[k]) for r in runs]
         estimates[k] = {"mean": v, "ci_lo": min(vals), "ci_hi": max(vals), "seeds": len(runs), "kind": "seed-range"}
@@ -601,7 +601,8 @@ def evaluate_variant(
         ev = evaluate_model(model, faces, cfg, periods, device, detector, identity)
         ev.metrics["step"] = float(int(state.get("step", 0) or 0))
         runs.append(SeedRun(seed, ckpt, state, run_info, ev))
-    assert faces is not None  # train.seeds has at least one seed (config validation)
+    if faces is None:
+        raise EvaluateError("train.seeds is empty: no model to evaluate")
     identities = faces.identities
     metrics, estimates = aggregate(runs)
     metrics["seeds"] = float(len(runs))

@@ -74,7 +74,7 @@ def build_reference(params: Params, train_faces: int | None = None) -> IdentityR
     """Centroids from training crops (at most ``evaluate.identity_train_faces`` each, evenly spaced) and the
     test crops' baseline."""
     from faceswap.data.dataset import load_faces
-    from faceswap.metrics.identity import IdentityEncoder, identity_centroids, transfer_scores
+    from faceswap.metrics.identity import identity_centroids, shared_encoder, transfer_scores
 
     cfg = params.evaluate
     ids = tuple(params.base.identities)
@@ -84,7 +84,7 @@ def build_reference(params: Params, train_faces: int | None = None) -> IdentityR
     size, coverage = params.base.image_size, params.align.coverage
     train = load_faces(cfg.data, ids, "train", size, cfg.faces_dir)
     test = load_faces(cfg.data, ids, "test", size, cfg.faces_dir)
-    enc = IdentityEncoder()
+    enc = shared_encoder()
     picked = {i: _evenly(train[i].images, k) for i in ids}
     centroids = identity_centroids(picked, coverage, enc)
     success, margin = {}, {}

@@ -182,7 +182,7 @@ _default: dict[str, IdentityEncoder] = {}
 _default_lock = threading.Lock()
 
 
-def _encoder(encoder: IdentityEncoder | None) -> IdentityEncoder:
+def shared_encoder(encoder: IdentityEncoder | None = None) -> IdentityEncoder:
     """The given encoder, else one shared template-mode encoder per process."""
     if encoder is not None:
         return encoder
@@ -198,7 +198,7 @@ def identity_centroids(
     encoder: IdentityEncoder | None = None,
 ) -> dict[str, np.ndarray]:
     """Mean descriptor (128,) per identity, from its (training) crops: the reference each swap is judged against."""
-    enc = _encoder(encoder)
+    enc = shared_encoder(encoder)
     out = {}
     for ident, images in images_by_identity.items():
         d = enc.describe(images, coverage)
@@ -258,7 +258,7 @@ def identity_transfer(
     A blurry swap loses identity altogether: both distances approach ~0.6 and ``success`` drifts towards a coin
     flip (0.5) with ``margin`` near 0, so read ``success`` together with ``margin`` and ``distance``.
     """
-    desc = _encoder(encoder).describe(swaps, coverage)
+    desc = shared_encoder(encoder).describe(swaps, coverage)
     return transfer_scores(desc, source_identity, target_identity, centroids)
 
 
