@@ -114,12 +114,13 @@ def _dir_word(name: str) -> str:
     return "highest" if EVAL_METRICS[name][0] == HIGHER else "lowest"
 
 
-def _fmt_est(c: Candidate, name: str) -> str:
+def _fmt_est(c: Candidate, name: str, spec: str = ".4f", missing: str = "missing") -> str:
+    """``mean [lo, hi]`` (the 95% CI; a range over seeds for set scores), or the mean alone."""
     v = c.metrics.get(name)
     if v is None:
-        return "missing"
+        return missing
     e = c.evaluation.get("estimates", {}).get(name)
-    return f"{v:.4f} [{e['ci_lo']:.4f}, {e['ci_hi']:.4f}]" if e else f"{v:.4f}"
+    return f"{format(v, spec)} [{format(e['ci_lo'], spec)}, {format(e['ci_hi'], spec)}]" if e else format(v, spec)
 
 
 def _tied(a: Candidate, b: Candidate, name: str) -> bool:
@@ -230,15 +231,6 @@ def _fmt(v: float | None, spec: str) -> str:
     return "–" if v is None else format(v, spec)
 
 
-def _fmt_ci(c: Candidate, name: str, spec: str) -> str:
-    """``mean [lo, hi]`` (the 95% CI; a range over seeds for set scores), or the mean alone."""
-    v = c.metrics.get(name)
-    if v is None:
-        return "–"
-    e = c.evaluation.get("estimates", {}).get(name)
-    return f"{format(v, spec)} [{format(e['ci_lo'], spec)}, {format(e['ci_hi'], spec)}]" if e else format(v, spec)
-
-
 def summary_table(candidates: list[Candidate], winner: str | None) -> str:
     head = "| variant | qualifies | rank | " + " | ".join(t for _, t, _ in SUMMARY_COLUMNS) + " |"
     sep = "|" + "---|" * (3 + len(SUMMARY_COLUMNS))
@@ -246,7 +238,7 @@ def summary_table(candidates: list[Candidate], winner: str | None) -> str:
     for c in sorted(candidates, key=lambda c: (c.rank is None, c.rank or 0, c.variant)):
         name = f"**{c.variant}**" if c.variant == winner else c.variant
         q = "yes" if c.qualifies else f"no ({c.note})"
-        cells = [_fmt_ci(c, k, spec) for k, _, spec in SUMMARY_COLUMNS]
+        cells = [_fmt_est(c, k, spec, "–") for k, _, spec in SUMMARY_COLUMNS]
         lines.append(f"| {name} | {q} | {c.rank or '–'} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
