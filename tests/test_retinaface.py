@@ -20,6 +20,7 @@ from faceswap.data import retinaface_mnet as rm
 from faceswap.data.align import align_faces, apply_affine, face_template, umeyama
 from faceswap.data.demo import write_video
 from faceswap.data.detect import (
+    ROLL_ANGLES,
     MtcnnDetector,
     RetinaFaceMnetDetector,
     RetinaFaceWeightsError,
@@ -190,6 +191,51 @@ def test_upright_faces_cost_no_second_look(rf, astronaut):
     retry = RollRetry(rf, usable=lambda d: d.scores >= 0.95)
     retry.detect([_frame_with(astronaut, a, side=360) for a in (0, 10, -15)])
     assert retry.retried == 0 and retry.refined == 0
+
+
+class _Counting:
+    """The detector, counting the frames it is shown (to measure what the retry costs)."""
+
+    def __init__(self, inner) -> None:
+        self.inner, self.frames = inner, 0
+        self.name, self.weights_digest, self.device = inner.name, inner.weights_digest, inner.device
+
+    def detect(self, frames):
+        self.frames += len(frames)
+        return self.inner.detect(frames)
+
+
+def test_a_faceless_stretch_is_probed_not_turned_frame_by_frame(rf):
+    blank = np.full((240, 240, 3), 120, np.uint8)
+    counting = _Counting(rf)
+    retry = RollRetry(counting, usable=lambda d: d.scores >= 0.95, every=4)
+    assert not any(len(d) for d in retry.detect([blank] * 12))
+    assert retry.retried == 12 and retry.turned == 4  # frames 0, 4, 8 and 11 of the run
+    assert counting.frames == 12 + 4 * len(ROLL_ANGLES)
+    exhaustive = RollRetry(rf, usable=lambda d: d.scores >= 0.95, every=1)
+    exhaustive.detect([blank] * 12)
+    assert exhaustive.turned == 12
+
+
+def test_a_face_rolled_for_a_whole_run_is_found_in_every_frame(rf, astronaut):
+    blank = np.full((360, 360, 3), 120, np.uint8)
+    frames = [blank, blank] + [_frame_with(astronaut, 90, side=360)] * 7 + [blank]
+    retry = RollRetry(rf, usable=lambda d: d.scores >= 0.95, every=4)
+    dets = retry.detect(frames)
+    found = [bool((d.scores >= 0.95).any()) if len(d) else False for d in dets]
+    assert found == [False, False] + [True] * 7 + [False]
+    assert all(abs(_eye_angle(_best(d)[2])) < 5.0 for d in dets[2:9])
+
+
+def test_a_face_shown_briefly_inside_a_stretch_without_faces_needs_every_1(rf, astronaut):
+    """The documented trade: between two probes that find nothing, a face seen in fewer than ``every`` frames
+    is not looked for; ``every=1`` turns every faceless frame."""
+    blank = np.full((360, 360, 3), 120, np.uint8)
+    frames = [blank] * 5 + [_frame_with(astronaut, 90, side=360)] + [blank] * 5
+    probed = RollRetry(rf, usable=lambda d: d.scores >= 0.95, every=4).detect(frames)
+    assert not (probed[5].scores >= 0.95).any()
+    exhaustive = RollRetry(rf, usable=lambda d: d.scores >= 0.95, every=1).detect(frames)
+    assert (exhaustive[5].scores >= 0.95).any()
 
 
 # --- the stage with RetinaFace --------------------------------------------------------------------------

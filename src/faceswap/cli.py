@@ -264,7 +264,8 @@ def align_cmd(
         metrics.parent.mkdir(parents=True, exist_ok=True)
         head = {k: getattr(summary, k) for k in ("faces", "frames_read", "mean_residual_px", "jitter_px",
                                                  "crop_jitter_px", "frames_per_second", "detector",
-                                                 "detector_weights", "roll_retried", "roll_recovered")}
+                                                 "detector_weights", "roll_retried", "roll_turned",
+                                                 "roll_recovered")}
         head["rejected"] = summary.rejected
         head["identities"] = summary.identities
         metrics.write_text(json.dumps(head, indent=2) + "\n")

@@ -158,6 +158,10 @@ class AlignParams(_Section):
         None, description="Path to RetinaFace ResNet-50 weights (retinaface_r50); null = the torch hub cache."
     )
     roll_retry: bool = Field(True, description="Look again at faceless frames turned by 45° steps; de-roll faces.")
+    roll_retry_every: int = Field(
+        4, ge=1, le=64, description="In a run of faceless frames, turn its ends and every N-th (then the frames "
+        "around a find); 1 = every faceless frame."
+    )
     device: str = Field("auto", description="auto | cpu | cuda.")
     batch_size: int = Field(8, ge=1, le=512, description="Frames per detector call.")
     score_threshold: float = Field(0.95, gt=0.0, lt=1.0)

@@ -228,6 +228,7 @@ class AlignSummary:
     frames_per_second: float
     clips: list[dict]
     roll_retried: int = 0
+    roll_turned: int = 0
     roll_recovered: int = 0
     roll_refined: int = 0
     unreadable_frames: list[str] = field(default_factory=list)
@@ -321,7 +322,7 @@ def align_faces(
     template = face_template(size, params.coverage)
     max_res = params.max_residual * size
     if params.roll_retry and not isinstance(detector, RollRetry):
-        detector = RollRetry(detector, usable=_usable(params))
+        detector = RollRetry(detector, usable=_usable(params), every=params.roll_retry_every)
 
     work = []
     clip_stats: dict[tuple[str, str], ClipStats] = {}
@@ -426,6 +427,7 @@ def align_faces(
         frames_per_second=round(n_detect / seconds, 3) if seconds > 0 else 0.0,
         clips=[asdict(c) for c in clips],
         roll_retried=getattr(detector, "retried", 0),
+        roll_turned=getattr(detector, "turned", 0),
         roll_recovered=getattr(detector, "recovered", 0),
         roll_refined=getattr(detector, "refined", 0),
         unreadable_frames=unreadable,
@@ -538,7 +540,7 @@ def format_align_summary(s: AlignSummary) -> str:
         f"align → {s.out}: {s.faces} faces from {s.frames_read} frames "
         f"({s.detector} {s.detector_weights[:19]}: {s.detector_reason}; {s.frames_per_second:.1f} frames/s)",
         "  rejected: " + ", ".join(f"{k} {v}" for k, v in s.rejected.items()),
-        f"  roll retry: {s.roll_retried} frames without a face upright looked at again rotated, "
+        f"  roll retry: {s.roll_retried} frames without a face upright, {s.roll_turned} looked at again turned, "
         f"{s.roll_recovered} found; {s.roll_refined} rolled faces detected again de-rolled",
     ]
     lines += [f"  unreadable frame: {p}" for p in s.unreadable_frames]

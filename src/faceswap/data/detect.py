@@ -19,6 +19,7 @@ turned in 45° steps, and rolled faces again de-rolled, so a face at any roll is
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -358,6 +359,17 @@ def _map_back(det: Detections, m: np.ndarray) -> Detections:
     return Detections(boxes, det.scores.copy(), det.landmarks @ inv[:, :2].T + inv[:, 2])
 
 
+def _runs(indices: Sequence[int]) -> list[list[int]]:
+    """Sorted indices → runs of consecutive ones ([1, 2, 4] → [[1, 2], [4]])."""
+    runs: list[list[int]] = []
+    for i in indices:
+        if runs and i == runs[-1][-1] + 1:
+            runs[-1].append(i)
+        else:
+            runs.append([i])
+    return runs
+
+
 def face_roll(landmarks: np.ndarray) -> float:
     """Roll of a face in degrees from its 5 landmarks (0 upright; image y points down).
 
@@ -378,6 +390,12 @@ class RollRetry:
        that holds the whole frame; faces mapped back), until one finds a usable face. RetinaFace finds a
        40-px face up to ~±25–30° of roll with a score ≥ 0.95 (a 95-px one to ~±60°, measured), so 45° steps
        leave no roll uncovered where 90° steps missed 40-px faces at 45° and 60°.
+       A turned look costs ~11 upright ones (7 angles on a canvas up to 2× the frame), so in a run of
+       consecutive faceless frames of a batch only the *probes* are turned at once: the run's first and last
+       frame and every ``every``-th between. Where a probe finds a face, the frames between it and its
+       neighbouring probes are turned too, its angle first. A face that stays rolled for ``every`` frames or
+       more is found in every frame; one that shows only briefly, inside a stretch with no face, may be
+       missed (``every=1`` turns every faceless frame).
     2. A usable face whose landmarks say it is rolled by more than ``max_roll`` degrees (its landmarks are
        then off by up to ~25°, measured) is detected again in the frame rotated about the face's centre by
        that roll, where it is near upright, and its box and landmarks are mapped back; again (at most
@@ -397,14 +415,18 @@ class RollRetry:
         angles: Sequence[int] = ROLL_ANGLES,
         max_roll: float = 20.0,
         weak_score: float = 0.5,
+        every: int = 1,
     ) -> None:
+        if every < 1:
+            raise DetectorError(f"roll retry: every must be >= 1, got {every}")
         self.inner = inner
         self.usable = usable or (lambda d: d.scores >= 0.5)
         self.angles = tuple(angles)
-        self.max_roll, self.weak_score = max_roll, weak_score
+        self.max_roll, self.weak_score, self.every = max_roll, weak_score, every
         self.name, self.weights_digest, self.device = inner.name, inner.weights_digest, inner.device
-        self.retried = 0  # frames with no usable face upright, looked at again rotated by 90° steps
-        self.recovered = 0  # of those, frames where a rotation found a usable face
+        self.retried = 0  # frames with no usable face upright
+        self.turned = 0  # of those, frames looked at again turned (probes and the frames filled in around a find)
+        self.recovered = 0  # frames where a turned look found a usable face
         self.refined = 0  # rolled faces detected again de-rolled
 
     def _any(self, d: Detections) -> bool:
@@ -414,25 +436,47 @@ class RollRetry:
         out = self.inner.detect(frames)
         todo = [i for i, d in enumerate(out) if not self._any(d)]
         self.retried += len(todo)
-        for angle in self.angles:
-            if not todo:
-                break
-            import cv2
-
-            m, canvas = _rotation(angle, *frames[todo[0]].shape[:2])  # one size per batch: one canvas
-            turned = [cv2.warpAffine(frames[i], m, canvas, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-                      for i in todo]
-            still = []
-            for i, d in zip(todo, self.inner.detect(turned), strict=True):
-                if self._any(d):
-                    out[i] = _map_back(d, m)
-                    self.recovered += 1
-                else:
-                    still.append(i)
-            todo = still
+        fill: dict[int, tuple[int, ...]] = {}
+        for run in _runs(todo):
+            probes = sorted({*run[:: self.every], run[-1]})
+            found = self._turn(frames, out, {i: self.angles for i in probes})
+            for lo, hi in itertools.pairwise(probes):
+                first = tuple(dict.fromkeys(found[i] for i in (lo, hi) if i in found))
+                if first:  # a face near this gap: look at the frames in it, the angle that found it first
+                    order = first + tuple(a for a in self.angles if a not in first)
+                    fill.update({i: order for i in range(lo + 1, hi)})
+        self._turn(frames, out, fill)
         if self.max_roll < 180:
             self._refine(frames, out)
         return out
+
+    def _turn(self, frames: Sequence[np.ndarray], out: list[Detections],
+              plan: dict[int, tuple[int, ...]]) -> dict[int, int]:
+        """Detect frame ``i`` turned by ``plan[i]``'s angles in order until a usable face; {i: angle that found it}."""
+        import cv2
+
+        self.turned += len(plan)
+        found: dict[int, int] = {}
+        pending = sorted(plan)
+        for step in range(len(self.angles)):
+            by_angle: dict[int, list[int]] = {}
+            for i in pending:
+                if step < len(plan[i]):
+                    by_angle.setdefault(plan[i][step], []).append(i)
+            pending = []
+            for angle, idx in by_angle.items():
+                m, canvas = _rotation(angle, *frames[idx[0]].shape[:2])  # one size per batch: one canvas
+                turned = [cv2.warpAffine(frames[i], m, canvas, flags=cv2.INTER_LINEAR,
+                                         borderMode=cv2.BORDER_REPLICATE) for i in idx]
+                for i, d in zip(idx, self.inner.detect(turned), strict=True):
+                    if self._any(d):
+                        out[i], found[i] = _map_back(d, m), angle
+                        self.recovered += 1
+                    else:
+                        pending.append(i)
+            if not pending:
+                break
+        return found
 
     def _refine(self, frames: Sequence[np.ndarray], out: list[Detections]) -> None:
         """De-roll rolled faces: detect again in the frame rotated about the face, up to ``REFINE_STEPS`` times."""
