@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     import pandas as pd
 
-    from faceswap.data.align import face_template, umeyama, warp_face
+    from faceswap.data.geometry import face_template, umeyama, warp_face
     from faceswap.imageio import read_rgb
     from faceswap.metrics.checkerboard import (
         checkerboard_score,

@@ -29,7 +29,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 def load(faces: Path, frames: Path, size: int | None) -> tuple[np.ndarray, np.ndarray, np.ndarray, float, int]:
     import pandas as pd
 
-    from faceswap.data.align import warp_face
+    from faceswap.data.geometry import warp_face
     from faceswap.imageio import read_rgb
 
     man = pd.read_parquet(faces / "manifest.parquet").sort_values("face_id")

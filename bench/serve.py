@@ -58,8 +58,8 @@ def inputs(size: int, coverage: float) -> tuple[np.ndarray, np.ndarray]:
     """An aligned size² crop of the astronaut and a 1280×720 frame with her in it."""
     import cv2
 
-    from faceswap.data.align import face_template, umeyama, warp_face
     from faceswap.data.demo import astronaut
+    from faceswap.data.geometry import face_template, umeyama, warp_face
 
     still = astronaut()
     crop = warp_face(still.image, umeyama(still.landmarks, face_template(size, coverage)), size)

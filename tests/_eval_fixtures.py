@@ -32,8 +32,8 @@ def make_face_set(
     root: Path, train: int = 24, val: int = 6, test: int = 12, size: int = SIZE, seed: int = 0
 ) -> Path:
     """Write crops under ``root/faces`` and ``root/faces.parquet`` (split train/val/test per identity)."""
-    from faceswap.data.align import apply_affine, face_template, umeyama, warp_face
     from faceswap.data.demo import astronaut, grace_hopper
+    from faceswap.data.geometry import apply_affine, face_template, umeyama, warp_face
     from faceswap.data.manifest import write_manifest
     from faceswap.imageio import write_rgb
 

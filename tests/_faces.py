@@ -6,8 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
-from faceswap.data.align import face_template, umeyama, warp_face
 from faceswap.data.demo import astronaut, grace_hopper
+from faceswap.data.geometry import face_template, umeyama, warp_face
 from faceswap.data.manifest import MANIFEST_NAME
 
 

@@ -40,7 +40,7 @@ def test_reinhard_moves_lab_statistics_to_the_target():
 
 @pytest.mark.parametrize("seamless", [False, True])
 def test_paste_back_changes_only_the_face_region(seamless):
-    from faceswap.data.align import face_template, umeyama, warp_face
+    from faceswap.data.geometry import face_template, umeyama, warp_face
 
     still = astronaut()
     m = umeyama(still.landmarks, face_template(64))

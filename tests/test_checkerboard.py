@@ -209,8 +209,9 @@ def stage_crops(tmp_path_factory):
     import pandas as pd
 
     from faceswap.config import AlignParams, SplitParams
-    from faceswap.data.align import align_faces, face_template, umeyama, warp_face
+    from faceswap.data.align import align_faces
     from faceswap.data.detect import MtcnnDetector
+    from faceswap.data.geometry import face_template, umeyama, warp_face
     from faceswap.data.video import extract_frames
     from faceswap.imageio import read_rgb
 

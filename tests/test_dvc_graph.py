@@ -96,3 +96,11 @@ def test_stage_declares_every_module_its_command_imports(stage, subcommand, deps
     covered = [d.removeprefix("src/").rstrip("/") for d in deps]
     missing = sorted(m for m in needed if not any(m == c or m.startswith(c + "/") for c in covered))
     assert not missing, f"dvc.yaml stage {stage!r} runs code it does not declare: add {missing} to its deps"
+
+
+@pytest.mark.parametrize(("stage", "subcommand", "deps"), _stages(), ids=[s[0] for s in _stages()])
+def test_stage_declares_no_module_its_command_does_not_import(stage, subcommand, deps):
+    """A file dependency the command never imports would rerun the stage for nothing."""
+    needed = _closure(_command_imports(subcommand)) - GLUE
+    extra = sorted(d for d in deps if d.endswith(".py") and d.removeprefix("src/") not in needed)
+    assert not extra, f"dvc.yaml stage {stage!r} declares code its command does not import: drop {extra}"

@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from faceswap.data.align import face_template, umeyama, warp_face
 from faceswap.data.demo import FaceStill, astronaut, grace_hopper, plan_shot, render_frames
+from faceswap.data.geometry import face_template, umeyama, warp_face
 from faceswap.metrics import dlib_models as dm
 from faceswap.metrics import identity as idm
 

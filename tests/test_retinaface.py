@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 from faceswap.cli import app
 from faceswap.config import AlignParams, SplitParams
 from faceswap.data import retinaface_mnet as rm
-from faceswap.data.align import align_faces, apply_affine, face_template, umeyama
+from faceswap.data.align import align_faces
 from faceswap.data.demo import write_video
 from faceswap.data.detect import (
     ROLL_ANGLES,
@@ -28,6 +28,7 @@ from faceswap.data.detect import (
     create_detector,
     resolve_detector_name,
 )
+from faceswap.data.geometry import apply_affine, face_template, umeyama
 from faceswap.data.manifest import column_array, manifest_detector
 from faceswap.data.video import extract_frames
 from faceswap.files import file_sha256

@@ -121,7 +121,7 @@ def test_corrupt_inputs_fail_clearly(world):
 
 
 def test_smoothing_removes_landmark_jitter():
-    from faceswap.data.align import smooth_landmarks
+    from faceswap.data.geometry import smooth_landmarks
 
     rng = np.random.default_rng(0)
     t = np.arange(40)

@@ -104,7 +104,7 @@ def plant_defects(src, dst, too_few: bool = True) -> dict[str, set[str]]:
     shake = np.where(np.arange(len(lm)) % 2 == 0, 1.2, -1.2)  # ±1.2 px frame to frame
     # ... except on frames whose landmarks already sit near the landmark tolerance (6.4 px at 64²): there the shake
     # would also trip the per-frame landmark check, and this defect is meant to trip jitter alone
-    from faceswap.data.align import face_template
+    from faceswap.data.geometry import face_template
 
     dev = np.linalg.norm(lm - face_template(SIZE, 0.8), axis=2).max(axis=1)
     shake[dev > 0.1 * SIZE - 1.5] = 0.0

@@ -170,7 +170,7 @@ def _bar(total: int | None, desc: str, progress: bool):
 
 def track_faces(swapper: Swapper, cap, total: int | None, progress: bool) -> list[Face | None]:
     """Pass 1: the tracked face of every frame (None where there is none), smoothed over time."""
-    from faceswap.data.align import smooth_landmarks
+    from faceswap.data.geometry import smooth_landmarks
     from faceswap.serving.swapper import Face
 
     p = swapper.serve

@@ -1,6 +1,6 @@
 """Face detection, selection, 5-point alignment and the manifest (``faceswap align``).
 
-Geometry first (template, Umeyama, warping, smoothing), then the stage itself. Per clip (one video of
+The geometry (template, Umeyama, warping, smoothing) lives in :mod:`faceswap.data.geometry`. Per clip (one video of
 one identity), in frame order:
 
 1. detect faces in batches (a reader thread decodes the next frames while the detector runs); frames
@@ -35,127 +35,24 @@ import numpy as np
 
 from faceswap.config import AlignParams, SplitParams
 from faceswap.data.detect import Detections, Detector, RollRetry
+from faceswap.data.geometry import (
+    apply_affine,
+    face_template,
+    rms_residual,
+    select_face,
+    smooth_landmarks,
+    umeyama,
+    warp_face,
+)
 from faceswap.data.manifest import MANIFEST_NAME, write_manifest
 from faceswap.errors import FaceswapError
 
-# ArcFace's 5-point template for 112×112 crops (insightface): eyes, nose tip, mouth corners.
-ARCFACE_TEMPLATE_112 = np.array(
-    [[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366], [41.5493, 92.3655], [70.7299, 92.2041]]
-)
 REPORT_NAME = "report.json"
 REJECT_REASONS = ("unreadable", "no_face", "low_score", "too_small", "bad_landmarks", "split_gap")
 
 
 class AlignError(FaceswapError, RuntimeError):
     """The align stage cannot run (missing frame index, unusable output folder)."""
-
-
-# --- geometry ----------------------------------------------------------------------------------------
-
-
-def face_template(size: int, coverage: float = 0.8) -> np.ndarray:
-    """The 5 template points (5, 2) in a ``size``² crop: ArcFace framing scaled by ``coverage`` about the centre."""
-    t = ARCFACE_TEMPLATE_112 / 112.0
-    return size * (0.5 + coverage * (t - 0.5))
-
-
-def umeyama(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
-    """Least-squares similarity (rotation, uniform scale, translation; no reflection) src → dst, as 2×3.
-
-    Umeyama (1991), "Least-squares estimation of transformation parameters between two point patterns".
-    """
-    src, dst = np.asarray(src, float), np.asarray(dst, float)
-    mu_s, mu_d = src.mean(0), dst.mean(0)
-    xs, xd = src - mu_s, dst - mu_d
-    var_s = (xs**2).sum() / len(src)
-    cov = xd.T @ xs / len(src)
-    u, d, vt = np.linalg.svd(cov)
-    s = np.ones(2)
-    if np.linalg.det(u) * np.linalg.det(vt) < 0:
-        s[-1] = -1
-    r = u @ np.diag(s) @ vt
-    scale = (d * s).sum() / var_s if var_s > 0 else 1.0
-    m = np.empty((2, 3))
-    m[:, :2] = scale * r
-    m[:, 2] = mu_d - scale * r @ mu_s
-    return m
-
-
-def apply_affine(m: np.ndarray, pts: np.ndarray) -> np.ndarray:
-    return np.asarray(pts, float) @ m[:, :2].T + m[:, 2]
-
-
-def rms_residual(m: np.ndarray, src: np.ndarray, dst: np.ndarray) -> float:
-    """RMS distance between ``m``·src and dst (pixels of the destination)."""
-    return float(np.sqrt(((apply_affine(m, src) - dst) ** 2).sum(1).mean()))
-
-
-def warp_face(frame: np.ndarray, m: np.ndarray, size: int) -> np.ndarray:
-    """The aligned ``size``² crop. Strong down-scaling warps at k× and area-averages, to avoid aliasing."""
-    import cv2
-
-    scale = math.sqrt(abs(np.linalg.det(m[:, :2])))
-    k = int(min(4, max(1, round(1.0 / max(scale, 1e-6)))))
-    if k == 1:
-        return cv2.warpAffine(frame, m, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
-    big = cv2.warpAffine(frame, m * k, (size * k, size * k), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
-    return cv2.resize(big, (size, size), interpolation=cv2.INTER_AREA)
-
-
-def smooth_landmarks(landmarks: np.ndarray, segments: np.ndarray, sigma: float) -> np.ndarray:
-    """Centred Gaussian smoothing of (T, 5, 2) landmarks along T, never across segment boundaries."""
-    out = np.array(landmarks, float, copy=True)
-    if sigma <= 0 or len(out) < 2:
-        return out
-    radius = max(1, math.ceil(3 * sigma))
-    offsets = np.arange(-radius, radius + 1)
-    kernel = np.exp(-0.5 * (offsets / sigma) ** 2)
-    for seg in np.unique(segments):
-        idx = np.flatnonzero(segments == seg)
-        x = landmarks[idx]
-        for j in range(len(idx)):
-            lo, hi = max(0, j - radius), min(len(idx), j + radius + 1)
-            w = kernel[lo - j + radius : hi - j + radius]
-            out[idx[j]] = np.tensordot(w / w.sum(), x[lo:hi], axes=1)
-    return out
-
-
-def box_iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
-    x0, y0 = np.maximum(box[0], boxes[:, 0]), np.maximum(box[1], boxes[:, 1])
-    x1, y1 = np.minimum(box[2], boxes[:, 2]), np.minimum(box[3], boxes[:, 3])
-    inter = np.clip(x1 - x0, 0, None) * np.clip(y1 - y0, 0, None)
-    area = lambda b: (b[..., 2] - b[..., 0]) * (b[..., 3] - b[..., 1])  # noqa: E731
-    return inter / np.maximum(area(box) + area(boxes) - inter, 1e-9)
-
-
-def select_face(
-    det: Detections,
-    prev_box: np.ndarray | None,
-    policy: str,
-    score_threshold: float,
-    min_face_size: int,
-    track_iou: float,
-) -> tuple[int | None, str | None, bool]:
-    """(index of the kept face or None, reject reason or None, whether it continues the previous track)."""
-    if len(det) == 0:
-        return None, "no_face", False
-    ok = det.scores >= score_threshold
-    if not ok.any():
-        return None, "low_score", False
-    wh = np.minimum(det.boxes[:, 2] - det.boxes[:, 0], det.boxes[:, 3] - det.boxes[:, 1])
-    ok &= wh >= min_face_size
-    if not ok.any():
-        return None, "too_small", False
-    cand = np.flatnonzero(ok)
-    areas = (det.boxes[cand, 2] - det.boxes[cand, 0]) * (det.boxes[cand, 3] - det.boxes[cand, 1])
-    if policy == "track" and prev_box is not None:
-        ious = box_iou(prev_box, det.boxes[cand])
-        j = int(np.argmax(ious))
-        if ious[j] >= track_iou:
-            return int(cand[j]), None, True
-    if policy == "score":
-        return int(cand[np.argmax(det.scores[cand])]), None, False
-    return int(cand[np.argmax(areas)]), None, False
 
 
 # --- split -------------------------------------------------------------------------------------------

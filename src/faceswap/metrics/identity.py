@@ -3,7 +3,7 @@
 The judge is dlib's ResNet face descriptor (``dlib_face_recognition_resnet_model_v1``: 128-D, 99.38% on LFW;
 two photos of one person are usually < 0.6 apart in Euclidean distance). It wants a 150² chip aligned the way
 dlib aligns faces. Our crops are already aligned by the data stages (5-point Umeyama to
-:func:`faceswap.data.align.face_template`), and a swap comes out of the decoder in the same frame, so by
+:func:`faceswap.data.geometry.face_template`), and a swap comes out of the decoder in the same frame, so by
 default the chip is taken straight from that geometry: the similarity that maps the crop's template points onto
 the same five points of dlib's mean face (eye centres, nose tip, mouth corners; padding 0.25, as
 ``dlib.get_face_chip``). No detector and no landmark fit runs on the swap, which matters because swaps are
@@ -145,7 +145,7 @@ class IdentityEncoder:
         """The (N, 150, 150, 3) uint8 chips the descriptor sees (template geometry; for inspection and tests)."""
         import cv2
 
-        from faceswap.data.align import face_template, umeyama, warp_face
+        from faceswap.data.geometry import face_template, umeyama, warp_face
 
         coverage = _check_coverage(coverage)
         out = np.empty((len(items := _as_images(images, names)), CHIP_SIZE, CHIP_SIZE, 3), np.uint8)

@@ -3,8 +3,8 @@ paste back. The pyfunc (REST and in-process) and the video conversion both use i
 the same way everywhere.
 
 Detection and alignment are the data stage's own code (:mod:`faceswap.data.detect`,
-:func:`faceswap.data.align.select_face`, :func:`~faceswap.data.align.umeyama` to
-:func:`~faceswap.data.align.face_template`, :func:`~faceswap.data.align.warp_face`), with the align
+:func:`faceswap.data.geometry.select_face`, :func:`~faceswap.data.geometry.umeyama` to
+:func:`~faceswap.data.geometry.face_template`, :func:`~faceswap.data.geometry.warp_face`), with the align
 section's detector, thresholds and template coverage: the crops match what the model was trained on.
 """
 
@@ -37,7 +37,7 @@ class Swapper:
     """The trained autoencoder plus what full frames need (a detector, the template, blending settings)."""
 
     def __init__(self, model: Any, variant: str, serve: ServeParams, align: AlignParams, device: str) -> None:
-        from faceswap.data.align import face_template
+        from faceswap.data.geometry import face_template
 
         self.model = model
         self.variant = variant
@@ -128,7 +128,7 @@ class Swapper:
 
     def pick(self, det, prev_box: np.ndarray | None = None, policy: str = "largest") -> tuple[Face | None, bool]:
         """The face to swap in one frame's detections (the align stage's rule), and whether it continues a track."""
-        from faceswap.data.align import select_face
+        from faceswap.data.geometry import select_face
 
         i, _reason, continued = select_face(det, prev_box, policy, self.align.score_threshold,
                                             self.align.min_face_size, self.align.track_iou)
@@ -142,7 +142,7 @@ class Swapper:
 
     def align_face(self, frame: np.ndarray, landmarks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(aligned crop, 2×3 matrix frame → crop), as the align stage cuts its training crops."""
-        from faceswap.data.align import umeyama, warp_face
+        from faceswap.data.geometry import umeyama, warp_face
 
         m = umeyama(landmarks, self.template)
         return warp_face(frame, m, self.size), m

@@ -235,7 +235,7 @@ def run_validation(
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from faceswap.data.align import face_template
+    from faceswap.data.geometry import face_template
     from faceswap.validation.checks import measure
     from faceswap.validation.suite import FACES_SUITE, IDENTITIES_SUITE, face_expectations, identity_expectations
 
