@@ -37,5 +37,5 @@ def write_params(path: Path, reg: dict, **serve) -> Path:
     """A params file pointing ``serve`` at the registered test model (plus ``serve`` overrides)."""
     import yaml
 
-    path.write_text(yaml.safe_dump({"serve": {"tracking_uri": reg["uri"], "model": reg["model"], **serve}}))
+    path.write_text(yaml.safe_dump({"mlflow": {"tracking_uri": reg["uri"]}, "serve": {"model": reg["model"], **serve}}))
     return path

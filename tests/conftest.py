@@ -19,6 +19,9 @@ for _k, _v in {
     "NO_ALBUMENTATIONS_UPDATE": "1",
 }.items():
     os.environ.setdefault(_k, _v)
+# The one tracking rule puts $MLFLOW_TRACKING_URI first: a developer's store must not receive test runs, and
+# tests name their own store (mlflow.tracking_uri in their params, or this variable set in the test).
+os.environ.pop("MLFLOW_TRACKING_URI", None)
 
 
 @pytest.fixture(scope="session")

@@ -125,7 +125,8 @@ def test_evaluation_charges_a_gridded_decoder_in_whichever_direction_it_draws(cr
     import torch
 
     from faceswap.config import EvaluateParams
-    from faceswap.evaluate import EvalFaces, evaluate_model
+    from faceswap.evaluation.faces import EvalFaces
+    from faceswap.evaluation.metrics import evaluate_model
     from faceswap.model import FaceSwapAutoencoder, ModelConfig
 
     images = {i: crops[i, 64, 0.8] for i in "ab"}

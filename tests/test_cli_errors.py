@@ -107,7 +107,7 @@ def test_a_faceswap_error_raised_in_any_command_is_caught_by_the_app():
 COMMAND_ARGS = {
     "model-info": [], "checkerboard": ["x.png"], "demo-data": [], "extract": ["raw"], "align": ["frames"],
     "train": ["--variant", "resize_nearest"], "validate": ["faces"], "evaluate": ["--variant", "resize_nearest"],
-    "register": [], "serve": [], "swap": ["in.png", "-o", "out.png"], "identity-reference": [],
+    "register": [], "serve": [], "swap": ["in.png", "-o", "out.png"], "identity-reference": [], "ui": [],
 }
 
 

@@ -13,7 +13,7 @@ import json
 import numpy as np
 import pytest
 
-from faceswap.evaluate import landmark_errors
+from faceswap.evaluation.metrics import landmark_errors
 from faceswap.metrics.catalog import EVAL_METRICS
 from faceswap.pictures import evenly_spaced, flattest_window
 
@@ -60,11 +60,13 @@ def world(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def evaluated(world):
+    from faceswap.config import MlflowParams
     from faceswap.evaluate import evaluate_variant
 
     root = world["root"]
     params = eval_params(root, mlflow=True, landmark_faces=4)
     make_identity_reference(root, params)
+    params = params.model_copy(update={"mlflow": MlflowParams(tracking_uri=world["uri"])})
     # Untrained models: convtranspose's swaps carry a lattice (excess ≈ 0.65–0.8), resize_nearest's none (0.0);
     # untrained swaps carry no identity, so only the grid is gated here (at 0.5, between the two).
     params = params.model_copy(update={

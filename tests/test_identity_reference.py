@@ -52,7 +52,7 @@ def test_evaluation_scores_a_swap_that_keeps_the_source_low_and_a_true_swap_high
     import torch
 
     from faceswap.data.dataset import load_faces
-    from faceswap.evaluate import identity_metrics
+    from faceswap.evaluation.metrics import identity_metrics
 
     params = eval_params(faces_root)
     ref = IdentityReference.load(make_identity_reference(faces_root, params))

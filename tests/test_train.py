@@ -30,11 +30,15 @@ def raw_params(tmp_path, **train):
     t = {"steps": 20, "batch_size": 4, "lr": 2e-3, "warmup_steps": 2, "val_every": 5, "val_images": 4,
          "checkpoint_every": 5, "keep_checkpoints": 2, "preview_every": 10, "preview_rows": 2, "log_every": 5,
          "workers": 0, "faces_dir": None, "loss": {"lpips_net": "none"},
-         "mlflow": {"enabled": False, "tracking_uri": f"sqlite:///{tmp_path}/mlflow.db",
-                    "artifact_root": str(tmp_path / "mlruns")}}
+         "mlflow": False}
+    tracking = {"tracking_uri": f"sqlite:///{tmp_path}/mlflow.db", "artifact_root": str(tmp_path / "mlruns")}
     for k, v in train.items():
+        if k == "tracking":
+            tracking.update(v)
+            continue
         t[k] = {**t[k], **v} if isinstance(v, dict) and isinstance(t.get(k), dict) else v
-    return {"base": {"seed": 0, "image_size": 64}, "model": {"width": 4, "bottleneck_channels": 16}, "train": t}
+    return {"base": {"seed": 0, "image_size": 64}, "model": {"width": 4, "bottleneck_channels": 16}, "train": t,
+            "mlflow": tracking}
 
 
 def params(tmp_path, **train):
@@ -263,11 +267,11 @@ def test_ddp_two_cpu_processes_train_and_agree(faces, tmp_path):
 def test_mlflow_run_holds_params_metrics_previews_and_model(faces, tmp_path):
     from mlflow import MlflowClient
 
-    p = params(tmp_path, steps=10, mlflow={"enabled": True, "experiment": "t"})
+    p = params(tmp_path, steps=10, mlflow=True, tracking={"experiment": "t"})
     r = train(p, "resize_nearest", tmp_path / "m", data=faces)
     run_info = json.loads((tmp_path / "m" / "run.json").read_text())
     assert run_info["mlflow_run_id"] == r.mlflow_run_id
-    client = MlflowClient(p.train.mlflow.tracking_uri)
+    client = MlflowClient(p.mlflow.tracking_uri)
     run = client.get_run(r.mlflow_run_id)
     assert run.info.status == "FINISHED" and run.info.experiment_id == run_info["mlflow_experiment_id"]
     assert run.data.params["train.lr"] == "0.002" and run.data.params["variant"] == "resize_nearest"

@@ -238,5 +238,5 @@ def _write_params(tmp_path):
     import yaml
 
     path = tmp_path / "params.yaml"
-    path.write_text(yaml.safe_dump(_params(mlflow_tracking_uri=None).model_dump(by_alias=True)))
+    path.write_text(yaml.safe_dump(_params(mlflow=False).model_dump(by_alias=True)))
     return path

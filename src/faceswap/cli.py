@@ -431,24 +431,26 @@ def register_cmd(
 @app.command("ui")
 def ui_cmd(
     port: Annotated[int, typer.Option(help="Port on 127.0.0.1.")] = 5000,
-    backend_store_uri: Annotated[str, typer.Option(help="Tracking store.")] = "sqlite:///mlflow.db",
-    artifacts: Annotated[Path, typer.Option(help="Artifact folder.")] = Path("mlruns"),
+    params: ParamsOpt = Path("params.yaml"),
 ) -> None:
-    """Start the MLflow UI on the project's own store (127.0.0.1 only) and print its address."""
+    """Start the MLflow UI on the project's one store (127.0.0.1 only) and print its address."""
     import os
     import shutil
     import subprocess
 
+    from faceswap.tracking import TELEMETRY_OFF, artifact_root, tracking_uri
+
+    p = _params(params)
     exe = shutil.which("mlflow") or str(Path(sys.executable).with_name("mlflow"))
     if not Path(exe).exists():
         fail("the mlflow command is not installed in this environment (make setup)")
-    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", "DO_NOT_TRACK": "true",
-           "MLFLOW_DISABLE_TELEMETRY": "true"}
-    cmd = [exe, "ui", "--host", "127.0.0.1", "--port", str(port), "--backend-store-uri", backend_store_uri,
-           "--default-artifact-root", str(artifacts.resolve())]
-    typer.echo(f"MLflow UI on http://127.0.0.1:{port}  (store {backend_store_uri}, artifacts {artifacts}/); "
-               "experiment 'faceswap' → select the variants' runs → Compare; Models → faceswap for the aliases. "
-               "Ctrl-C stops it.")
+    env = {**os.environ, **TELEMETRY_OFF, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    store, artifacts = tracking_uri(p), artifact_root(p)
+    cmd = [exe, "ui", "--host", "127.0.0.1", "--port", str(port), "--backend-store-uri", store,
+           "--default-artifact-root", str(artifacts)]
+    typer.echo(f"MLflow UI on http://127.0.0.1:{port}  (store {store}, artifacts {artifacts}/); "
+               f"experiment {p.mlflow.experiment!r} → select the variants' runs → Compare; Models → "
+               f"{p.registry.model_name} for the aliases. Ctrl-C stops it.")
     try:
         raise typer.Exit(subprocess.call(cmd, env=env))
     except KeyboardInterrupt:

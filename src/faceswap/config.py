@@ -271,9 +271,7 @@ class ValidateParams(_Section):
         0.5, ge=0.0, le=255.0, description="Least mean |grey| difference of 16×16 thumbnails to the previous crop."
     )
     examples: int = Field(3, ge=0, le=100, description="Example face ids shown per failed expectation.")
-    mlflow_tracking_uri: str | None = Field(
-        None, description="Log summary and Data Docs to this MLflow server; null = only if MLFLOW_TRACKING_URI is set."
-    )
+    mlflow: bool = Field(True, description="Log the summary and Data Docs to a `validate` run in the experiment.")
 
     @field_validator("mode")
     @classmethod
@@ -337,13 +335,6 @@ class AugmentParams(_Section):
     saturation: float = Field(0.1, ge=0.0, le=1.0, description="Colour jitter: saturation ±fraction.")
 
 
-class MlflowParams(_Section):
-    experiment: str = Field("faceswap", min_length=1, description="One experiment holds every variant's run.")
-    tracking_uri: str = Field("sqlite:///mlflow.db", min_length=1, description="Tracking store (sqlite by default).")
-    artifact_root: str = Field("mlruns", min_length=1, description="Artifacts folder for a new experiment.")
-    enabled: bool = Field(True, description="false: train without MLflow (run.json then holds no run id).")
-
-
 class TrainParams(_Section):
     """The training loop (``faceswap train``); see docs/training.md."""
 
@@ -378,7 +369,7 @@ class TrainParams(_Section):
     compile: bool = Field(False, description="torch.compile the model (GPU runs; minutes of warm-up).")
     workers: int | None = Field(None, ge=0, le=64, description="Data-loader workers; null = min(16, CPUs - 1).")
     max_nonfinite: int = Field(5, ge=1, le=10_000, description="Consecutive NaN/Inf losses that stop the run.")
-    mlflow: MlflowParams = MlflowParams()
+    mlflow: bool = Field(True, description="Log the run to MLflow; false: run.json then holds no run id.")
 
     @field_validator("decay")
     @classmethod
@@ -477,9 +468,6 @@ class RegisterParams(_Section):
     fallback: bool = Field(
         False, description="No variant qualifies: false = register nothing; true = register the best primary."
     )
-    tracking_uri: str | None = Field(
-        None, description="Registry store; null = the tracking URI the evaluation logged to (else sqlite:///mlflow.db)."
-    )
 
     @field_validator("primary")
     @classmethod
@@ -522,9 +510,6 @@ class ServeParams(_Section):
     """The REST server around the registered pyfunc, and how swapped faces go back into frames and videos."""
 
     model: str = Field("models:/faceswap@champion", min_length=1, description="Model served and used by swap.")
-    tracking_uri: str | None = Field(
-        None, description="Registry store; null = $MLFLOW_TRACKING_URI, else register.tracking_uri, else mlflow.db."
-    )
     host: str = Field("127.0.0.1", min_length=1, description="Interface; loopback only unless told otherwise.")
     port: int = Field(5001, ge=1, le=65535)
     workers: int = Field(1, ge=1, le=16, description="uvicorn workers (each loads the model).")
@@ -641,12 +626,28 @@ class FlowParams(_Section):
     schedule: ScheduleParams = ScheduleParams()
 
 
+class MlflowParams(_Section):
+    """The one MLflow store and experiment of every stage (train, validate, evaluate, register, serve, swap, ui);
+    :mod:`faceswap.tracking` resolves them."""
+
+    tracking_uri: str = Field(
+        "sqlite:///mlflow.db", min_length=1,
+        description="Tracking and registry store; $MLFLOW_TRACKING_URI wins; relative sqlite paths: the repo root.",
+    )
+    experiment: str = Field("faceswap", min_length=1, description="One experiment holds every stage's runs.")
+    artifact_root: str = Field(
+        "mlruns", min_length=1,
+        description="The experiment's artifacts go to <artifact_root>/<experiment>; relative: beside a sqlite store.",
+    )
+
+
 class Params(_Section):
     """The whole ``params.yaml``."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
     base: BaseParams = BaseParams()
+    mlflow: MlflowParams = MlflowParams()
     model: ModelParams = Field(default_factory=ModelParams)  # built on use: its default variants need torch
     metrics: MetricsParams = MetricsParams()
     data: DataParams = DataParams()

@@ -338,9 +338,11 @@ def reevaluate_version(tracking_uri: str, name: str, version: str, params: Param
 
     from faceswap.checkpoint import load_model
     from faceswap.devices import resolve_device
-    from faceswap.evaluate import SeedRun, aggregate, evaluate_model, load_eval_faces
+    from faceswap.evaluation.faces import load_eval_faces
+    from faceswap.evaluation.metrics import SeedRun, aggregate, evaluate_model
+    from faceswap.tracking import connect
 
-    mlflow.set_tracking_uri(tracking_uri)
+    connect(tracking_uri)
     local = Path(mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}/{version}"))
     found = sorted(local.rglob("model.pt"))
     if not found:
@@ -355,13 +357,15 @@ def reevaluate_version(tracking_uri: str, name: str, version: str, params: Param
     return Candidate(f"version {version}", metrics, {"estimates": estimates})
 
 
-def log_and_register(win: Candidate, rule: RegisterParams, tracking_uri: str, reason: str) -> Any:
-    """Log the winner as a pyfunc into its evaluation run and register it; returns the ModelVersion."""
+def log_and_register(win: Candidate, rule: RegisterParams, tracking_uri: str, reason: str,
+                     params: Params | None = None) -> Any:
+    """Log the winner as a pyfunc into its evaluation run (else a new run of the project experiment) and register
+    it; returns the ModelVersion."""
     import mlflow
 
-    from faceswap.evaluate import DEFAULT_EXPERIMENT, ensure_experiment
     from faceswap.imageio import read_rgb
     from faceswap.serving import pyfunc
+    from faceswap.tracking import connect, ensure_experiment
 
     ev = win.evaluation
     ckpt = Path(ev["checkpoint"])
@@ -371,11 +375,10 @@ def log_and_register(win: Candidate, rule: RegisterParams, tracking_uri: str, re
 
     if file_sha256(ckpt) != ev["checkpoint_sha256"]:
         raise RegisterError(f"{ckpt} changed since it was evaluated; run `dvc repro evaluate@{win.variant}` again")
-    mlflow.set_tracking_uri(tracking_uri)
-    client = mlflow.MlflowClient(tracking_uri)
+    client = connect(tracking_uri)
     run_id = (ev.get("mlflow") or {}).get("run_id")
     if not run_id:
-        exp_id = ensure_experiment(client, DEFAULT_EXPERIMENT, tracking_uri)
+        exp_id = ensure_experiment(client, params, tracking_uri)
         run = client.create_run(exp_id, run_name=f"{win.variant}-register", tags={"variant": win.variant})
         run_id = run.info.run_id
     example = _example_faces(ev, read_rgb)
@@ -448,9 +451,7 @@ def register_best(
     summary_md: str | Path = "reports/summary.md",
 ) -> RegisterResult:
     """The ``register`` stage: rank, register the winner, move the aliases, write register.json + summary.md."""
-    import mlflow
-
-    from faceswap.evaluate import DEFAULT_TRACKING_URI
+    from faceswap.tracking import connect, tracking_uri
 
     rule = params.registry
     candidates = load_candidates(params.model.variants, reports_dir)
@@ -462,16 +463,20 @@ def register_best(
         "candidates": [],
     }
     if win is not None:
-        tracking_uri = (rule.tracking_uri or (win.evaluation.get("mlflow") or {}).get("tracking_uri")
-                        or DEFAULT_TRACKING_URI)
-        record["tracking_uri"] = tracking_uri
-        mlflow.set_tracking_uri(tracking_uri)
-        client = mlflow.MlflowClient(tracking_uri)
+        uri = tracking_uri(params)
+        logged = (win.evaluation.get("mlflow") or {}).get("tracking_uri")
+        if logged and logged != uri:
+            raise RegisterError(
+                f"the evaluation of {win.variant} logged to {logged}, but the tracking URI is now {uri} "
+                "($MLFLOW_TRACKING_URI, else mlflow.tracking_uri); point it back or evaluate again"
+            )
+        record["tracking_uri"] = uri
+        client = connect(uri)
         ev = win.evaluation
         champ = _champion(client, rule.model_name)
         mv = _existing_version(client, rule.model_name, ev["checkpoint_sha256"], ev["eval_fingerprint"])
         if mv is None:
-            mv = log_and_register(win, rule, tracking_uri, reason)
+            mv = log_and_register(win, rule, uri, reason, params)
         else:
             reason += f" (already registered as version {mv.version}; not registered again)"
             record["reason"] = reason
@@ -484,7 +489,7 @@ def register_best(
                 champ_c = _candidate_from_tags(champ.tags.get("variant", "champion"), champ.tags)
                 basis = "same evaluation data"
             else:
-                champ_c = reevaluate_version(tracking_uri, rule.model_name, champ.version, params)
+                champ_c = reevaluate_version(uri, rule.model_name, champ.version, params)
                 basis = "champion re-evaluated on the current test faces"
             better, why = beats(win, champ_c, rule)
             alias = CHAMPION if better else CHALLENGER

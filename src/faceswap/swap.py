@@ -61,10 +61,10 @@ def load_swapper(params: Params, model: str | None = None) -> Swapper:
     import mlflow
     from mlflow.exceptions import MlflowException
 
-    from faceswap.serving.server import resolve_tracking_uri
+    from faceswap.tracking import connect, tracking_uri
 
-    uri = resolve_tracking_uri(params)
-    mlflow.set_tracking_uri(uri)
+    uri = tracking_uri(params)
+    connect(uri)
     try:
         local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model))
     except (MlflowException, OSError) as err:

@@ -1,19 +1,32 @@
-"""MLflow tracking for training runs, plus the provenance every run records (data version, git commit).
+"""The one MLflow module: where the store is, where artifacts go, and the runs every stage logs to.
 
-``import mlflow`` happens inside :func:`start_run` only (it costs ~3 s). Tracking goes to sqlite
-(``sqlite:///mlflow.db``) and a new experiment's artifacts to an explicit absolute ``mlruns/<name>``
-location, so where artifacts land never depends on the working directory of a later reader.
+- **The store** (:func:`tracking_uri`): ``$MLFLOW_TRACKING_URI`` if set, else ``mlflow.tracking_uri`` of
+  params.yaml (``sqlite:///mlflow.db``). A relative sqlite path is made absolute against the working
+  directory, which is the repository root for every command and DVC stage, so a server or a later reader
+  started elsewhere finds the same database.
+- **The artifacts** (:func:`artifact_location`): the experiment is created by whichever stage comes first, always
+  with ``<artifact_root>/<experiment>``; a relative ``artifact_root`` lies beside a sqlite database (else in the
+  working directory); a remote (http) store keeps its server's own artifact root.
+- **The runs** (:func:`open_run`): train, validate, evaluate and register all log through one :class:`Tracker`
+  into the one experiment, tagged so the MLflow 3 UI opens on its training runs; training runs are named
+  ``<variant>-seed<k>`` and tagged ``variant`` and ``seed``.
+
+No other module sets the tracking URI or builds an ``MlflowClient`` (tests/test_tracking.py checks this).
+``import mlflow`` happens inside functions only (it costs ~3 s).
 """
 
 from __future__ import annotations
 
 import os
 import subprocess
+import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from faceswap.config import MlflowParams
 from faceswap.files import file_digest
+
+if TYPE_CHECKING:
+    from faceswap.config import MlflowParams, Params
 
 GROUP_ENV = "FACESWAP_PIPELINE_RUN"
 
@@ -45,15 +58,91 @@ def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def artifact_location(cfg: MlflowParams) -> str:
-    return (Path(cfg.artifact_root).resolve() / cfg.experiment).as_uri()
+DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+TRACKING_ENV = "MLFLOW_TRACKING_URI"
+TELEMETRY_OFF = {"DO_NOT_TRACK": "true", "MLFLOW_DISABLE_TELEMETRY": "true"}
+
+
+def _cfg(params: Params | MlflowParams | None) -> MlflowParams:
+    from faceswap.config import MlflowParams, Params
+
+    if isinstance(params, Params):
+        return params.mlflow
+    return params if params is not None else MlflowParams()
+
+
+def tracking_uri(params: Params | MlflowParams | None = None) -> str:
+    """The store every stage uses: ``$MLFLOW_TRACKING_URI``, else ``mlflow.tracking_uri``; sqlite made absolute."""
+    uri = os.environ.get(TRACKING_ENV) or _cfg(params).tracking_uri or DEFAULT_TRACKING_URI
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        uri = "sqlite:///" + str(Path(uri.removeprefix("sqlite:///")).resolve())
+    return uri
+
+
+def is_local(uri: str) -> bool:
+    """A store on this machine (sqlite or a folder), whose artifacts are local folders too."""
+    return "://" not in uri or uri.startswith(("sqlite:", "file:"))
+
+
+def artifact_root(params: Params | MlflowParams | None = None, uri: str | None = None) -> Path:
+    """``mlflow.artifact_root`` made absolute: beside a sqlite database, else against the working directory."""
+    cfg = _cfg(params)
+    uri = uri or tracking_uri(cfg)
+    root = Path(cfg.artifact_root)
+    if root.is_absolute():
+        return root
+    base = Path(uri.removeprefix("sqlite:///")).parent if uri.startswith("sqlite:///") else Path.cwd()
+    return (base / root).resolve()
+
+
+def artifact_location(params: Params | MlflowParams | None = None, uri: str | None = None) -> str | None:
+    """The one artifact layout: ``<artifact_root>/<experiment>``; None (the server's own) for a remote store."""
+    cfg = _cfg(params)
+    uri = uri or tracking_uri(cfg)
+    return (artifact_root(cfg, uri) / cfg.experiment).as_uri() if is_local(uri) else None
+
+
+def connect(uri: str) -> Any:
+    """An ``MlflowClient`` on ``uri``, also made the fluent API's store (``log_model``, ``register_model``,
+    ``download_artifacts`` read it); telemetry off. The only place the tracking URI is set."""
+    for k, v in TELEMETRY_OFF.items():
+        os.environ.setdefault(k, v)
+    import mlflow
+
+    before = os.environ.get(TRACKING_ENV)
+    mlflow.set_tracking_uri(uri)
+    # MLflow also exports the URI to $MLFLOW_TRACKING_URI; undo that, or the environment (which wins in
+    # tracking_uri) would pin every later stage of this process to the first store it connected to
+    if before is None:
+        os.environ.pop(TRACKING_ENV, None)
+    else:
+        os.environ[TRACKING_ENV] = before
+    return mlflow.MlflowClient(uri)
+
+
+def ensure_experiment(client: Any, params: Params | MlflowParams | None = None, uri: str | None = None) -> str:
+    """The project experiment's id, created with the one artifact layout by whichever stage comes first, and
+    tagged so the MLflow 3 UI opens on its training runs."""
+    from mlflow.exceptions import MlflowException
+
+    cfg = _cfg(params)
+    exp = client.get_experiment_by_name(cfg.experiment)
+    if exp is None:
+        try:
+            exp_id = client.create_experiment(cfg.experiment, artifact_location=artifact_location(cfg, uri))
+        except MlflowException:  # created meanwhile by a parallel stage
+            exp_id = client.get_experiment_by_name(cfg.experiment).experiment_id
+    else:
+        exp_id = exp.experiment_id
+    mark_model_experiment(client, exp_id)
+    return exp_id
 
 
 class Tracker:
     """One MLflow run; every method is a no-op when tracking is disabled (``run`` is None)."""
 
-    def __init__(self, run: Any = None, client: Any = None, cfg: MlflowParams | None = None) -> None:
-        self.run, self.client, self.cfg = run, client, cfg
+    def __init__(self, run: Any = None, client: Any = None, uri: str | None = None) -> None:
+        self.run, self.client, self.uri = run, client, uri
 
     @property
     def run_id(self) -> str | None:
@@ -77,8 +166,6 @@ class Tracker:
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
         if not self.run:
             return
-        import time
-
         from mlflow.entities import Metric
 
         ts = int(time.time() * 1000)
@@ -87,6 +174,10 @@ class Tracker:
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
         if self.run:
             self.client.log_artifact(self.run_id, str(path), artifact_path)
+
+    def log_artifacts(self, folder: str | Path, artifact_path: str | None = None) -> None:
+        if self.run:
+            self.client.log_artifacts(self.run_id, str(folder), artifact_path)
 
     def set_tags(self, tags: dict[str, str]) -> None:
         if self.run:
@@ -111,37 +202,41 @@ def mark_model_experiment(client: Any, experiment_id: str) -> None:
         client.set_experiment_tag(experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
 
 
-def start_run(
-    cfg: MlflowParams, run_name: str, run_id: str | None = None, tags: dict[str, str] | None = None
+def open_run(
+    params: Params | MlflowParams | None, run_name: str, run_id: str | None = None,
+    tags: dict[str, str] | None = None, enabled: bool = True,
 ) -> Tracker:
-    """Create (or reopen, to resume) a run in the configured experiment; a disabled config gives a no-op."""
-    if not cfg.enabled:
+    """Reopen run ``run_id`` (to resume or add to it) or create one named ``run_name`` in the project experiment;
+    every stage logs through this. ``enabled=False`` gives a no-op tracker."""
+    if not enabled:
         return Tracker()
-    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-    os.environ.setdefault("DO_NOT_TRACK", "true")
-    from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
-    client = MlflowClient(tracking_uri=cfg.tracking_uri)
-    exp = client.get_experiment_by_name(cfg.experiment)
-    if exp is None:
-        try:
-            exp_id = client.create_experiment(cfg.experiment, artifact_location=artifact_location(cfg))
-        except MlflowException:  # created meanwhile by a parallel stage
-            exp_id = client.get_experiment_by_name(cfg.experiment).experiment_id
-    else:
-        exp_id = exp.experiment_id
-    mark_model_experiment(client, exp_id)
+    uri = tracking_uri(params)
+    client = connect(uri)
     run = None
     if run_id:
         try:
             run = client.get_run(run_id)
-            client.update_run(run_id, status="RUNNING")
         except MlflowException:
             run = None
     if run is None:
+        exp_id = ensure_experiment(client, params, uri)
         run = client.create_run(exp_id, run_name=run_name, tags=tags or {})
-    tracker = Tracker(run, client, cfg)
+    else:
+        mark_model_experiment(client, run.info.experiment_id)
+    tracker = Tracker(run, client, uri)
     if run_id and run.info.run_id == run_id and tags:
         tracker.set_tags(tags)
+    return tracker
+
+
+def start_run(
+    params: Params | MlflowParams | None, run_name: str, run_id: str | None = None,
+    tags: dict[str, str] | None = None, enabled: bool = True,
+) -> Tracker:
+    """A training run (``<variant>-seed<k>``), marked RUNNING until :meth:`Tracker.end`; a resumed one reopened."""
+    tracker = open_run(params, run_name, run_id, tags, enabled)
+    if tracker.run is not None and run_id and tracker.run_id == run_id:
+        tracker.client.update_run(run_id, status="RUNNING")
     return tracker

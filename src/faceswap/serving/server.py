@@ -4,8 +4,8 @@
 
 - the model: ``serve.model`` (``models:/faceswap@champion``), an MLflow model URI, or a training
   checkpoint (``.pt``), which is first packaged as a local pyfunc exactly as ``register`` logs it;
-- the registry: ``serve.tracking_uri``, else ``$MLFLOW_TRACKING_URI``, else ``register.tracking_uri``,
-  else ``sqlite:///mlflow.db`` (made absolute, so the server finds it from any folder);
+- the registry: the project's one store (:func:`faceswap.tracking.tracking_uri`: ``$MLFLOW_TRACKING_URI``, else
+  ``mlflow.tracking_uri``; sqlite made absolute, so the server finds it from any folder);
 - ``--env-manager local`` (the project's own environment) with the venv's ``bin`` first on ``PATH``
   (``mlflow models serve`` starts ``uvicorn`` from there), telemetry off, loopback only by default;
 - the ``serve`` and ``align`` sections travel to the model in ``$FACESWAP_SERVE_PARAMS``.
@@ -36,7 +36,6 @@ TELEMETRY_OFF = {
     "DVC_NO_ANALYTICS": "1",
     "NO_ALBUMENTATIONS_UPDATE": "1",
 }
-DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 
 
 class ServeError(FaceswapError, RuntimeError):
@@ -44,11 +43,10 @@ class ServeError(FaceswapError, RuntimeError):
 
 
 def resolve_tracking_uri(params: Params) -> str:
-    uri = params.serve.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or params.registry.tracking_uri
-    uri = uri or DEFAULT_TRACKING_URI
-    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
-        uri = "sqlite:///" + str(Path(uri.removeprefix("sqlite:///")).resolve())
-    return uri
+    """The registry the server reads: the one rule of :func:`faceswap.tracking.tracking_uri`."""
+    from faceswap.tracking import tracking_uri
+
+    return tracking_uri(params)
 
 
 def is_checkpoint(model: str) -> bool:

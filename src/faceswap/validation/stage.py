@@ -228,8 +228,8 @@ def run_validation(
     """Validate ``<faces_dir>/manifest.parquet`` and its crops; see the module docstring.
 
     ``project_dir`` holds the Great Expectations project (``<project_dir>/gx``; created if missing).
-    ``mode`` overrides ``params.validation.mode``. ``log_mlflow``: None logs when tracking is configured
-    (``MLFLOW_TRACKING_URI`` or ``validate.mlflow_tracking_uri``), True/False force it on/off.
+    ``mode`` overrides ``params.validation.mode``. ``log_mlflow``: None follows ``validate.mlflow``,
+    True/False force it on/off.
     """
     import pandas as pd
     import pyarrow as pa
@@ -355,45 +355,42 @@ def run_validation(
     if metrics_path:
         Path(metrics_path).parent.mkdir(parents=True, exist_ok=True)
         Path(metrics_path).write_text(json.dumps(result.to_json(), indent=2) + "\n")
-    uri = v.mlflow_tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
-    if log_mlflow or (log_mlflow is None and uri):
-        result.mlflow_run_id = log_to_mlflow(result, report_dir, uri)
+    if log_mlflow or (log_mlflow is None and v.mlflow):
+        result.mlflow_run_id = log_to_mlflow(result, report_dir, params)
     return result
 
 
-def log_to_mlflow(result: ValidationResult, report_dir: Path, tracking_uri: str | None = None) -> str:
-    """Log the summary, the quarantine list and Data Docs to the active MLflow run (or a new ``validate`` run).
-
-    A run given by ``MLFLOW_RUN_ID`` (the pipeline's run) is resumed; otherwise a run named ``validate``
-    is started in the current experiment (``MLFLOW_EXPERIMENT_NAME`` or the default).
-    """
+def log_to_mlflow(result: ValidationResult, report_dir: Path, params: Params) -> str:
+    """Log the summary, the quarantine list and Data Docs to a run ``validate`` of the project experiment (the
+    store and experiment of :mod:`faceswap.tracking`, like every stage), or to the run ``MLFLOW_RUN_ID`` names."""
     import tempfile
-    from contextlib import nullcontext
 
-    import mlflow
+    from faceswap.tracking import open_run
 
-    if tracking_uri:
-        mlflow.set_tracking_uri(tracking_uri)
-    active = mlflow.active_run()
-    with nullcontext(active) if active else mlflow.start_run(run_name="validate") as run:
-        mlflow.log_metrics(
-            {
-                "validation_faces": result.faces,
-                "validation_accepted": result.accepted,
-                "validation_quarantined": result.quarantined,
-                "validation_failed_expectations": len(result.failures),
-                "validation_success": float(result.success),
-                **{f"validation_rejected_{k}": c for k, c in result.rejected_by.items()},
-            }
-        )
-        with tempfile.TemporaryDirectory() as tmp:
-            summary = Path(tmp) / "validation.json"
-            summary.write_text(json.dumps(result.to_json(), indent=2) + "\n")
-            mlflow.log_artifact(str(summary), "validation")
-        mlflow.log_artifact(result.quarantine_path, "validation")
-        if report_dir.is_dir():
-            mlflow.log_artifacts(str(report_dir), "validation/data_docs")
-        return run.info.run_id
+    given = os.environ.get("MLFLOW_RUN_ID")
+    tracker = open_run(params, "validate", given, {"faceswap.kind": "validation"})
+    tracker.log_metrics(
+        {
+            "validation_faces": result.faces,
+            "validation_accepted": result.accepted,
+            "validation_quarantined": result.quarantined,
+            "validation_failed_expectations": len(result.failures),
+            "validation_success": float(result.success),
+            **{f"validation_rejected_{k}": c for k, c in result.rejected_by.items()},
+        },
+        step=0,
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        summary = Path(tmp) / "validation.json"
+        summary.write_text(json.dumps(result.to_json(), indent=2) + "\n")
+        tracker.log_artifact(summary, "validation")
+    tracker.log_artifact(result.quarantine_path, "validation")
+    if report_dir.is_dir():
+        tracker.log_artifacts(report_dir, "validation/data_docs")
+    run_id = tracker.run_id
+    if run_id != given:  # our own run ends here; a given one belongs to whoever started it
+        tracker.end()
+    return run_id
 
 
 def format_summary(r: ValidationResult) -> str:

@@ -1,0 +1,327 @@
+"""Every number of docs/metrics.md for one model on the held-out faces, and their mean over training seeds.
+
+Reconstruction quality (LPIPS, PSNR, SSIM), the checkerboard score of reconstructions and swaps, identity
+transfer of the swaps, cycle consistency and landmark preservation (with a failure rate). Names and directions:
+:mod:`faceswap.metrics.catalog`; intervals: :mod:`faceswap.stats`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from faceswap.evaluation import EvaluateError
+from faceswap.metrics.catalog import EVAL_METRICS, INFO
+from faceswap.pictures import evenly_spaced, to_uint8
+
+if TYPE_CHECKING:
+    import torch
+
+    from faceswap.config import EvaluateParams
+    from faceswap.evaluation.faces import EvalFaces
+    from faceswap.identity_reference import IdentityReference
+    from faceswap.model import FaceSwapAutoencoder
+
+
+# --- running the model --------------------------------------------------------------------------------
+
+
+def _to_tensor(images: np.ndarray) -> torch.Tensor:
+    import torch
+
+    return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float().div_(255.0)
+
+
+def run_model(
+    model: FaceSwapAutoencoder, faces: EvalFaces, batch_size: int, device: str | torch.device
+) -> dict[str, torch.Tensor]:
+    """Reconstructions, swaps and round trips of every face, as CPU float tensors (N, 3, H, W) in [0, 1].
+
+    Keys: ``truth_<i>``, ``recon_<i>``, ``swap_<i>`` (face of i rendered as the other identity) and
+    ``cycle_<i>`` (the swap brought back to i), for i in the two identities.
+    """
+    import torch
+
+    a, b = faces.identities
+    other = {a: b, b: a}
+    out: dict[str, list[torch.Tensor]] = {}
+    model = model.to(device).eval()
+    with torch.inference_mode():
+        for ident in (a, b):
+            x_all = _to_tensor(faces.images[ident])
+            for start in range(0, len(x_all), batch_size):
+                x = x_all[start : start + batch_size].to(device)
+                z = model.encode(x)
+                rec = model.decode(z, ident)
+                swap = model.decode(z, other[ident])
+                cyc = model.decode(model.encode(swap), ident)
+                for key, t in (("truth", x), ("recon", rec), ("swap", swap), ("cycle", cyc)):
+                    out.setdefault(f"{key}_{ident}", []).append(t.float().cpu())
+    return {k: torch.cat(v) for k, v in out.items()}
+
+
+def _batched_lpips(x: torch.Tensor, y: torch.Tensor, net: str, device: str, batch: int) -> np.ndarray:
+    import torch
+
+    from faceswap.metrics.lpips import load_lpips, lpips_tensor
+
+    # Build the process-wide cached LPIPS module *outside* inference mode, and use no_grad rather than
+    # inference_mode here: its tensors must stay usable by later autograd users (the training loss).
+    load_lpips(net, device)
+    vals = []
+    with torch.no_grad():
+        for s in range(0, len(x), batch):
+            vals.append(lpips_tensor(x[s : s + batch].to(device), y[s : s + batch].to(device), net=net).cpu())
+    return torch.cat(vals).numpy().astype(float)
+
+
+# --- landmark preservation ----------------------------------------------------------------------------
+
+
+def _central_face(det: Any, side: int, min_score: float) -> np.ndarray | None:
+    """Landmarks (5, 2) of the confident face closest to the image centre, or None."""
+    if det is None or len(det) == 0:
+        return None
+    ok = det.scores >= min_score
+    if not ok.any():
+        return None
+    centres = (det.boxes[:, :2] + det.boxes[:, 2:]) / 2
+    dist = np.linalg.norm(centres - side / 2, axis=1)
+    dist[~ok] = np.inf
+    return det.landmarks[int(np.argmin(dist))]
+
+
+def detect_landmarks(detector: Any, images: np.ndarray, upscale: int, min_score: float) -> list[np.ndarray | None]:
+    """5 landmarks per crop (crop pixels), or None where no confident face is found."""
+    import cv2
+
+    side = images.shape[1]
+    big = [cv2.resize(im, (upscale, upscale), interpolation=cv2.INTER_CUBIC) for im in images]
+    out: list[np.ndarray | None] = []
+    for s in range(0, len(big), 16):
+        for det in detector.detect(big[s : s + 16]):
+            lm = _central_face(det, upscale, min_score)
+            out.append(None if lm is None else lm * (side / upscale))
+    return out
+
+
+def landmark_errors(src: list[np.ndarray | None], swp: list[np.ndarray | None]) -> dict[str, Any]:
+    """Normalised mean error (÷ inter-ocular distance of the source) per pair; swap misses are failures."""
+    nme, failures, source_misses = [], 0, 0
+    for s, w in zip(src, swp, strict=True):
+        if s is None:
+            source_misses += 1
+            continue
+        if w is None:
+            failures += 1
+            continue
+        iod = float(np.linalg.norm(s[1] - s[0]))
+        nme.append(float(np.linalg.norm(w - s, axis=1).mean() / max(iod, 1e-6)))
+    checked = len(src) - source_misses
+    return {
+        "nme": float(np.mean(nme)) if nme else None,
+        "failure_rate": failures / checked if checked else None,
+        "failures": failures,
+        "source_misses": source_misses,
+        "checked": checked,
+        "per_image": nme,
+    }
+
+
+# --- metrics ------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Evaluation:
+    """What :func:`evaluate_model` measured."""
+
+    metrics: dict[str, float | None]
+    per_image: dict[str, list[float]] = field(default_factory=dict)
+    outputs: dict[str, Any] = field(default_factory=dict)  # tensors from run_model
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+def _hwc(x: torch.Tensor) -> np.ndarray:
+    return x.permute(0, 2, 3, 1).numpy().astype(np.float64)
+
+
+def _mean(*vals: float | None) -> float | None:
+    v = [x for x in vals if x is not None and math.isfinite(x)]
+    return float(np.mean(v)) if v else None
+
+
+def evaluate_model(
+    model: FaceSwapAutoencoder,
+    faces: EvalFaces,
+    cfg: EvaluateParams,
+    periods: tuple[int, ...] = (2, 4, 8),
+    device: str = "cpu",
+    detector: Any = None,
+    identity: IdentityReference | None = None,
+) -> Evaluation:
+    """Every metric of docs/metrics.md for one model on one set of held-out faces (no files written)."""
+    from faceswap.metrics.checkerboard import checkerboard_score, checkerboard_score_set, decoder_grid_score
+    from faceswap.metrics.image import psnr, ssim
+
+    a, b = faces.identities
+    outs = run_model(model, faces, cfg.batch_size, device)
+    m: dict[str, float | None] = {}
+    per: dict[str, list[float]] = {}
+    # A swap into identity t is drawn by t's decoder: its grid reference is t's held-out ground truth (clean
+    # real crops of what that decoder learned to draw; they score ≈ 0), never the source face.
+    truth_sets = {i: list(_hwc(outs[f"truth_{i}"])) for i in (a, b)}
+    truth_pi = {i: [checkerboard_score(im, periods).score for im in _hwc(outs[f"truth_{i}"])] for i in (a, b)}
+    for tag, ident in (("a", a), ("b", b)):
+        x, rec = outs[f"truth_{ident}"], outs[f"recon_{ident}"]
+        lp = _batched_lpips(x, rec, cfg.lpips_net, device, cfg.batch_size)
+        per[f"recon_lpips_{tag}"] = lp.tolist()
+        m[f"recon_lpips_{tag}"] = float(lp.mean())
+        per[f"recon_psnr_{tag}"] = psnr(rec, x).double().tolist()
+        per[f"recon_ssim_{tag}"] = ssim(rec, x).double().tolist()
+        m[f"recon_psnr_{tag}"] = float(np.mean(per[f"recon_psnr_{tag}"]))
+        m[f"recon_ssim_{tag}"] = float(np.mean(per[f"recon_ssim_{tag}"]))
+        cyc = _batched_lpips(x, outs[f"cycle_{ident}"], cfg.lpips_net, device, cfg.batch_size)
+        per[f"cycle_lpips_{tag}"] = cyc.tolist()
+        m[f"cycle_lpips_{tag}"] = float(cyc.mean())
+
+        truth_np, rec_np, swap_np = _hwc(x), _hwc(rec), _hwc(outs[f"swap_{ident}"])
+        err_np = rec_np - truth_np
+        target = b if ident == a else a
+        g_rec = decoder_grid_score(list(rec_np), truth_sets[ident], periods)
+        g_swap = decoder_grid_score(list(swap_np), truth_sets[target], periods)
+        s_rec, s_swap = g_rec["score"], g_swap["score"]
+        m[f"truth_checkerboard_{tag}"] = g_rec["reference_score"]
+        m[f"_recon_cb_{tag}"] = s_rec
+        m[f"recon_checkerboard_excess_{tag}"] = g_rec["excess"]
+        m[f"_recon_err_cb_{tag}"] = checkerboard_score_set(list(err_np), periods).score
+        direction = f"{tag}2{'b' if tag == 'a' else 'a'}"
+        m[f"_swap_cb_{direction}"] = s_swap
+        m[f"swap_checkerboard_excess_{direction}"] = g_swap["excess"]
+        pi_truth = truth_pi[ident]
+        pi_rec = [checkerboard_score(im, periods).score for im in rec_np]
+        pi_swap = [checkerboard_score(im, periods).score for im in swap_np]
+        per[f"recon_checkerboard_{tag}"] = pi_rec
+        per[f"recon_checkerboard_excess_{tag}"] = [r - t for r, t in zip(pi_rec, pi_truth, strict=True)]
+        per[f"recon_error_checkerboard_{tag}"] = [checkerboard_score(e, periods).score for e in err_np]
+        per[f"swap_checkerboard_excess_{direction}"] = [s - float(np.mean(truth_pi[target])) for s in pi_swap]
+
+    m["recon_lpips"] = _mean(m["recon_lpips_a"], m["recon_lpips_b"])
+    m["recon_psnr"] = _mean(m["recon_psnr_a"], m["recon_psnr_b"])
+    m["recon_ssim"] = _mean(m["recon_ssim_a"], m["recon_ssim_b"])
+    m["recon_checkerboard"] = _mean(m.pop("_recon_cb_a"), m.pop("_recon_cb_b"))
+    m["recon_checkerboard_excess"] = _mean(m["recon_checkerboard_excess_a"], m["recon_checkerboard_excess_b"])
+    m["recon_error_checkerboard"] = _mean(m.pop("_recon_err_cb_a"), m.pop("_recon_err_cb_b"))
+    m["recon_checkerboard_image"] = float(np.mean(per["recon_checkerboard_a"] + per["recon_checkerboard_b"]))
+    m["recon_checkerboard_excess_image"] = float(
+        np.mean(per["recon_checkerboard_excess_a"] + per["recon_checkerboard_excess_b"])
+    )
+    m["recon_error_checkerboard_image"] = float(
+        np.mean(per["recon_error_checkerboard_a"] + per["recon_error_checkerboard_b"])
+    )
+    m["swap_checkerboard"] = _mean(m.pop("_swap_cb_a2b"), m.pop("_swap_cb_b2a"))
+    m["swap_checkerboard_excess"] = max(m["swap_checkerboard_excess_a2b"], m["swap_checkerboard_excess_b2a"])
+    m["swap_checkerboard_excess_image"] = float(
+        np.mean(per["swap_checkerboard_excess_a2b"] + per["swap_checkerboard_excess_b2a"])
+    )
+    m["cycle_lpips"] = _mean(m["cycle_lpips_a"], m["cycle_lpips_b"])
+    if identity is not None:
+        m.update(identity_metrics(outs, faces.identities, identity, per))
+
+    details: dict[str, Any] = {}
+    if cfg.landmarks:
+        if detector is None:
+            from faceswap.data.detect import MtcnnDetector
+
+            detector = MtcnnDetector(str(device), min_face_size=max(20, cfg.landmark_upscale // 5))
+        fails = checked = 0
+        for tag, ident in (("a2b", a), ("b2a", b)):
+            idx = evenly_spaced(len(faces.images[ident]), cfg.landmark_faces)
+            src = detect_landmarks(detector, faces.images[ident][idx], cfg.landmark_upscale, cfg.landmark_min_score)
+            swp_imgs = to_uint8(outs[f"swap_{ident}"][idx])
+            swp = detect_landmarks(detector, swp_imgs, cfg.landmark_upscale, cfg.landmark_min_score)
+            le = landmark_errors(src, swp)
+            m[f"landmark_nme_{tag}"] = le["nme"]
+            m[f"landmark_failure_rate_{tag}"] = le["failure_rate"]
+            per[f"landmark_nme_{tag}"] = le["per_image"]
+            details[f"landmarks_{tag}"] = {k: v for k, v in le.items() if k != "per_image"}
+            fails += le["failures"]
+            checked += le["checked"]
+        m["landmark_nme"] = _mean(m["landmark_nme_a2b"], m["landmark_nme_b2a"])
+        m["landmark_failure_rate"] = fails / checked if checked else None
+        m["landmark_source_misses"] = float(
+            details["landmarks_a2b"]["source_misses"] + details["landmarks_b2a"]["source_misses"]
+        )
+    m["faces_a"] = float(len(faces.images[a]))
+    m["faces_b"] = float(len(faces.images[b]))
+    if unknown := set(m) - set(EVAL_METRICS):
+        raise EvaluateError(f"metrics missing from the catalogue (faceswap/metrics/catalog.py): {sorted(unknown)}")
+    ordered = {k: m[k] for k in EVAL_METRICS if k in m}
+    return Evaluation(ordered, per, outs, details)
+
+
+def identity_metrics(outs: dict[str, torch.Tensor], identities: tuple[str, str], ref: IdentityReference,
+                     per: dict[str, list[float]]) -> dict[str, float | None]:
+    """Identity transfer of the swaps in both directions (docs/metrics.md): does a→b look like b to a
+    face-recognition network? Per-face values go into ``per`` for the bootstrap."""
+    from faceswap.metrics.identity import shared_encoder, transfer_scores
+
+    if tuple(ref.identities) != tuple(identities):
+        raise EvaluateError(f"the identity reference is for {list(ref.identities)}, the model decodes "
+                            f"{list(identities)}; rerun `dvc repro identity`")
+    a, b = identities
+    m: dict[str, float | None] = {}
+    for tag, src, tgt in (("a2b", a, b), ("b2a", b, a)):
+        s = transfer_scores(shared_encoder().describe(to_uint8(outs[f"swap_{src}"]), ref.coverage), src, tgt,
+                            ref.centroids)
+        for key, name in (("success", "success"), ("distance", "distance"), ("margin", "margin")):
+            m[f"swap_identity_{name}_{tag}"] = s[key]
+            per[f"swap_identity_{name}_{tag}"] = np.asarray(s[f"{key}_per_face"], dtype=float).tolist()
+    for name in ("success", "distance", "margin"):
+        m[f"swap_identity_{name}"] = _mean(m[f"swap_identity_{name}_a2b"], m[f"swap_identity_{name}_b2a"])
+    m["truth_identity_success"] = float(np.mean([ref.truth_success[i].mean() for i in identities]))
+    return m
+
+
+@dataclass
+class SeedRun:
+    """One training seed's checkpoint, its training state and run record, and what it measured."""
+
+    seed: int
+    checkpoint: Path
+    state: dict[str, Any]
+    run_info: dict[str, Any]
+    evaluation: Evaluation
+
+
+def aggregate(runs: list[SeedRun]) -> tuple[dict[str, float | None], dict[str, dict[str, Any]]]:
+    """Every metric as the mean over seeds, and an estimate (mean, 95% CI) for each.
+
+    Per-face metrics (catalog.PER_FACE) get the hierarchical bootstrap over seeds and test faces; the others
+    (set scores, rates) the seeds' range, labelled as such.
+    """
+    from faceswap.metrics.catalog import PER_FACE
+    from faceswap.stats import hierarchical_bootstrap
+
+    keys = list(runs[0].evaluation.metrics)
+    metrics: dict[str, float | None] = {}
+    for k in keys:
+        vals = [r.evaluation.metrics.get(k) for r in runs]
+        metrics[k] = None if any(v is None for v in vals) else float(np.mean(vals))
+    estimates: dict[str, dict[str, Any]] = {}
+    for name, series in PER_FACE.items():
+        if not all(s in runs[0].evaluation.per_image for s in series):
+            continue
+        groups = [np.array([r.evaluation.per_image[s] for r in runs], dtype=float) for s in series]
+        for s, g in zip(series, groups, strict=True):
+            estimates[s] = {**hierarchical_bootstrap([g]).as_dict(), "kind": "bootstrap"}
+        estimates[name] = {**hierarchical_bootstrap(groups).as_dict(), "kind": "bootstrap"}
+    for k, v in metrics.items():
+        if k in estimates or v is None or EVAL_METRICS[k][0] == INFO:
+            continue
+        vals = [float(r.evaluation.metrics[k]) for r in runs]
+        estimates[k] = {"mean": v, "ci_lo": min(vals), "ci_hi": max(vals), "seeds": len(runs), "kind": "seed-range"}
+    return metrics, estimates

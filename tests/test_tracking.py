@@ -1,0 +1,95 @@
+"""One MLflow module: every stage resolves the same store, creates the experiment with the same artifact layout
+and logs into the same experiment (never MLflow's "Default"); no other module picks its own store."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+from faceswap.config import MlflowParams, parse_params
+
+from .conftest import REPO
+
+SRC = REPO / "src" / "faceswap"
+
+
+def _store_calls(path: Path) -> list[str]:
+    """Calls that choose a store or an experiment layout: set_tracking_uri, MlflowClient(...), create_experiment."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Call):
+            f = node.func
+            name = f.attr if isinstance(f, ast.Attribute) else getattr(f, "id", "")
+            if name in ("set_tracking_uri", "MlflowClient", "create_experiment", "set_experiment"):
+                found.append(f"{path.relative_to(REPO)}:{node.lineno} {name}")
+    return found
+
+
+def test_only_tracking_py_chooses_the_store():
+    offenders = [c for p in sorted(SRC.rglob("*.py")) if p.name != "tracking.py" or p.parent != SRC
+                 for c in _store_calls(p)]
+    assert not offenders, f"only src/faceswap/tracking.py may choose the MLflow store: {offenders}"
+    literal = [str(p.relative_to(REPO)) for p in sorted(SRC.rglob("*.py"))
+               if "sqlite:///mlflow.db" in p.read_text() and p.name not in ("tracking.py", "config.py")]
+    assert not literal, f"the default store is written out again in {literal}"
+
+
+def test_every_stage_resolves_the_same_uri(tmp_path, monkeypatch):
+    from faceswap.serving.server import resolve_tracking_uri
+    from faceswap.tracking import artifact_location, tracking_uri
+
+    monkeypatch.chdir(tmp_path)
+    p = parse_params({})
+    # default: the repository root's (here: the working directory's) sqlite file, made absolute
+    assert tracking_uri(p) == f"sqlite:///{tmp_path / 'mlflow.db'}" == resolve_tracking_uri(p)
+    assert artifact_location(p) == (tmp_path / "mlruns" / "faceswap").as_uri()
+    # params.yaml's one key, for every stage
+    p = parse_params({"mlflow": {"tracking_uri": "sqlite:///store/x.db", "experiment": "e"}})
+    assert tracking_uri(p) == f"sqlite:///{tmp_path / 'store' / 'x.db'}" == resolve_tracking_uri(p)
+    assert artifact_location(p) == (tmp_path / "store" / "mlruns" / "e").as_uri()  # beside the database
+    # the environment wins over params.yaml
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9")
+    assert tracking_uri(p) == "http://127.0.0.1:9" == resolve_tracking_uri(p)
+    assert artifact_location(p) is None  # a tracking server keeps its own artifact root
+    assert tracking_uri(MlflowParams()) == tracking_uri(None) == "http://127.0.0.1:9"
+
+
+@pytest.mark.slow
+def test_train_validate_evaluate_runs_share_one_experiment(tmp_path, monkeypatch):
+    """The logging path of each stage, against a store named only by $MLFLOW_TRACKING_URI."""
+    import mlflow
+
+    from faceswap.evaluation.runs import log_to_mlflow
+    from faceswap.tracking import start_run
+    from faceswap.validation.stage import ValidationResult
+    from faceswap.validation.stage import log_to_mlflow as log_validation
+
+    monkeypatch.chdir(tmp_path)
+    uri = f"sqlite:///{tmp_path / 'db' / 'mlflow.db'}"
+    (tmp_path / "db").mkdir()
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    p = parse_params({})
+    train = start_run(p, "resize_nearest-seed0", tags={"variant": "resize_nearest", "seed": "0"})
+    train.log_metrics({"train_loss": 0.5}, 1)
+    train_id = train.run_id
+    train.end()
+    quarantine = tmp_path / "quarantine.parquet"
+    quarantine.write_bytes(b"PAR1")
+    result = ValidationResult(True, "filter", 4, 4, 0, 10, [], {}, {}, None, str(quarantine), None, None, {})
+    validate_id = log_validation(result, tmp_path / "no-docs", p)
+    where = log_to_mlflow({"mlflow_run_id": train_id}, "resize_nearest", {"recon_lpips": 0.2}, None, {}, 0,
+                          params=p)
+
+    client = mlflow.MlflowClient(uri)
+    exp = client.get_experiment_by_name("faceswap")
+    assert exp.artifact_location == (tmp_path / "db" / "mlruns" / "faceswap").as_uri()
+    assert exp.tags["mlflow.experimentKind"] == "custom_model_development"
+    runs = {r.info.run_id: r for r in client.search_runs([exp.experiment_id])}
+    assert {train_id, validate_id} <= set(runs) and where["run_id"] == train_id
+    assert runs[validate_id].info.run_name == "validate" and runs[validate_id].info.status == "FINISHED"
+    assert runs[train_id].info.run_name == "resize_nearest-seed0"
+    assert runs[train_id].data.metrics["eval/recon_lpips"] == pytest.approx(0.2)
+    default = client.get_experiment_by_name("Default")
+    assert default is None or not client.search_runs([default.experiment_id])
