@@ -7,14 +7,29 @@ load time with the key, the value and what is allowed, instead of deep inside a 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from faceswap.errors import FaceswapError
 
 DEFAULT_PARAMS = Path("params.yaml")
+
+
+class OneOf:
+    """``OneOf[CHOICES]``: a str field that must be one of a name list (the error lists them).
+
+    One validator for every choice key, so a section declares its choices in the annotation and nowhere else.
+    """
+
+    def __class_getitem__(cls, allowed: tuple[str, ...]) -> Any:
+        def check(v: str) -> str:
+            if v not in allowed:
+                raise ValueError(f"must be one of {', '.join(allowed)}")
+            return v
+
+        return Annotated[str, AfterValidator(check)]
 
 
 class ConfigError(FaceswapError, ValueError):
@@ -150,7 +165,7 @@ class ExtractParams(_Section):
 class AlignParams(_Section):
     """Face detection, selection and 5-point alignment (``faceswap align``)."""
 
-    detector: str = Field(
+    detector: OneOf[DETECTORS] = Field(
         "auto", description="auto | retinaface | retinaface_r50 | mtcnn (auto: retinaface_r50 if its weights are "
         "named, else retinaface mobilenet-0.25)."
     )
@@ -162,40 +177,23 @@ class AlignParams(_Section):
         4, ge=1, le=64, description="In a run of faceless frames, turn its ends and every N-th (then the frames "
         "around a find); 1 = every faceless frame."
     )
-    device: str = Field("auto", description="auto | cpu | cuda.")
+    device: OneOf[DEVICES] = Field("auto", description="auto | cpu | cuda.")
     batch_size: int = Field(8, ge=1, le=512, description="Frames per detector call.")
     score_threshold: float = Field(0.95, gt=0.0, lt=1.0)
     min_face_size: int = Field(40, ge=8, le=2048, description="Shortest side of a face box, in frame pixels.")
-    select: str = Field("track", description="Several faces in a frame: track | largest | score.")
+    select: OneOf[SELECT_POLICIES] = Field("track", description="Several faces in a frame: track | largest | score.")
     track_iou: float = Field(0.3, ge=0.0, le=1.0, description="Least IoU with the previous face to continue a track.")
     size: int | None = Field(None, description="Crop side; null = base.image_size.")
     coverage: float = Field(0.8, gt=0.2, le=2.0, description="Template scale in the crop; smaller = more margin.")
     max_residual: float = Field(
         0.08, gt=0.0, le=1.0, description="Reject faces whose RMS landmark misfit exceeds this fraction of the crop."
     )
-    smoothing: str = Field("gaussian", description="Temporal landmark smoothing within a clip: none | gaussian.")
+    smoothing: OneOf[SMOOTHING_METHODS] = Field(
+        "gaussian", description="Temporal landmark smoothing within a clip: none | gaussian."
+    )
     smoothing_sigma: float = Field(1.0, gt=0.0, le=20.0, description="Gaussian sigma, in sampled frames.")
     max_gap_s: float = Field(0.5, gt=0.0, description="A longer gap between faces breaks tracking and smoothing.")
 
-    @field_validator("detector")
-    @classmethod
-    def _detector(cls, v: str) -> str:
-        return _one_of(v, DETECTORS)
-
-    @field_validator("select")
-    @classmethod
-    def _select(cls, v: str) -> str:
-        return _one_of(v, SELECT_POLICIES)
-
-    @field_validator("smoothing")
-    @classmethod
-    def _smoothing(cls, v: str) -> str:
-        return _one_of(v, SMOOTHING_METHODS)
-
-    @field_validator("device")
-    @classmethod
-    def _device(cls, v: str) -> str:
-        return _one_of(v, DEVICES)
 
     @field_validator("size")
     @classmethod
@@ -212,7 +210,7 @@ class SplitParams(_Section):
     from faces that chose the model. Neither sees training frames or their neighbours.
     """
 
-    mode: str = Field("tail", description="tail: the last parts of every clip; clips: whole clips.")
+    mode: OneOf[SPLIT_MODES] = Field("tail", description="tail: the last parts of every clip; clips: whole clips.")
     val_fraction: float = Field(0.15, gt=0.0, lt=1.0, description="Share of each clip's time (tail) or of clips.")
     test_fraction: float = Field(0.25, gt=0.0, lt=1.0, description="Share of each clip's time (tail) or of clips.")
     gap_s: float = Field(0.5, ge=0.0, description="tail: frames this close before the val and test parts are dropped.")
@@ -226,11 +224,6 @@ class SplitParams(_Section):
             )
         return self
 
-    @field_validator("mode")
-    @classmethod
-    def _mode(cls, v: str) -> str:
-        return _one_of(v, SPLIT_MODES)
-
 
 # --- validation (``faceswap validate``) ---
 
@@ -243,7 +236,9 @@ class ValidateParams(_Section):
     Sizes and distances in the crop are fractions of the crop side, so they hold at any image_size.
     """
 
-    mode: str = Field("filter", description="fail: any failed expectation fails the stage; filter: quarantine rows.")
+    mode: OneOf[VALIDATE_MODES] = Field(
+        "filter", description="fail: any failed expectation fails the stage; filter: quarantine rows."
+    )
     min_score: float = Field(0.95, ge=0.0, le=1.0, description="Least detector confidence.")
     min_face_size: int = Field(40, ge=1, le=4096, description="Shortest side of the face box, frame pixels.")
     min_sharpness: float = Field(50.0, ge=0.0, description="Absolute floor on the crop's variance of the Laplacian.")
@@ -273,10 +268,6 @@ class ValidateParams(_Section):
     examples: int = Field(3, ge=0, le=100, description="Example face ids shown per failed expectation.")
     mlflow: bool = Field(True, description="Log the summary and Data Docs to a `validate` run in the experiment.")
 
-    @field_validator("mode")
-    @classmethod
-    def _mode(cls, v: str) -> str:
-        return _one_of(v, VALIDATE_MODES)
 
     @model_validator(mode="after")
     def _brightness_range(self) -> ValidateParams:
@@ -286,10 +277,6 @@ class ValidateParams(_Section):
         return self
 
 
-def _one_of(v: str, allowed: tuple[str, ...]) -> str:
-    if v not in allowed:
-        raise ValueError(f"must be one of {', '.join(allowed)}")
-    return v
 
 
 # --- training (``faceswap train``) ---
@@ -303,23 +290,13 @@ PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 class LossParams(_Section):
     """Pixel term + weight × LPIPS. The loss network should not be the evaluation one (alex)."""
 
-    pixel: str = Field("l1", description="l1 | mse | ssim.")
-    lpips_net: str = Field("vgg", description="alex | vgg | none (no perceptual term).")
+    pixel: OneOf[PIXEL_LOSSES] = Field("l1", description="l1 | mse | ssim.")
+    lpips_net: OneOf[LPIPS_NETS] = Field("vgg", description="alex | vgg | none (no perceptual term).")
     lpips_weight: float = Field(0.0, ge=0.0, le=100.0, description="Weight of the LPIPS term.")
     lpips_every: int = Field(5, ge=1, le=10_000, description="Add the LPIPS term every k-th step only.")
     lpips_images: int | None = Field(
         4, ge=1, le=4096, description="Images per identity the LPIPS term sees; null = the whole batch."
     )
-
-    @field_validator("pixel")
-    @classmethod
-    def _pixel(cls, v: str) -> str:
-        return _one_of(v, PIXEL_LOSSES)
-
-    @field_validator("lpips_net")
-    @classmethod
-    def _net(cls, v: str) -> str:
-        return _one_of(v, LPIPS_NETS)
 
 
 class AugmentParams(_Section):
@@ -351,7 +328,7 @@ class TrainParams(_Section):
     betas: tuple[float, float] = (0.9, 0.999)
     weight_decay: float = Field(1e-4, ge=0.0, le=1.0, description="AdamW decay (not on biases and norms).")
     warmup_steps: int = Field(20, ge=0, description="Linear warm-up from 0 to lr.")
-    decay: str = Field("cosine", description="After warm-up: cosine | linear | none.")
+    decay: OneOf[DECAYS] = Field("cosine", description="After warm-up: cosine | linear | none.")
     min_lr_ratio: float = Field(0.1, ge=0.0, le=1.0, description="Final lr as a fraction of lr.")
     grad_clip: float | None = Field(1.0, gt=0.0, description="Max global gradient norm; null = no clipping.")
     loss: LossParams = LossParams()
@@ -363,28 +340,16 @@ class TrainParams(_Section):
     preview_every: int = Field(500, ge=1, description="Preview grid every N steps (and at the end).")
     preview_rows: int = Field(4, ge=1, le=32, description="Held-out faces per identity in the preview grid.")
     log_every: int = Field(20, ge=1, description="Metrics to MLflow every N steps.")
-    device: str = Field("auto", description="auto (cuda if present) | cpu | cuda.")
-    precision: str = Field("auto", description="auto (bf16 on a bf16 GPU, fp16+scaler on older GPUs, fp32 on CPU).")
+    device: OneOf[DEVICES] = Field("auto", description="auto (cuda if present) | cpu | cuda.")
+    precision: OneOf[PRECISIONS] = Field(
+        "auto", description="auto (bf16 on a bf16 GPU, fp16+scaler on older GPUs, fp32 on CPU)."
+    )
     channels_last: bool | None = Field(None, description="null = on for CUDA, off for CPU.")
     compile: bool = Field(False, description="torch.compile the model (GPU runs; minutes of warm-up).")
     workers: int | None = Field(None, ge=0, le=64, description="Data-loader workers; null = min(16, CPUs - 1).")
     max_nonfinite: int = Field(5, ge=1, le=10_000, description="Consecutive NaN/Inf losses that stop the run.")
     mlflow: bool = Field(True, description="Log the run to MLflow; false: run.json then holds no run id.")
 
-    @field_validator("decay")
-    @classmethod
-    def _decay(cls, v: str) -> str:
-        return _one_of(v, DECAYS)
-
-    @field_validator("device")
-    @classmethod
-    def _device(cls, v: str) -> str:
-        return _one_of(v, DEVICES)
-
-    @field_validator("precision")
-    @classmethod
-    def _precision(cls, v: str) -> str:
-        return _one_of(v, PRECISIONS)
 
     @field_validator("betas")
     @classmethod
@@ -419,8 +384,10 @@ class EvaluateParams(_Section):
     )
     max_faces: int | None = Field(200, ge=2, le=100_000, description="Held-out faces per identity; null = all.")
     batch_size: int = Field(32, ge=1, le=4096)
-    device: str = Field("auto", description="auto | cpu | cuda.")
-    lpips_net: str = Field("alex", description="alex (evaluation) | vgg; alex keeps the loss network out.")
+    device: OneOf[EVAL_DEVICES] = Field("auto", description="auto | cpu | cuda.")
+    lpips_net: OneOf[EVAL_LPIPS_NETS] = Field(
+        "alex", description="alex (evaluation) | vgg; alex keeps the loss network out."
+    )
     identity: bool = Field(True, description="Measure identity transfer of swaps (dlib face descriptor).")
     identity_reference: str = Field("data/identity/reference.npz", min_length=1,
                                     description="Centroids from training crops (stage `identity`).")
@@ -433,16 +400,6 @@ class EvaluateParams(_Section):
     zoom_size: int = Field(16, ge=4, le=256, description="Side of the flat-region crop, crop pixels.")
     zoom_factor: int = Field(8, ge=1, le=32, description="Nearest-neighbour magnification of the flat-region crop.")
     mlflow: bool = Field(True, description="Log metrics and pictures to the variant's MLflow run.")
-
-    @field_validator("device")
-    @classmethod
-    def _device(cls, v: str) -> str:
-        return _one_of(v, EVAL_DEVICES)
-
-    @field_validator("lpips_net")
-    @classmethod
-    def _net(cls, v: str) -> str:
-        return _one_of(v, EVAL_LPIPS_NETS)
 
 
 class RegisterParams(_Section):
@@ -521,31 +478,19 @@ class ServeParams(_Section):
         20_000_000, ge=1024, le=1_000_000_000, description="Largest encoded image accepted (bytes after base64)."
     )
     max_rows: int = Field(16, ge=1, le=4096, description="Rows in one request; more is an HTTP 400, nothing decoded.")
-    blend_mask: str = Field("hull", description="Paste-back mask from the 5 landmarks: hull | ellipse.")
+    blend_mask: OneOf[BLEND_MASKS] = Field("hull", description="Paste-back mask from the 5 landmarks: hull | ellipse.")
     feather: float = Field(0.08, ge=0.0, le=0.5, description="Mask edge softness, fraction of the face size.")
-    colour_transfer: str = Field("reinhard", description="Match the swap to the frame's skin tone: reinhard | none.")
+    colour_transfer: OneOf[COLOUR_TRANSFERS] = Field(
+        "reinhard", description="Match the swap to the frame's skin tone: reinhard | none."
+    )
     seamless_clone: bool = Field(False, description="Poisson (OpenCV seamlessClone) instead of a feathered blend.")
     smoothing_sigma: float = Field(
         1.5, ge=0.0, le=20.0, description="Video: Gaussian smoothing of landmarks and boxes over frames; 0 = off."
     )
     max_gap_frames: int = Field(5, ge=1, le=1000, description="Video: a longer run without a face breaks smoothing.")
     batch_size: int = Field(8, ge=1, le=512, description="Frames per detector call and crops per model call.")
-    device: str = Field("auto", description="auto | cpu | cuda.")
+    device: OneOf[DEVICES] = Field("auto", description="auto | cpu | cuda.")
 
-    @field_validator("blend_mask")
-    @classmethod
-    def _mask(cls, v: str) -> str:
-        return _one_of(v, BLEND_MASKS)
-
-    @field_validator("colour_transfer")
-    @classmethod
-    def _colour(cls, v: str) -> str:
-        return _one_of(v, COLOUR_TRANSFERS)
-
-    @field_validator("device")
-    @classmethod
-    def _device(cls, v: str) -> str:
-        return _one_of(v, DEVICES)
 
     @field_validator("host")
     @classmethod
