@@ -359,6 +359,24 @@ def _map_back(det: Detections, m: np.ndarray) -> Detections:
     return Detections(boxes, det.scores.copy(), det.landmarks @ inv[:, :2].T + inv[:, 2])
 
 
+def _within(det: Detections, h: int, w: int, min_inside: float = 0.6) -> Detections:
+    """The faces of a turned look that could be in the frame: a box no longer than the frame's short side,
+    at least ``min_inside`` of it inside the frame.
+
+    A turned canvas has corners filled by replicated edge pixels; on a blurred frame the detector reads those
+    streaks as faces larger than the frame (scores up to 0.99, measured on the demo's motion-blur frames), which
+    the stage would otherwise crop as training faces.
+    """
+    if not len(det):
+        return det
+    b = det.boxes
+    side = np.maximum(b[:, 2] - b[:, 0], b[:, 3] - b[:, 1])
+    inside = (np.clip(b[:, 2], 0, w) - np.clip(b[:, 0], 0, w)) * (np.clip(b[:, 3], 0, h) - np.clip(b[:, 1], 0, h))
+    area = np.maximum((b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1]), 1e-9)
+    keep = (side <= min(h, w)) & (inside >= min_inside * area)
+    return Detections(b[keep], det.scores[keep], det.landmarks[keep])
+
+
 def _runs(indices: Sequence[int]) -> list[list[int]]:
     """Sorted indices → runs of consecutive ones ([1, 2, 4] → [[1, 2], [4]])."""
     runs: list[list[int]] = []
@@ -469,8 +487,9 @@ class RollRetry:
                 turned = [cv2.warpAffine(frames[i], m, canvas, flags=cv2.INTER_LINEAR,
                                          borderMode=cv2.BORDER_REPLICATE) for i in idx]
                 for i, d in zip(idx, self.inner.detect(turned), strict=True):
-                    if self._any(d):
-                        out[i], found[i] = _map_back(d, m), angle
+                    back = _within(_map_back(d, m), *frames[i].shape[:2])
+                    if self._any(back):
+                        out[i], found[i] = back, angle
                         self.recovered += 1
                     else:
                         pending.append(i)
@@ -503,6 +522,7 @@ class RollRetry:
             found = self.inner.detect(warped)
             still = []
             for (i, j), m, d in zip(pending, mats, found, strict=True):
+                d = _within(d, *frames[i].shape[:2])
                 ok = np.flatnonzero(np.asarray(self.usable(d))) if len(d) else []
                 if not len(ok):
                     continue
