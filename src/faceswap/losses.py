@@ -133,15 +133,17 @@ def uses_lpips(cfg: LossParams, step: int) -> bool:
 
 
 def reconstruction_loss(
-    pred: torch.Tensor, target: torch.Tensor, cfg: LossParams, with_lpips: bool
+    pred: torch.Tensor, target: torch.Tensor, cfg: LossParams, with_lpips: bool, lpips: LpipsLoss | None = None
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Pixel + weight × LPIPS (on the first ``lpips_images`` faces) → (loss, {pixel, lpips}).
 
-    The LPIPS term is :class:`LpipsLoss` (channels-last on CUDA, where training runs bf16 + channels-last)."""
+    The LPIPS term is ``lpips`` if given (e.g. a compiled one), else the cached :class:`LpipsLoss` for
+    ``cfg.lpips_net`` (channels-last on CUDA, where training runs bf16 + channels-last)."""
     parts = {"pixel": pixel_loss(pred, target, cfg.pixel)}
     loss = parts["pixel"]
     if with_lpips and cfg.lpips_net != "none" and cfg.lpips_weight > 0:
         k = cfg.lpips_images or pred.shape[0]
-        parts["lpips"] = lpips_loss(cfg.lpips_net, pred.device)(pred[:k], target[:k]).mean()
+        term = lpips if lpips is not None else lpips_loss(cfg.lpips_net, pred.device)
+        parts["lpips"] = term(pred[:k], target[:k]).mean()
         loss = loss + cfg.lpips_weight * parts["lpips"]
     return loss, parts
