@@ -137,9 +137,6 @@ def measure(cfg: ModelConfig, faces: dict[str, FaceSet], loss_cfg: LossParams, *
                            "peak_mem_gib": torch.cuda.max_memory_allocated() / 2**30 if cuda else None}
     if profile_steps:
         row["profile"] = profile_table(step, profile_steps, device)
-    del model, net, opt, loader, it
-    if cuda:
-        torch.cuda.empty_cache()
     return row
 
 
@@ -153,7 +150,8 @@ def profile_table(step: Callable[[], float], steps: int, device: torch.device, r
             step()
         sync(device)
     key = "self_device_time_total" if device.type == "cuda" else "self_cpu_time_total"
-    return f"top by {key}, {steps} steps\n" + prof.key_averages().table(sort_by=key, row_limit=rows, max_name_column_width=70)
+    table = prof.key_averages().table(sort_by=key, row_limit=rows, max_name_column_width=70)
+    return f"top by {key}, {steps} steps\n{table}"
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -199,6 +197,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         r = measure(cfg, faces, loss_cfg, batch=args.batch, steps=args.steps, warmup=args.warmup,
                     workers=args.workers, device=device, dtype=dtype, loss_kind=args.loss,
                     compile_lpips=args.compile_lpips, profile_steps=args.profile if k == 0 else 0)
+        if cuda:
+            torch.cuda.empty_cache()
         ips = r["images_per_s"]
         model_tf, total_tf = 3 * gflops * ips / 1e3, (3 * gflops + lp_gflops) * ips / 1e3
         row = {"variant": v, "batch_per_identity": args.batch, "images_per_s": ips, "step_ms": r["step_ms"],
