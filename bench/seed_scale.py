@@ -411,6 +411,8 @@ def main(argv: list[str] | None = None) -> Any:
     r.add_argument("--val-images", type=int, default=32)
     r.add_argument("--eval-faces", type=int, default=200, help="test faces per identity evaluated")
     r.add_argument("--work", default=None, help="working folder (default: a temp folder, removed)")
+    n = sub.add_parser("install", help="on the device: the pack's LPIPS weights into the cache (before gpu_train.py)")
+    n.add_argument("--pack", default=".seedpack")
     i = sub.add_parser("identity", help="here: identity transfer of the swaps that came back")
     i.add_argument("--pack", default=".seedpack")
     i.add_argument("--results", required=True)
@@ -420,6 +422,8 @@ def main(argv: list[str] | None = None) -> Any:
         info = pack(args.manifest, args.frames, args.out, args.quality, tuple(args.nets), not args.no_wheels)
         print(json.dumps(info, indent=2))
         return info
+    if args.cmd == "install":
+        return install_lpips(Path(args.pack))
     return run(args) if args.cmd == "run" else identity(args)
 
 
