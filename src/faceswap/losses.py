@@ -2,12 +2,19 @@
 
 The LPIPS loss network is a parameter: ``vgg`` is the usual choice, and evaluation reports LPIPS-alex,
 so a model trained against ``vgg`` is not graded by the network it was optimised for.
+
+The training term is :class:`LpipsLoss`: the same distance as the metric (``lpips.LPIPS``, spatially averaged,
+real weights from :func:`faceswap.metrics.lpips.load_lpips`), arranged for the training step on a GPU.
 """
 
 from __future__ import annotations
 
+import copy
+import threading
+
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from faceswap.config import LossParams
 
@@ -36,20 +43,107 @@ def pixel_loss(pred: torch.Tensor, target: torch.Tensor, kind: str) -> torch.Ten
     raise ValueError(f"unknown pixel loss {kind!r}; valid: l1, mse, ssim")
 
 
+def _unit(f: torch.Tensor) -> torch.Tensor:
+    """``lpips.normalize_tensor`` in fp32: unit-length feature vectors along the channels."""
+    f = f.float()
+    return f / (f.pow(2).sum(1, keepdim=True).sqrt() + 1e-10)
+
+
+class LpipsLoss(nn.Module):
+    """LPIPS(pred, target) per image, the value of ``lpips.LPIPS(normalize=True)`` with the real weights,
+    arranged so the step keeps a GPU busy.
+
+    * The target branch runs under ``no_grad``: its features need no gradient, so nothing of it is kept.
+    * The backbone runs in the autocast dtype (bf16 on the GPU) and, with ``channels_last``, in NHWC with
+      NHWC weights (cuDNN's fast layout); the images are not copied to fp32 first.
+    * Feature normalisation, differences and means run in fp32: bf16 differences of nearly equal unit
+      features would bias the distance upwards.
+    * The 1×1 linear layers are applied after the spatial mean (both are linear, so the value is the same),
+      which removes a 1-output-channel convolution over every full-size feature map.
+    * Nothing is read back to the host; ``compile=True`` wraps the forward in ``torch.compile``.
+
+    Its own copy of the backbone (so the metric's cached module keeps its layout); parameters frozen.
+    """
+
+    def __init__(self, net: str = "vgg", device: str | torch.device = "cpu", channels_last: bool = False,
+                 compile: bool = False) -> None:
+        from faceswap.metrics.lpips import load_lpips
+
+        super().__init__()
+        ref = load_lpips(net, device)
+        self.net_name = net
+        self.backbone = copy.deepcopy(ref.net).eval()
+        if channels_last:
+            self.backbone = self.backbone.to(memory_format=torch.channels_last)
+        shift, scale = ref.scaling_layer.shift.float(), ref.scaling_layer.scale.float()
+        # [0, 1] → [-1, 1] → (x - shift) / scale as one affine map
+        self.register_buffer("gain", 2.0 / scale)
+        self.register_buffer("offset", (-1.0 - shift) / scale)
+        for i, lin in enumerate(ref.lins):
+            self.register_buffer(f"lin{i}", lin.model[-1].weight.detach().float().reshape(-1).clone())
+        self.layers = len(ref.lins)
+        for p in self.parameters():
+            p.requires_grad_(False)
+        self.channels_last = channels_last
+        self._forward = torch.compile(self._distance) if compile else self._distance
+
+    def train(self, mode: bool = True) -> LpipsLoss:  # the backbone has no dropout/batch-norm, keep it in eval
+        return super().train(False)
+
+    def _features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        x = x * self.gain + self.offset
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return list(self.backbone(x))
+
+    def _distance(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            ty = [_unit(f) for f in self._features(target)]
+        total = pred.new_zeros(pred.shape[0], dtype=torch.float32)
+        for i, (fx, uy) in enumerate(zip(self._features(pred), ty, strict=True)):
+            d = (_unit(fx) - uy).pow(2).mean((2, 3))  # (B, C): spatial mean first, then the linear layer
+            total = total + (d * getattr(self, f"lin{i}")).sum(1)  # not `@`: autocast would run it in bf16
+        return total
+
+    def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        if pred.ndim != 4 or pred.shape[1] != 3 or pred.shape != target.shape:
+            raise ValueError(f"expected two (B, 3, H, W) tensors of equal shape, got {tuple(pred.shape)} and "
+                             f"{tuple(target.shape)}")
+        return self._forward(pred, target.detach())
+
+
+_losses: dict[tuple[str, str, bool, bool], LpipsLoss] = {}
+_losses_lock = threading.Lock()
+
+
+def lpips_loss(net: str, device: str | torch.device, channels_last: bool | None = None,
+               compile: bool = False) -> LpipsLoss:
+    """The cached :class:`LpipsLoss` for this net and device (channels-last by default on CUDA)."""
+    dev = torch.device(device)
+    cl = dev.type == "cuda" if channels_last is None else channels_last
+    key = (net, str(dev), cl, compile)
+    with _losses_lock:
+        if key not in _losses:
+            _losses[key] = LpipsLoss(net, dev, cl, compile).to(dev)
+        return _losses[key]
+
+
 def uses_lpips(cfg: LossParams, step: int) -> bool:
     return cfg.lpips_net != "none" and cfg.lpips_weight > 0 and step % cfg.lpips_every == 0
 
 
 def reconstruction_loss(
-    pred: torch.Tensor, target: torch.Tensor, cfg: LossParams, with_lpips: bool
+    pred: torch.Tensor, target: torch.Tensor, cfg: LossParams, with_lpips: bool, lpips: LpipsLoss | None = None
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """Pixel + weight × LPIPS (on the first ``lpips_images`` faces) → (loss, {pixel, lpips})."""
+    """Pixel + weight × LPIPS (on the first ``lpips_images`` faces) → (loss, {pixel, lpips}).
+
+    The LPIPS term is ``lpips`` if given (e.g. a compiled one), else the cached :class:`LpipsLoss` for
+    ``cfg.lpips_net`` (channels-last on CUDA, where training runs bf16 + channels-last)."""
     parts = {"pixel": pixel_loss(pred, target, cfg.pixel)}
     loss = parts["pixel"]
     if with_lpips and cfg.lpips_net != "none" and cfg.lpips_weight > 0:
-        from faceswap.metrics.lpips import lpips_tensor
-
         k = cfg.lpips_images or pred.shape[0]
-        parts["lpips"] = lpips_tensor(pred[:k].float(), target[:k].float(), net=cfg.lpips_net).mean()
+        term = lpips if lpips is not None else lpips_loss(cfg.lpips_net, pred.device)
+        parts["lpips"] = term(pred[:k], target[:k]).mean()
         loss = loss + cfg.lpips_weight * parts["lpips"]
     return loss, parts
