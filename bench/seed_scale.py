@@ -264,7 +264,7 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     _log(f"{args.mode}: {size}² crops re-aligned in {time.perf_counter() - t0:.1f} s")
     base = {"base.image_size": size, "model.width": args.width, "model.bottleneck_channels": args.bottleneck,
             "train.batch_size": args.batch or None, "train.workers": args.workers, "train.compile": False,
-            "train.mlflow.enabled": False,
+            "train.mlflow": False,
             "train.val_images": args.val_images, "train.preview_rows": 4, "train.log_every": 50,
             "evaluate.mlflow": False, "evaluate.landmarks": False, "evaluate.identity": False,
             "evaluate.max_faces": args.eval_faces, "train.data": str(manifest), "train.faces_dir": None,
