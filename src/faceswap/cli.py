@@ -155,7 +155,7 @@ def weights_cmd(
     into the cache; idempotent."""
     from faceswap.data.retinaface_mnet import ensure_retinaface_onnx
     from faceswap.metrics.dlib_models import ensure_dlib_models
-    from faceswap.metrics.lpips import ensure_lpips_weights
+    from faceswap.metrics.lpips_weights import ensure_lpips_weights
 
     for name in net or ["alex", "vgg"]:
         path = ensure_lpips_weights(name)

@@ -134,11 +134,7 @@ def ensure_retinaface_onnx() -> Path:
     if path.exists():
         verify_onnx(path)
         return path
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise RetinaFaceMnetError(f"cannot create the RetinaFace weights cache {path.parent}: {err}") from None
-    with cache_lock(path.parent):
+    with cache_lock(path.parent, RetinaFaceMnetError, "RetinaFace weights"):
         if path.exists():  # another process fetched it meanwhile
             verify_onnx(path)
             return path

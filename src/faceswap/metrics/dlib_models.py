@@ -186,11 +186,7 @@ def ensure_dlib_models(keys: tuple[str, ...] = tuple(MODELS)) -> dict[str, Path]
     status = {k: _cached_ok(k) for k in keys}
     if all(ok for ok, _ in status.values()):
         return {k: cache_dir() / MODELS[k].name for k in keys}
-    try:
-        cache_dir().mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise DlibModelsError(f"cannot create the dlib model cache {cache_dir()}: {err}") from None
-    with cache_lock(cache_dir()):
+    with cache_lock(cache_dir(), DlibModelsError, "dlib model"):
         status = {k: _cached_ok(k) for k in keys}  # another process may have fetched them meanwhile
         todo = [k for k, (ok, _) in status.items() if not ok]
         if todo:

@@ -36,8 +36,15 @@ _thread_lock = threading.RLock()
 
 
 @contextlib.contextmanager
-def cache_lock(folder: Path) -> Iterator[None]:
-    """Serialise cache writes across threads and (on POSIX) processes sharing ``folder``."""
+def cache_lock(folder: Path, error: type[Exception] = OSError, what: str = "weights") -> Iterator[None]:
+    """Serialise cache writes across threads and (on POSIX) processes sharing ``folder`` (created if needed).
+
+    A folder that cannot be created raises ``error`` naming it (``cannot create the <what> cache ...``).
+    """
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise error(f"cannot create the {what} cache {folder}: {err}") from None
     with _thread_lock:
         try:
             import fcntl
