@@ -479,7 +479,8 @@ class Throughput:
 @dataclass
 class Run:
     """One training run's live objects and counters, and the jobs the loop runs now and then: log, validate,
-    preview, checkpoint. Only the main rank writes files or logs (``save``, ``validate``, ``preview`` check)."""
+    preview, checkpoint. Only the main rank writes or logs: ``save`` checks the rank itself, the loop calls
+    ``validate`` and ``preview`` on the main rank only, and the tracker is a no-op elsewhere."""
 
     out: Path
     t: TrainParams
