@@ -11,7 +11,7 @@ inputs against clean targets. One code path serves every device:
   full training state that loads with ``weights_only=True``. A rerun resumes from the newest readable
   checkpoint with the same config fingerprint (a corrupt one falls back to the previous with a
   warning); a changed config starts fresh and says so.
-* a non-finite loss skips the step with a warning; ``max_nonfinite`` in a row stop the run
+* a non-finite loss or non-finite gradients skip the step with a warning; ``max_nonfinite`` in a row stop the run
   (:class:`TrainingError`) and leave the last good checkpoint; SIGINT/SIGTERM save and stop cleanly.
 
 Outputs in ``out_dir``: ``model.pt`` (the best-by-validation weights: ``model``, ``model_config``,
@@ -32,7 +32,7 @@ import time
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -40,12 +40,15 @@ from torch import nn
 
 from faceswap.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from faceswap.config import Params, TrainParams
-from faceswap.data.dataset import StepBatches, SwapPairs, load_faces, stack_faces, to_float, worker_init
+from faceswap.data.dataset import FaceSet, StepBatches, SwapPairs, load_faces, stack_faces, to_float, worker_init
 from faceswap.data.manifest import manifest_detector
 from faceswap.devices import resolve_device
 from faceswap.errors import FaceswapError
 from faceswap.losses import reconstruction_loss, uses_lpips
 from faceswap.model import FaceSwapAutoencoder, ModelConfig
+
+if TYPE_CHECKING:
+    from faceswap.tracking import Tracker
 
 # settings that change how a run is watched, not what it computes: changing them keeps a resume valid
 OPERATIONAL_KEYS = ("val_every", "checkpoint_every", "keep_checkpoints", "preview_every", "preview_rows", "log_every",
@@ -229,7 +232,7 @@ def preview_grid(model: FaceSwapAutoencoder, faces: dict[str, torch.Tensor], dev
     return draw({n: t.float() for n, t in outs.items()}, (ia, ib), k, min_side=1)
 
 
-# --- the loop ------------------------------------------------------------------------------------------
+# --- the run: setup pieces, state and periodic jobs ------------------------------------------------------
 
 
 class _StopFlag:
@@ -262,6 +265,338 @@ def _log(msg: str, dist: Dist) -> None:
         print(msg, file=sys.stderr, flush=True)
 
 
+def _due(step: int, every: int, last: int) -> bool:
+    """Periodic jobs run every ``every`` steps and always at the last step."""
+    return step % every == 0 or step == last
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """Where and how the arithmetic runs, decided once per run: device, DDP rank, autocast dtype, memory format."""
+
+    device: torch.device
+    dist: Dist
+    precision: str  # fp32 | bf16 | fp16
+    channels_last: bool
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
+        return contextlib.nullcontext() if dtype is None else torch.autocast(self.device.type, dtype=dtype)
+
+
+def setup_runtime(t: TrainParams) -> Runtime:
+    """Resolve the device (joining DDP under torchrun) and the precision; enable the fast CUDA math modes."""
+    device_kind = resolve_device(t.device, "train.device")
+    dist = setup_distributed(device_kind)
+    device = torch.device(f"cuda:{dist.local_rank}" if device_kind == "cuda" else "cpu")
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+        torch.backends.cudnn.benchmark = True
+    channels_last = t.channels_last if t.channels_last is not None else device.type == "cuda"
+    return Runtime(device, dist, resolve_precision(t.precision, device), channels_last)
+
+
+@dataclass
+class RunData:
+    """The faces one run reads: the training stream's source and the fixed sets for validation and previews."""
+
+    manifest: Path
+    version: str  # md5 of the manifest, recorded with the run
+    detector: dict | None  # recorded with the model: serving detects as the crops were made
+    train: dict[str, FaceSet]
+    val_faces: dict[str, FaceSet]
+
+
+def load_run_data(params: Params, manifest: Path, faces_dir: str | Path | None) -> RunData:
+    """Every accepted train and val crop of the run's identities, with the manifest's version and detector."""
+    from faceswap.tracking import file_md5
+
+    ids, size = params.base.identities, params.base.image_size
+    train = load_faces(manifest, ids, "train", size, faces_dir)  # first: its errors name a bad manifest clearly
+    val = load_faces(manifest, ids, "val", size, faces_dir)
+    return RunData(manifest, file_md5(manifest), manifest_detector(manifest), train, val)
+
+
+def build_model(params: Params, variant: str, rt: Runtime) -> tuple[FaceSwapAutoencoder, ModelConfig]:
+    """The autoencoder with ``variant``'s decoders, on the run's device and memory format (weights from the seed)."""
+    m = params.model
+    mcfg = ModelConfig(image_size=params.base.image_size, width=m.width, bottleneck_channels=m.bottleneck_channels,
+                       encoder_stages=m.encoder_stages, max_channels=m.max_channels, decoder=variant,
+                       identities=tuple(params.base.identities))
+    model = FaceSwapAutoencoder(mcfg).to(rt.device)
+    return (model.to(memory_format=torch.channels_last) if rt.channels_last else model), mcfg
+
+
+def wrap_model(model: FaceSwapAutoencoder, t: TrainParams, rt: Runtime) -> nn.Module:
+    """The module the loop calls: one forward for all identities, compiled and/or DDP-wrapped as asked."""
+    net: nn.Module = SwapModel(model)
+    if t.compile:
+        net = torch.compile(net)
+    if rt.dist.enabled:
+        from torch.nn.parallel import DistributedDataParallel
+
+        net = DistributedDataParallel(net, device_ids=[rt.device.index] if rt.device.type == "cuda" else None)
+    return net
+
+
+def make_loader(faces: dict[str, FaceSet], t: TrainParams, seed: int, start: int,
+                rt: Runtime) -> torch.utils.data.DataLoader:
+    """This rank's slice of the deterministic batch stream from step ``start`` (so a resume continues it)."""
+    workers = t.workers if t.workers is not None else max(0, min(16, (os.cpu_count() or 1) - 1))
+    return torch.utils.data.DataLoader(
+        SwapPairs(faces, t.augment, seed),
+        batch_sampler=StepBatches(start, t.steps, t.batch_size, rt.dist.rank, rt.dist.world),
+        num_workers=workers, pin_memory=rt.device.type == "cuda",
+        prefetch_factor=4 if workers else None, persistent_workers=False, worker_init_fn=worker_init,
+    )
+
+
+class LossWindow:
+    """Sum of the training losses since the last log line, kept on the device so adding one does not wait for
+    the GPU; float64, so the mean equals summing ``float(loss)`` on the host."""
+
+    def __init__(self, device: torch.device, total: float = 0.0, n: int = 0) -> None:
+        self.total = torch.tensor(float(total), dtype=torch.float64, device=device)
+        self.n = n
+
+    def add(self, loss: torch.Tensor) -> None:
+        self.total += loss.detach().double()
+        self.n += 1
+
+    def mean_and_reset(self) -> float:
+        mean = float(self.total) / max(self.n, 1)
+        self.total.zero_()
+        self.n = 0
+        return mean
+
+    def state(self) -> list[float | int]:
+        return [float(self.total), self.n]
+
+
+@dataclass
+class Progress:
+    """The counters a checkpoint carries besides weights, so a resumed run continues its numbers too."""
+
+    window: LossWindow  # a resumed run logs the same window means
+    step: int = 0
+    best_val: float | None = None
+    best_step: int | None = None
+    nonfinite_total: int = 0
+    mlflow_run_id: str | None = None
+    resumed_from: int | None = None
+    history: dict[str, list[float]] = field(default_factory=lambda: {
+        "step": [], "loss": [], "val_step": [], "val_loss": [], "train_clean_loss": []})
+
+
+def resume(out: Path, fp: str, variant: str, model: nn.Module, opt: torch.optim.Optimizer,
+           scaler: torch.amp.GradScaler, rt: Runtime) -> Progress:
+    """Load the newest checkpoint with fingerprint ``fp`` into model, optimizer, scaler and RNG, or start fresh;
+    a changed config first deletes the old run's files so they cannot be mistaken for this run's."""
+    ckpt_dir = out / "checkpoints"
+    state, how = find_resume(ckpt_dir, fp)
+    if state is None and rt.dist.is_main and "config changed" in how:
+        for p in [*ckpt_dir.glob("*.pt"), *(out / "previews").glob("*.png"), out / "model.pt", out / "run.json"]:
+            p.unlink(missing_ok=True)
+    _log(f"train {variant}: {how}", rt.dist)
+    if rt.dist.enabled:
+        torch.distributed.barrier()  # nobody reads checkpoints the main rank is deleting
+    if state is None:
+        return Progress(LossWindow(rt.device))
+    model.load_state_dict(state["model"])
+    opt.load_state_dict(state["optimizer"])
+    scaler.load_state_dict(state["scaler"])
+    torch.set_rng_state(state["rng"]["torch"])
+    if rt.device.type == "cuda" and state["rng"].get("cuda") is not None:
+        torch.cuda.set_rng_state(state["rng"]["cuda"], rt.device)
+    p = Progress(LossWindow(rt.device, *state.get("loss_window", (0.0, 0))), state["step"], state["best_val_loss"],
+                 state["best_step"], state["nonfinite_total"], state.get("mlflow_run_id"), state["step"])
+    p.history.update({k: list(v) for k, v in state["history"].items()})
+    return p
+
+
+def start_tracking(params: Params, cfg: dict[str, Any], fp: str, data: RunData, rt: Runtime,
+                   run_id: str | None) -> tuple[Tracker, str]:
+    """Open (or reopen, on resume) the MLflow run on the main rank, tagged so runs group by variant, seed and
+    experiment; returns the tracker and the git commit."""
+    from faceswap.tracking import GROUP_ENV, git_commit, start_run
+
+    commit = git_commit()
+    group = os.environ.get(GROUP_ENV) or hashlib.sha256(json.dumps(
+        [commit, data.version, {k: v for k, v in cfg.items() if k != "variant"}], sort_keys=True).encode()
+    ).hexdigest()[:12]
+    variant, seed = cfg["variant"], cfg["seed"]
+    tags = {"variant": variant, "seed": str(seed), "data_version": data.version, "git_commit": commit,
+            "faceswap.group": group, "config_fingerprint": fp, "device": str(rt.device), "precision": rt.precision,
+            "world_size": str(rt.dist.world)}
+    tracker = start_run(params, f"{variant}-seed{seed}", run_id, tags, enabled=params.train.mlflow and rt.dist.is_main)
+    if rt.dist.is_main:
+        tracker.log_params({**cfg, "data_path": str(data.manifest),
+                            "train_faces": {i: len(f) for i, f in data.train.items()}})
+    return tracker, commit
+
+
+def _grad_norm(model: nn.Module, grad_clip: float | None) -> torch.Tensor:
+    """The total gradient norm (clipping to ``grad_clip`` when set); stays on the device."""
+    if grad_clip is not None:
+        return torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    return torch.nn.utils.get_total_norm([p.grad for p in model.parameters() if p.grad is not None])
+
+
+def check_step(loss: torch.Tensor, norm: torch.Tensor, check_grads: bool, signum: int | None,
+               rt: Runtime) -> tuple[str | None, int]:
+    """What was non-finite this step (None: take the step) and the stop signal, agreed by all ranks.
+
+    The step's one wait for the GPU: both checks and the signal travel in one tensor (one all_reduce under
+    DDP). fp16 passes ``check_grads=False``: GradScaler skips steps with inf/NaN gradients itself."""
+    bad_grads = ~torch.isfinite(norm) if check_grads else torch.zeros((), dtype=torch.bool, device=norm.device)
+    flags = torch.stack([~torch.isfinite(loss.detach()), bad_grads]).float()
+    if rt.dist.enabled:
+        flags = torch.cat([flags, torch.tensor([float(signum or 0)], device=flags.device)])
+        torch.distributed.all_reduce(flags, op=torch.distributed.ReduceOp.MAX)
+    bad_loss, bad_grad, *sig = flags.tolist()
+    what = "loss" if bad_loss else "gradients (finite loss)" if bad_grad else None
+    return what, int(sig[0]) if sig else (signum or 0)
+
+
+class Throughput:
+    """Images per second over each log window."""
+
+    def __init__(self) -> None:
+        self.since, self.images = time.perf_counter(), 0
+
+    def add(self, images: int) -> None:
+        self.images += images
+
+    def lap(self) -> float:
+        now = time.perf_counter()
+        ips = self.images / max(now - self.since, 1e-9)
+        self.since, self.images = now, 0
+        return ips
+
+
+@dataclass
+class Run:
+    """One training run's live objects and counters, and the jobs the loop runs now and then: log, validate,
+    preview, checkpoint. Only the main rank writes or logs: ``save`` checks the rank itself, the loop calls
+    ``validate`` and ``preview`` on the main rank only, and the tracker is a no-op elsewhere."""
+
+    out: Path
+    t: TrainParams
+    cfg: dict[str, Any]
+    fp: str
+    rt: Runtime
+    model: FaceSwapAutoencoder
+    mcfg: ModelConfig
+    opt: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    tracker: Tracker
+    data: RunData
+    progress: Progress
+    consecutive_nonfinite: int = 0
+    val: dict[str, torch.Tensor] = field(init=False)
+    train_clean: dict[str, torch.Tensor] = field(init=False)
+    preview_faces: dict[str, torch.Tensor] = field(init=False)
+
+    def __post_init__(self) -> None:
+        n = self.t.val_images
+        self.val = {i: stack_faces(fs, n) for i, fs in self.data.val_faces.items()}
+        # the same loss on unaugmented training faces: a gap to the (augmented) training loss means the model
+        # is learning the augmentation, a gap to val_loss means it is overfitting
+        self.train_clean = {i: stack_faces(fs, n) for i, fs in self.data.train.items()}
+        self.preview_faces = {i: stack_faces(fs, self.t.preview_rows) for i, fs in self.data.val_faces.items()}
+
+    @property
+    def ckpt_dir(self) -> Path:
+        return self.out / "checkpoints"
+
+    @property
+    def run_id(self) -> str | None:
+        return self.tracker.run_id or self.progress.mlflow_run_id
+
+    def state_dict(self, step: int) -> dict[str, Any]:
+        """A full training state (loads with ``weights_only=True``): what a resume needs to continue exactly."""
+        rng = {"torch": torch.get_rng_state()}
+        if self.rt.device.type == "cuda":
+            rng["cuda"] = torch.cuda.get_rng_state(self.rt.device)
+        p, t = self.progress, self.t
+        return {"model": self.model.state_dict(), "model_config": self.mcfg.to_dict(),
+                "optimizer": self.opt.state_dict(), "scaler": self.scaler.state_dict(),
+                "schedule": {"kind": t.decay, "step": step, "lr": lr_at(step, t)}, "step": step,
+                "variant": self.cfg["variant"], "best_val_loss": p.best_val, "best_step": p.best_step,
+                "nonfinite_total": p.nonfinite_total, "rng": rng, "config": self.cfg, "fingerprint": self.fp,
+                "mlflow_run_id": self.run_id, "history": p.history, "loss_window": p.window.state()}
+
+    def save(self, step: int, best: bool = False) -> None:
+        """Checkpoint ``step`` (keeping the newest ``keep_checkpoints``), and as ``best.pt`` when it is the best."""
+        if not self.rt.dist.is_main:
+            return
+        st = self.state_dict(step)
+        save_checkpoint(self.ckpt_dir / f"step_{step:07d}.pt", st)
+        _prune(self.ckpt_dir, self.t.keep_checkpoints)
+        if best:
+            save_checkpoint(self.ckpt_dir / "best.pt", st)
+
+    def note_nonfinite(self, what: str | None, step: int) -> None:
+        """Count a skipped step; ``max_nonfinite`` in a row stop the run (the last good checkpoint stays)."""
+        if what is None:
+            self.consecutive_nonfinite = 0
+            return
+        self.consecutive_nonfinite += 1
+        self.progress.nonfinite_total += 1
+        n = self.consecutive_nonfinite
+        _log(f"warning: non-finite {what} at step {step}; step skipped ({n} in a row)", self.rt.dist)
+        if n >= self.t.max_nonfinite:
+            last = _step_checkpoints(self.ckpt_dir)
+            raise TrainingError(
+                f"{n} non-finite steps in a row (steps {step - n + 1}..{step}, "
+                f"last: {what}); stopped. Last good checkpoint: {last[0] if last else 'none'}. "
+                "Lower train.lr, set train.grad_clip, or use precision fp32/bf16."
+            )
+
+    def log_train(self, step: int, lr: float, parts: list[tuple[torch.Tensor, dict[str, torch.Tensor]]],
+                  ips: float) -> float:
+        """Record the window's mean training loss (history and MLflow); returns it for the progress bar."""
+        mean = self.progress.window.mean_and_reset()
+        self.progress.history["step"].append(step)
+        self.progress.history["loss"].append(mean)
+        metrics = {"train_loss": mean, "lr": lr, "images_per_s": ips}
+        for name in ("pixel", "lpips"):
+            vals = [float(terms[name].detach()) for _, terms in parts if name in terms]
+            if vals:
+                metrics[f"train_{name}"] = sum(vals) / len(vals)
+        self.tracker.log_metrics(metrics, step)
+        return mean
+
+    def validate(self, step: int, ips: float) -> bool:
+        """Validation and clean-training losses (main rank); True when this is the best validation so far."""
+        t, rt, h, p = self.t, self.rt, self.progress.history, self.progress
+        v = validation_loss(self.model, self.val, t, rt.device, rt.autocast, rt.channels_last)
+        vc = validation_loss(self.model, self.train_clean, t, rt.device, rt.autocast, rt.channels_last)
+        h["val_step"].append(step)
+        h["val_loss"].append(v)
+        h["train_clean_loss"].append(vc)
+        self.tracker.log_metrics({"val_loss": v, "train_clean_loss": vc}, step)
+        new_best = p.best_val is None or v < p.best_val
+        if new_best:
+            p.best_val, p.best_step = v, step
+        _log(f"step {step}/{t.steps}  loss {h['loss'][-1] if h['loss'] else float('nan'):.4f}"
+             f"  val {v:.4f} (best {p.best_val:.4f} @ {p.best_step})  {ips:.0f} img/s", rt.dist)
+        return new_best
+
+    def preview(self, step: int) -> None:
+        """The preview grid of held-out pairs at ``step``, to ``previews/`` and MLflow (main rank)."""
+        from faceswap.imageio import write_rgb
+
+        path = self.out / "previews" / f"step_{step:07d}.png"
+        write_rgb(path, preview_grid(self.model, self.preview_faces, self.rt.device))
+        self.tracker.log_artifact(path, "previews")
+
+
+# --- the loop ------------------------------------------------------------------------------------------
+
+
 def train(
     params: Params,
     variant: str,
@@ -279,140 +614,35 @@ def train(
     ``data``/``faces_dir`` default to ``params.train``; ``progress`` None shows a bar only on a terminal;
     ``seed`` (default ``base.seed``) seeds the weights and the augmentation stream of this run.
     """
-    from faceswap.tracking import GROUP_ENV, file_md5, git_commit, start_run
-
-    t = params.train
-    out = Path(out_dir)
-    ckpt_dir = out / "checkpoints"
-    device_kind = resolve_device(t.device, "train.device")
-    dist = setup_distributed(device_kind)
-    device = torch.device(f"cuda:{dist.local_rank}" if device_kind == "cuda" else "cpu")
-    if device.type == "cuda":
-        torch.cuda.set_device(device)
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
-        torch.backends.cudnn.benchmark = True
-    precision = resolve_precision(t.precision, device)
-    amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
-
-    def autocast() -> contextlib.AbstractContextManager:
-        if amp_dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(device.type, dtype=amp_dtype)
-
-    channels_last = t.channels_last if t.channels_last is not None else device.type == "cuda"
-
-    # data
-    manifest = Path(data if data is not None else t.data)
-    root = t.faces_dir if faces_dir == "params" else faces_dir
-    identities = params.base.identities
-    size = params.base.image_size
-    train_faces = load_faces(manifest, identities, "train", size, root)
-    val_faces = load_faces(manifest, identities, "val", size, root)
-    data_version = file_md5(manifest)
-    detector = manifest_detector(manifest)  # recorded with the model: serving detects as the crops were made
-
-    seed = params.base.seed if seed is None else seed
-    cfg = run_config(params, variant, data_version, seed)
-    fp = fingerprint(cfg)
-    torch.manual_seed(seed)
-    mcfg = ModelConfig(image_size=size, width=params.model.width, bottleneck_channels=params.model.bottleneck_channels,
-                       encoder_stages=params.model.encoder_stages, max_channels=params.model.max_channels,
-                       decoder=variant, identities=tuple(identities))
-    model = FaceSwapAutoencoder(mcfg).to(device)
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    opt = _optimizer(model, t, device)
-    scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
-
-    # resume or start fresh
-    state, how = find_resume(ckpt_dir, fp)
-    if state is None and dist.is_main and "config changed" in how:
-        for p in [*ckpt_dir.glob("*.pt"), *(out / "previews").glob("*.png"), out / "model.pt", out / "run.json"]:
-            p.unlink(missing_ok=True)
-    _log(f"train {variant}: {how}", dist)
-    if dist.enabled:
-        torch.distributed.barrier()  # nobody reads checkpoints the main rank is deleting
-    start, best_val, best_step, nonfinite_total, run_id = 0, None, None, 0, None
-    history: dict[str, list[float]] = {"step": [], "loss": [], "val_step": [], "val_loss": [], "train_clean_loss": []}
-    if state is not None:
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        scaler.load_state_dict(state["scaler"])
-        start, best_val, best_step = state["step"], state["best_val_loss"], state["best_step"]
-        nonfinite_total, run_id = state["nonfinite_total"], state.get("mlflow_run_id")
-        history = {**history, **{k: list(v) for k, v in state["history"].items()}}
-        torch.set_rng_state(state["rng"]["torch"])
-        if device.type == "cuda" and state["rng"].get("cuda") is not None:
-            torch.cuda.set_rng_state(state["rng"]["cuda"], device)
-    resumed_from = start if state is not None else None
-
-    net: nn.Module = SwapModel(model)
-    if t.compile:
-        net = torch.compile(net)
-    if dist.enabled:
-        from torch.nn.parallel import DistributedDataParallel
-
-        net = DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
-
-    workers = t.workers if t.workers is not None else max(0, min(16, (os.cpu_count() or 1) - 1))
-    loader = torch.utils.data.DataLoader(
-        SwapPairs(train_faces, t.augment, seed),
-        batch_sampler=StepBatches(start, t.steps, t.batch_size, dist.rank, dist.world),
-        num_workers=workers, pin_memory=device.type == "cuda",
-        prefetch_factor=4 if workers else None, persistent_workers=False, worker_init_fn=worker_init,
-    )
-    val = {i: stack_faces(fs, t.val_images) for i, fs in val_faces.items()}
-    # the same loss on unaugmented training faces: a gap to the (augmented) training loss means the model
-    # is learning the augmentation, a gap to val_loss means it is overfitting
-    train_clean = {i: stack_faces(fs, t.val_images) for i, fs in train_faces.items()}
-    preview_faces = {i: stack_faces(fs, t.preview_rows) for i, fs in val_faces.items()}
-
-    # tracking (main rank only)
-    commit = git_commit()
-    group = os.environ.get(GROUP_ENV) or hashlib.sha256(json.dumps(
-        [commit, data_version, {k: v for k, v in cfg.items() if k != "variant"}], sort_keys=True).encode()
-    ).hexdigest()[:12]
-    tags = {"variant": variant, "seed": str(seed), "data_version": data_version, "git_commit": commit,
-            "faceswap.group": group, "config_fingerprint": fp, "device": str(device), "precision": precision,
-            "world_size": str(dist.world)}
-    tracker = start_run(params, f"{variant}-seed{seed}", run_id, tags, enabled=t.mlflow and dist.is_main)
-    if dist.is_main:
-        tracker.log_params({**cfg, "data_path": str(manifest), "train_faces": {i: len(f) for i, f in
-                                                                               train_faces.items()}})
-
-    def state_dict(step: int) -> dict[str, Any]:
-        rng = {"torch": torch.get_rng_state()}
-        if device.type == "cuda":
-            rng["cuda"] = torch.cuda.get_rng_state(device)
-        return {"model": model.state_dict(), "model_config": mcfg.to_dict(), "optimizer": opt.state_dict(),
-                "scaler": scaler.state_dict(), "schedule": {"kind": t.decay, "step": step, "lr": lr_at(step, t)},
-                "step": step, "variant": variant, "best_val_loss": best_val, "best_step": best_step,
-                "nonfinite_total": nonfinite_total, "rng": rng, "config": cfg, "fingerprint": fp,
-                "mlflow_run_id": tracker.run_id or run_id, "history": history,
-                "loss_window": [window_loss, window_n]}  # a resumed run logs the same window means
-
-    def save(step: int, best: bool = False) -> None:
-        if not dist.is_main:
-            return
-        st = state_dict(step)
-        save_checkpoint(ckpt_dir / f"step_{step:07d}.pt", st)
-        _prune(ckpt_dir, t.keep_checkpoints)
-        if best:
-            save_checkpoint(ckpt_dir / "best.pt", st)
-
-    # the loop
     from tqdm import tqdm
 
+    # setup: device and precision, data, model and optimizer, resume, tracking
+    t, out = params.train, Path(out_dir)
+    rt = setup_runtime(t)
+    dist, device = rt.dist, rt.device
+    rd = load_run_data(params, Path(data if data is not None else t.data),
+                       t.faces_dir if faces_dir == "params" else faces_dir)
+    seed = params.base.seed if seed is None else seed
+    cfg = run_config(params, variant, rd.version, seed)
+    fp = fingerprint(cfg)
+    torch.manual_seed(seed)
+    model, mcfg = build_model(params, variant, rt)
+    opt = _optimizer(model, t, device)
+    scaler = torch.amp.GradScaler(device.type, enabled=rt.precision == "fp16")
+    prog = resume(out, fp, variant, model, opt, scaler, rt)
+    start = prog.step
+    net = wrap_model(model, t, rt)
+    loader = make_loader(rd.train, t, seed, start, rt)
+    tracker, commit = start_tracking(params, cfg, fp, rd, rt, prog.mlflow_run_id)
+    run = Run(out, t, cfg, fp, rt, model, mcfg, opt, scaler, tracker, rd, prog)
+
+    identities = params.base.identities
     images_per_step = t.batch_size * len(identities) * dist.world
     bar = tqdm(total=t.steps, initial=start, unit="step", desc=f"train {variant}", file=sys.stderr,
                disable=(not dist.is_main) or (progress is False) or (None if progress is None else False),
                dynamic_ncols=True)
-    step, consecutive = start, 0
-    window_loss, window_n = (float(state["loss_window"][0]), int(state["loss_window"][1])) if (
-        state is not None and "loss_window" in state) else (0.0, 0)
+    step, ips, speed = start, 0.0, Throughput()
     t_start = time.perf_counter()
-    t_win, imgs_win, ips = t_start, 0, 0.0
     status = "FAILED"
     flag = _StopFlag()
     try:
@@ -422,98 +652,52 @@ def train(
                 lr = lr_at(step, t)
                 for g in opt.param_groups:
                     g["lr"] = lr
-                xs = [to_float(batch[f"{i}_in"], device, channels_last) for i in identities]
-                ys = [to_float(batch[f"{i}_target"], device, channels_last) for i in identities]
+                xs = [to_float(batch[f"{i}_in"], device, rt.channels_last) for i in identities]
+                ys = [to_float(batch[f"{i}_target"], device, rt.channels_last) for i in identities]
                 with_lp = uses_lpips(t.loss, step)
-                with autocast():
+                with rt.autocast():
                     preds = net(*xs)
-                    parts = [reconstruction_loss(p, y, t.loss, with_lp) for p, y in zip(preds, ys, strict=True)]
-                loss = sum(p[0] for p in parts)
-                bad = torch.tensor([0.0 if torch.isfinite(loss) else 1.0, float(flag.signum or 0)])
-                if dist.enabled:
-                    torch.distributed.all_reduce(bad, op=torch.distributed.ReduceOp.MAX)
-                what = "loss" if bad[0] > 0 else None
+                    parts = [reconstruction_loss(pr, y, t.loss, with_lp) for pr, y in zip(preds, ys, strict=True)]
+                loss = sum(part[0] for part in parts)
+                # backward even through a non-finite loss (its step is skipped below): the checks then cost one
+                # wait for the GPU instead of one before and one after the backward pass
+                scaler.scale(loss).backward()
+                scaler.unscale_(opt)  # a no-op when the scaler is off (fp32, bf16)
+                norm = _grad_norm(model, t.grad_clip)
+                what, signum = check_step(loss, norm, not scaler.is_enabled(), flag.signum, rt)
                 if what is None:
-                    scaler.scale(loss).backward()
-                    scaler.unscale_(opt)  # a no-op when the scaler is off (fp32, bf16)
-                    grads = [p.grad for p in model.parameters() if p.grad is not None]
-                    if t.grad_clip is not None:
-                        norm = torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)
-                    else:
-                        norm = torch.nn.utils.get_total_norm(grads)
-                    # fp16: GradScaler skips a step with inf/NaN gradients itself (and lowers its scale)
-                    if not scaler.is_enabled() and not torch.isfinite(norm):
-                        what = "gradients (finite loss)"
-                    else:
-                        scaler.step(opt)
-                        scaler.update()
-                        window_loss += float(loss.detach())
-                        window_n += 1
+                    scaler.step(opt)
+                    scaler.update()
+                    prog.window.add(loss)
+                elif scaler.is_enabled():
+                    scaler.update(new_scale=scaler.get_scale())  # forget the skipped step, keep the scale as it was
                 opt.zero_grad(set_to_none=True)
-                if what is None:
-                    consecutive = 0
-                else:
-                    consecutive += 1
-                    nonfinite_total += 1
-                    _log(f"warning: non-finite {what} at step {step}; step skipped ({consecutive} in a row)", dist)
-                    if consecutive >= t.max_nonfinite:
-                        last = _step_checkpoints(ckpt_dir)
-                        raise TrainingError(
-                            f"{consecutive} non-finite steps in a row (steps {step - consecutive + 1}..{step}, "
-                            f"last: {what}); stopped. Last good checkpoint: {last[0] if last else 'none'}. "
-                            "Lower train.lr, set train.grad_clip, or use precision fp32/bf16."
-                        )
+                run.note_nonfinite(what, step)
                 step += 1
-                imgs_win += images_per_step
+                speed.add(images_per_step)
                 bar.update(1)
 
-                if step % t.log_every == 0 or step == t.steps:
-                    now = time.perf_counter()
-                    ips = imgs_win / max(now - t_win, 1e-9)
-                    t_win, imgs_win = now, 0
-                    mean = window_loss / max(window_n, 1)
-                    window_loss, window_n = 0.0, 0
-                    history["step"].append(step)
-                    history["loss"].append(mean)
+                # periodic jobs
+                if _due(step, t.log_every, t.steps):
+                    ips = speed.lap()
+                    mean = run.log_train(step, lr, parts, ips)
                     bar.set_postfix(loss=f"{mean:.4f}", img_s=f"{ips:.0f}", refresh=False)
-                    metrics = {"train_loss": mean, "lr": lr, "images_per_s": ips}
-                    for name in ("pixel", "lpips"):
-                        vals = [float(p[1][name].detach()) for p in parts if name in p[1]]
-                        if vals:
-                            metrics[f"train_{name}"] = sum(vals) / len(vals)
-                    tracker.log_metrics(metrics, step)
-
-                if bad[1] > 0:
-                    save(step)
-                    flag.signum = int(bad[1])
+                if signum:
+                    run.save(step)
+                    flag.signum = signum
                     break
+                new_best = dist.is_main and _due(step, t.val_every, t.steps) and run.validate(step, ips)
+                if _due(step, t.checkpoint_every, t.steps) or new_best:
+                    run.save(step, best=new_best)
+                if dist.is_main and _due(step, t.preview_every, t.steps):
+                    run.preview(step)
 
-                new_best = False
-                if dist.is_main and (step % t.val_every == 0 or step == t.steps):
-                    v = validation_loss(model, val, t, device, autocast, channels_last)
-                    vc = validation_loss(model, train_clean, t, device, autocast, channels_last)
-                    history["val_step"].append(step)
-                    history["val_loss"].append(v)
-                    history["train_clean_loss"].append(vc)
-                    tracker.log_metrics({"val_loss": v, "train_clean_loss": vc}, step)
-                    if best_val is None or v < best_val:
-                        best_val, best_step, new_best = v, step, True
-                    _log(f"step {step}/{t.steps}  loss {history['loss'][-1] if history['loss'] else float('nan'):.4f}"
-                         f"  val {v:.4f} (best {best_val:.4f} @ {best_step})  {ips:.0f} img/s", dist)
-                if step % t.checkpoint_every == 0 or step == t.steps or new_best:
-                    save(step, best=new_best)
-                if dist.is_main and (step % t.preview_every == 0 or step == t.steps):
-                    from faceswap.imageio import write_rgb
-
-                    path = out / "previews" / f"step_{step:07d}.png"
-                    write_rgb(path, preview_grid(model, preview_faces, device))
-                    tracker.log_artifact(path, "previews")
+        # finish: model.pt, run.json, metrics and curves (or a resumable stop on a signal)
         bar.close()
         wall = time.perf_counter() - t_start
-        done = step - start
-        result = TrainResult(variant, str(out), step, t.steps, best_val, best_step, resumed_from, flag.signum,
-                             nonfinite_total, done * images_per_step / max(wall, 1e-9), wall, tracker.run_id or run_id,
-                             history)
+        result = TrainResult(variant, str(out), step, t.steps, prog.best_val, prog.best_step, prog.resumed_from,
+                             flag.signum, prog.nonfinite_total, (step - start) * images_per_step / max(wall, 1e-9),
+                             wall, run.run_id, prog.history)
         if flag.signum is not None:
             _log(f"train {variant}: stopped by signal {flag.signum} at step {step}; checkpoint saved, rerun to resume",
                  dist)
@@ -523,7 +707,7 @@ def train(
             _check_ranks_agree(model)
         if dist.is_main:
             _finish(out, model, mcfg, variant, result, cfg, tracker, commit, t, metrics_path, curves_dir, dist,
-                    detector)
+                    rd.detector)
         status = "FINISHED"
         return result
     finally:
