@@ -12,6 +12,8 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from faceswap.tracking import ui_url
+
 KEYS = {  # Prefect artifact keys (lower case, digits, dashes): each run adds a version under the same key
     "metrics": "faceswap-variant-metrics",
     "validation": "faceswap-validation",
@@ -150,8 +152,7 @@ def mlflow_runs_markdown(root: Path, variants: Iterable[str], pattern: str, ui: 
             continue
         base = _mlflow_ui(uri, ui)
         exp = info.get("mlflow_experiment_id")
-        link = (f"[{run_id[:12]}]({base}/#/experiments/{exp}/runs/{run_id})" if base and exp
-                else f"`runs:/{run_id}`")
+        link = f"[{run_id[:12]}]({ui_url(base, exp, run_id)})" if base and exp else f"`runs:/{run_id}`"
         rows.append([v, link, f"tracking `{uri}`" if uri else "default tracking store"])
     lines = ["# MLflow runs", "", "| variant | run | where |", "|---|---|---|"]
     lines += ["| " + " | ".join(r) + " |" for r in rows]

@@ -208,7 +208,8 @@ def test_first_run_runs_every_stage_in_order_and_publishes_artifacts(prefect_ser
     champion = _artifact(art.KEYS["champion"])
     assert "version **3**" in champion and "**moved**" in champion and "models:/faceswap@champion" in champion
     runs = _artifact(art.KEYS["mlflow"])
-    assert "http://mlflow.example:5000/#/experiments/7/runs/runpixelshuffle0123456789" in runs
+    link = "http://mlflow.example:5000/#/experiments/7/runs/runpixelshuffle0123456789?workflowType=machine_learning"
+    assert link in runs
     assert "| prep | ran |" in _artifact(art.KEYS["stages"])
 
 

@@ -438,7 +438,7 @@ def ui_cmd(
     import shutil
     import subprocess
 
-    from faceswap.tracking import TELEMETRY_OFF, artifact_root, tracking_uri
+    from faceswap.tracking import TELEMETRY_OFF, artifact_root, tracking_uri, ui_url
 
     p = _params(params)
     exe = shutil.which("mlflow") or str(Path(sys.executable).with_name("mlflow"))
@@ -448,7 +448,7 @@ def ui_cmd(
     store, artifacts = tracking_uri(p), artifact_root(p)
     cmd = [exe, "ui", "--host", "127.0.0.1", "--port", str(port), "--backend-store-uri", store,
            "--default-artifact-root", str(artifacts)]
-    typer.echo(f"MLflow UI on http://127.0.0.1:{port}  (store {store}, artifacts {artifacts}/); "
+    typer.echo(f"MLflow UI on {ui_url(f'http://127.0.0.1:{port}')}  (store {store}, artifacts {artifacts}/); "
                f"experiment {p.mlflow.experiment!r} → select the variants' runs → Compare; Models → "
                f"{p.registry.model_name} for the aliases. Ctrl-C stops it.")
     try:

@@ -190,9 +190,20 @@ class Tracker:
             self.run = None
 
 
-# MLflow 3's UI opens an experiment on its GenAI "Overview" (traces) unless the experiment says it holds model
-# training runs; this tag is what the UI reads.
+# MLflow 3's UI opens an experiment on its GenAI "Overview" (traces) unless told it holds model training runs.
+# Earlier 3.x releases read the experiment's kind tag; 3.17 (pinned here) ignores it and follows a per-browser
+# setting (default GenAI) that the ``workflowType`` query parameter overrides and the UI keeps while navigating
+# (seen in headless Chromium: docs/img/mlflow-runs.png). So the tag is set and every link carries the parameter.
 EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
+UI_QUERY = "?workflowType=machine_learning"
+
+
+def ui_url(base: str, experiment_id: str | None = None, run_id: str | None = None) -> str:
+    """A link into the MLflow UI at ``base`` that opens on the model-training views (runs, not traces)."""
+    path = "#/experiments"
+    if experiment_id:
+        path += f"/{experiment_id}" + (f"/runs/{run_id}" if run_id else "")
+    return f"{base.rstrip('/')}/{path}{UI_QUERY}"
 
 
 def mark_model_experiment(client: Any, experiment_id: str) -> None:
