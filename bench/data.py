@@ -1,6 +1,7 @@
 """Benchmark of the data stages: extract + align throughput next to its two ceilings.
 
     python bench/data.py [--runs 3] [--raw data/demo/raw] [--out bench/results]
+    python bench/data.py --device cuda --frame-size 1280x720 --no-mtcnn     # on a lent GPU
 
 On the demo clips (generated into a temporary folder when ``--raw`` does not exist), measured in one
 process, each figure the median of ``--runs`` runs, frames = sampled frames (params extract.every):
@@ -44,6 +45,11 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--params", type=Path, default=REPO / "params.yaml")
     ap.add_argument("--out", type=Path, default=REPO / "bench/results")
     ap.add_argument("--detector", default=None, help="auto | retinaface | retinaface_r50 | mtcnn (default: params)")
+    ap.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
+                    help="where the detectors run (auto: cuda when present)")
+    ap.add_argument("--frame-size", default=None, metavar="WxH",
+                    help="synthesise the demo clips at this size (e.g. 1280x720) instead of reading --raw")
+    ap.add_argument("--no-mtcnn", action="store_true", help="skip the MTCNN rows (facenet-pytorch not installed)")
     args = ap.parse_args(argv)
 
     import cv2
@@ -57,10 +63,12 @@ def main(argv: list[str] | None = None) -> dict:
     from faceswap.data.video import INDEX_NAME, extract_frames, find_videos, iter_sampled_frames
 
     p = load_params(args.params)
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
     tmp = Path(tempfile.mkdtemp(prefix="bench-data-"))
     raw = args.raw
-    if not raw.is_dir():
+    if args.frame_size or not raw.is_dir():
         d = p.data.demo
+        width, height = (int(v) for v in args.frame_size.lower().split("x")) if args.frame_size else (d.width, d.height)
         raw = tmp / "raw"
         make_demo(
             raw,
@@ -68,8 +76,8 @@ def main(argv: list[str] | None = None) -> dict:
             clips=d.clips,
             seconds=d.seconds,
             fps=d.fps,
-            width=d.width,
-            height=d.height,
+            width=width,
+            height=height,
             seed=p.base.seed,
         )
     videos = [v for i in p.base.identities for v in find_videos(raw, i)[0]]
@@ -85,10 +93,10 @@ def main(argv: list[str] | None = None) -> dict:
 
     per_video = decode_all()
     n = sum(len(f) for f in per_video)
-    choice = create_detector(args.detector or p.align.detector, device="cpu",
+    choice = create_detector(args.detector or p.align.detector, device=device,
                              retinaface_weights=p.align.retinaface_weights, min_face_size=p.align.min_face_size)
     det = choice.detector
-    mtcnn = MtcnnDetector("cpu", min_face_size=p.align.min_face_size)
+    mtcnn = None if args.no_mtcnn else MtcnnDetector(device, min_face_size=p.align.min_face_size)
     retry = RollRetry(det, usable=_usable(p.align), every=p.align.roll_retry_every)
     exhaustive = RollRetry(det, usable=_usable(p.align), every=1)  # every faceless frame turned: the old cost
     bs = p.align.batch_size
@@ -144,7 +152,7 @@ def main(argv: list[str] | None = None) -> dict:
             "retry_faceless", "exhaustive_faceless", "stage", "stage_upright")
     secs: dict[str, list[float]] = {k: [] for k in keys}
     for _ in range(args.runs):
-        for key, fn in (
+        for key, fn in (m for m in (
             ("decode", decode_all),
             ("detector_batched", detect(bs)),
             ("detector_one", detect(1)),
@@ -155,24 +163,26 @@ def main(argv: list[str] | None = None) -> dict:
             ("exhaustive_faceless", exhaustive_faceless),
             ("stage", stage),
             ("stage_upright", stage_upright),
-        ):
+        ) if mtcnn is not None or not m[0].startswith("mtcnn")):
             t0 = time.perf_counter()
             fn()
             secs[key].append(time.perf_counter() - t0)
-    med = {k: statistics.median(v) for k, v in secs.items()}
+    med = {k: statistics.median(v) for k, v in secs.items() if v}
     decode_fps, det_fps, one_fps = n / med["decode"], n / med["detector_batched"], n / med["detector_one"]
     stage_fps, stage_all_fps = n_stage / med["stage"], n / med["stage"]
     upright_stage_fps = n_stage / med["stage_upright"]
-    mt_fps, mt_one_fps = n / med["mtcnn_batched"], n / med["mtcnn_one"]
+    mt_fps, mt_one_fps = (n / med["mtcnn_batched"], n / med["mtcnn_one"]) if mtcnn is not None else (None, None)
     retry_fps, faceless_s = n / med["retry_upright"], med["retry_faceless"] / len(faceless)
     exhaustive_s = med["exhaustive_faceless"] / len(faceless)
 
     ceiling = min(decode_fps, det_fps)
     result = {
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, CPU only",
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+                   + (torch.cuda.get_device_name(0) if device == "cuda" else "CPU only"),
+        "device": device,
         "torch_threads": torch.get_num_threads(),
         "python": platform.python_version(),
-        "command": "python bench/data.py --runs " + str(args.runs),
+        "command": "python bench/data.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         "runs": args.runs,
         "videos": len(videos),
         "sampled_frames": n,
@@ -182,8 +192,8 @@ def main(argv: list[str] | None = None) -> dict:
         "detector": det.name,
         "detector_weights": det.weights_digest,
         "detector_reason": choice.reason,
-        "mtcnn_fps_batched": round(mt_fps, 2),
-        "mtcnn_fps_one_at_a_time": round(mt_one_fps, 2),
+        "mtcnn_fps_batched": mt_fps and round(mt_fps, 2),
+        "mtcnn_fps_one_at_a_time": mt_one_fps and round(mt_one_fps, 2),
         "detector_fps_with_roll_retry": round(retry_fps, 2),
         "roll_retry_cost_upright": round(det_fps / retry_fps - 1, 3),
         "roll_retry_every": p.align.roll_retry_every,
@@ -213,7 +223,7 @@ def main(argv: list[str] | None = None) -> dict:
     ]
     print(f"{n} sampled frames from {len(videos)} videos, median of {args.runs} runs, {result['machine']}")
     print(f"{'measure':52s} {'frames/s':>9s}")
-    for name, fps in rows:
+    for name, fps in (r for r in rows if r[1] is not None):
         print(f"{name:52s} {fps:9.2f}")
     print(
         f"stage / slower ceiling: {result['stage_vs_slower_ceiling']:.0%} "
@@ -224,7 +234,8 @@ def main(argv: list[str] | None = None) -> dict:
         f"{result['roll_retry_cost_upright']:+.1%} on the demo frames"
     )
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "data.json").write_text(json.dumps(result, indent=2) + "\n")
+    suffix = "".join(f"_{v}" for v in (device if device != "cpu" else None, args.frame_size) if v)
+    (args.out / f"data{suffix}.json").write_text(json.dumps(result, indent=2) + "\n")
     import shutil
 
     shutil.rmtree(tmp, ignore_errors=True)

@@ -16,3 +16,10 @@ CMD_BOTTLENECK512='python3 -m pip install -q --no-index --no-deps --no-compile -
 # 3. Back here, with the files under the tool's files_at folder (copy them somewhere writable first):
 #      PYTHONPATH=src .venv/bin/python bench/seed_scale.py identity --results DIR [--mode bottleneck512]
 #    writes <mode>_summary_identity.md (the summary with identity transfer) and <tar>.identity.json per configuration.
+#
+# 4. Issue 13's GPU figures for the data stage (a separate call; RetinaFace at 640×480 and 1280×720). Here, first:
+#      mkdir -p .datapack && cp -r ~/.cache/faceswap/retinaface .datapack/ && cp -r data/demo/raw .datapack/raw480
+#      (the ONNX file, sha256-checked on load, and the demo clips; 1280×720 clips: run `faceswap demo-data` with
+#      data.demo.width/height set to 1280/720 into .datapack/raw720). Then run(timeout_s=420,
+#      carry=[".datapack", ".seedpack"], command=):
+CMD_DATA_GPU='python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .seedpack/wheels/*.whl || exit 1; export PYTHONPATH=/tmp/site:$PWD/src FACESWAP_CACHE_DIR=$PWD/.datapack PYTHONUNBUFFERED=1; for r in raw480 raw720; do python3 bench/data.py --device cuda --no-mtcnn --runs 3 --raw .datapack/$r --out $OUT/$r || exit 1; done 2>&1 | tee $OUT/log.txt'
