@@ -93,3 +93,11 @@ def test_train_validate_evaluate_runs_share_one_experiment(tmp_path, monkeypatch
     assert runs[train_id].data.metrics["eval/recon_lpips"] == pytest.approx(0.2)
     default = client.get_experiment_by_name("Default")
     assert default is None or not client.search_runs([default.experiment_id])
+
+
+def test_ui_links_open_the_model_training_views():
+    """MLflow 3.17's UI ignores the experiment-kind tag and opens on GenAI traces unless the link says otherwise."""
+    from faceswap.tracking import ui_url
+
+    assert ui_url("http://127.0.0.1:5000/") == "http://127.0.0.1:5000/#/experiments?workflowType=machine_learning"
+    assert ui_url("http://h:5000", "3", "abc") == "http://h:5000/#/experiments/3/runs/abc?workflowType=machine_learning"
