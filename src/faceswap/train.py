@@ -214,7 +214,7 @@ def validation_loss(model: FaceSwapAutoencoder, val: dict[str, torch.Tensor], t:
 
 
 @torch.no_grad()
-def preview_grid(model: FaceSwapAutoencoder, faces: dict[str, torch.Tensor], device: torch.device) -> np.ndarray:
+def training_preview(model: FaceSwapAutoencoder, faces: dict[str, torch.Tensor], device: torch.device) -> np.ndarray:
     """The seed's grid, one row per held-out pair: A | A rec | A→B | B→A | B rec | B (uint8 HWC), drawn by
     evaluation's :func:`faceswap.pictures.preview_grid` at native size."""
     from faceswap.pictures import preview_grid as draw
@@ -590,7 +590,7 @@ class Run:
         from faceswap.imageio import write_rgb
 
         path = self.out / "previews" / f"step_{step:07d}.png"
-        write_rgb(path, preview_grid(self.model, self.preview_faces, self.rt.device))
+        write_rgb(path, training_preview(self.model, self.preview_faces, self.rt.device))
         self.tracker.log_artifact(path, "previews")
 
 
