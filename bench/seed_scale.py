@@ -87,7 +87,7 @@ def pack(manifest: Path, frames: Path, out: Path, quality: int = 95, nets: tuple
     import pandas as pd
     import torch
 
-    from faceswap.data.align import apply_affine
+    from faceswap.data.geometry import apply_affine
     from faceswap.files import file_sha256
     from faceswap.imageio import read_rgb
     from faceswap.metrics.lpips_weights import ensure_lpips_weights
@@ -141,24 +141,19 @@ def install_lpips(pack_dir: Path) -> None:
     """Put the pack's LPIPS weights, upcast to fp32, where ``load_lpips`` finds them (unless a cache has them)."""
     import torch
 
-    from faceswap.files import atomic_write, file_sha256
+    from faceswap.files import file_sha256
     from faceswap.metrics import lpips_weights as fw
 
     info = json.loads((pack_dir / PACK_INFO).read_text())
     for name, digest in info["lpips"].items():
         net = name.split("_")[1].split(".")[0]
-        pt, meta = fw.cache_dir() / f"lpips_{net}.pt", fw.cache_dir() / f"lpips_{net}.json"
-        if pt.is_file() and meta.is_file():
+        if fw.is_cached(net):
             continue
         src = pack_dir / name
         if file_sha256(src) != digest:
             raise SystemExit(f"{src}: sha256 differs from {pack_dir / PACK_INFO}; pack it again")
         sd = {k: v.float() for k, v in torch.load(src, map_location="cpu", weights_only=True).items()}
-        pt.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write(pt, lambda f, sd=sd: torch.save(sd, f))
-        record = {"net": net, "format_version": fw.FORMAT_VERSION, "source": f"{name} (float16 backbone, upcast)",
-                  "pt_sha256": file_sha256(pt), "torch": torch.__version__}
-        atomic_write(meta, lambda f, r=record: f.write((json.dumps(r, indent=2) + "\n").encode()))
+        fw.store_weights(net, sd, f"{name} (float16 backbone, upcast)")
 
 
 def materialize(pack_dir: Path, size: int, dest: Path, splits: tuple[str, ...] = ("train", "val", "test")) -> Path:
@@ -166,7 +161,7 @@ def materialize(pack_dir: Path, size: int, dest: Path, splits: tuple[str, ...] =
     import cv2
     import pandas as pd
 
-    from faceswap.data.align import warp_face
+    from faceswap.data.geometry import warp_face
     from faceswap.imageio import write_rgb
 
     df = pd.read_parquet(pack_dir / FACES)

