@@ -148,26 +148,24 @@ def main(argv: list[str] | None = None) -> dict:
     frames_df = pd.read_parquet(stage() / "frames" / INDEX_NAME)
     n_stage = int((assign_split(frames_df, p.split) != "gap").sum())
     # the measures are interleaved run by run, so that drift in the machine's load hits them alike
-    keys = ("decode", "detector_batched", "detector_one", "mtcnn_batched", "mtcnn_one", "retry_upright",
-            "retry_faceless", "exhaustive_faceless", "stage", "stage_upright")
-    secs: dict[str, list[float]] = {k: [] for k in keys}
+    measures = {
+        "decode": decode_all,
+        "detector_batched": detect(bs),
+        "detector_one": detect(1),
+        **({"mtcnn_batched": detect(bs, mtcnn), "mtcnn_one": detect(1, mtcnn)} if mtcnn is not None else {}),
+        "retry_upright": detect(bs, retry),
+        "retry_faceless": retry_faceless,
+        "exhaustive_faceless": exhaustive_faceless,
+        "stage": stage,
+        "stage_upright": stage_upright,
+    }
+    secs: dict[str, list[float]] = {k: [] for k in measures}
     for _ in range(args.runs):
-        for key, fn in (m for m in (
-            ("decode", decode_all),
-            ("detector_batched", detect(bs)),
-            ("detector_one", detect(1)),
-            ("mtcnn_batched", detect(bs, mtcnn)),
-            ("mtcnn_one", detect(1, mtcnn)),
-            ("retry_upright", detect(bs, retry)),
-            ("retry_faceless", retry_faceless),
-            ("exhaustive_faceless", exhaustive_faceless),
-            ("stage", stage),
-            ("stage_upright", stage_upright),
-        ) if mtcnn is not None or not m[0].startswith("mtcnn")):
+        for key, fn in measures.items():
             t0 = time.perf_counter()
             fn()
             secs[key].append(time.perf_counter() - t0)
-    med = {k: statistics.median(v) for k, v in secs.items() if v}
+    med = {k: statistics.median(v) for k, v in secs.items()}
     decode_fps, det_fps, one_fps = n / med["decode"], n / med["detector_batched"], n / med["detector_one"]
     stage_fps, stage_all_fps = n_stage / med["stage"], n / med["stage"]
     upright_stage_fps = n_stage / med["stage_upright"]
