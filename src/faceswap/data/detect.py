@@ -478,9 +478,8 @@ class RollRetry:
         pending = sorted(plan)
         for step in range(len(self.angles)):
             by_angle: dict[int, list[int]] = {}
-            for i in pending:
-                if step < len(plan[i]):
-                    by_angle.setdefault(plan[i][step], []).append(i)
+            for i in pending:  # every plan orders all the angles
+                by_angle.setdefault(plan[i][step], []).append(i)
             pending = []
             for angle, idx in by_angle.items():
                 m, canvas = _rotation(angle, *frames[idx[0]].shape[:2])  # one size per batch: one canvas
