@@ -20,11 +20,15 @@ from faceswap.data import retinaface_mnet as rm
 from faceswap.data.align import align_faces
 from faceswap.data.demo import write_video
 from faceswap.data.detect import (
+    LARGE_FACE,
     ROLL_ANGLES,
+    ROLL_ANGLES_LARGE,
+    Detections,
     MtcnnDetector,
     RetinaFaceMnetDetector,
     RetinaFaceWeightsError,
     RollRetry,
+    _probes,
     create_detector,
     resolve_detector_name,
 )
@@ -177,6 +181,24 @@ def test_group_photo_six_faces_that_mtcnn_agrees_with(rf, group_photo):
         assert dist[j].mean() < 0.25 * iod and dist[j].max() < 0.35 * iod  # 1–9 px (measured: turned heads most)
 
 
+def test_cpu_chunks_change_speed_not_faces(rf, astronaut, monkeypatch):
+    """On a CPU a call is split into chunks of CPU_CHUNK_PIXELS (1.2× faster at 640×480, docs/benchmarks.md)."""
+    import faceswap.data.detect as detect_module
+
+    frames = [_frame_with(astronaut, a, side=320) for a in (0, 10, -10, 20, 5)]
+    whole = rf.detect(frames)
+    monkeypatch.setattr(detect_module, "CPU_CHUNK_PIXELS", 2 * 320 * 320)  # chunks of 2, 2 and 1 frames
+    calls = []
+    inner = rf._detect
+    monkeypatch.setattr(rf, "_detect", lambda fr: calls.append(len(fr)) or inner(fr))
+    chunked = rf.detect(frames)
+    assert calls == [2, 2, 1]
+    for a, b in zip(whole, chunked, strict=True):
+        assert len(a) == len(b) >= 1
+        np.testing.assert_allclose(a.boxes, b.boxes, atol=1e-3)
+        np.testing.assert_allclose(a.landmarks, b.landmarks, atol=1e-3)
+
+
 # --- faces at any roll ---------------------------------------------------------------------------------
 
 
@@ -211,8 +233,8 @@ def test_a_faceless_stretch_is_probed_not_turned_frame_by_frame(rf):
     counting = _Counting(rf)
     retry = RollRetry(counting, usable=lambda d: d.scores >= 0.95, every=4)
     assert not any(len(d) for d in retry.detect([blank] * 12))
-    assert retry.retried == 12 and retry.turned == 4  # frames 0, 4, 8 and 11 of the run
-    assert counting.frames == 12 + 4 * len(ROLL_ANGLES)
+    assert retry.retried == 12 and retry.turned == 3  # frames 1, 5 and 9 of the run
+    assert counting.frames == 12 + 3 * len(ROLL_ANGLES)
     exhaustive = RollRetry(rf, usable=lambda d: d.scores >= 0.95, every=1)
     exhaustive.detect([blank] * 12)
     assert exhaustive.turned == 12
@@ -242,11 +264,58 @@ def test_a_face_shown_briefly_inside_a_stretch_without_faces_needs_every_1(rf, a
     """The documented trade: between two probes that find nothing, a face seen in fewer than ``every`` frames
     is not looked for; ``every=1`` turns every faceless frame."""
     blank = np.full((360, 360, 3), 120, np.uint8)
-    frames = [blank] * 5 + [_frame_with(astronaut, 90, side=360)] + [blank] * 5
+    frames = [blank] * 3 + [_frame_with(astronaut, 90, side=360)] + [blank] * 7  # probes: frames 1, 5 and 9
     probed = RollRetry(rf, usable=lambda d: d.scores >= 0.95, every=4).detect(frames)
-    assert not (probed[5].scores >= 0.95).any()
+    assert not (probed[3].scores >= 0.95).any()
     exhaustive = RollRetry(rf, usable=lambda d: d.scores >= 0.95, every=1).detect(frames)
-    assert (exhaustive[5].scores >= 0.95).any()
+    assert (exhaustive[3].scores >= 0.95).any()
+
+
+@pytest.mark.parametrize("every", [1, 2, 3, 4, 7])
+def test_probes_are_the_fewest_that_leave_no_stretch_of_every_frames_unprobed(every):
+    for length in range(1, 30):
+        probes = _probes(length, every, start=100)
+        assert len(probes) == -(-length // every)
+        assert all(100 <= p < 100 + length for p in probes)
+        for s in range(100, 100 + max(1, length - every + 1)):  # each window of `every` frames (or the whole run)
+            assert any(s <= p < s + every for p in probes), (length, every, probes)
+
+
+def _face(side: float, score: float = 0.99) -> Detections:
+    return Detections(np.array([[10.0, 10.0, 10.0 + side, 10.0 + side]]), np.array([score]), np.zeros((1, 5, 2)))
+
+
+def test_runs_next_to_large_faces_are_probed_with_the_cheaper_angles(rf):
+    """bench/roll_coverage.py: ±90° and 180° find faces of 48 px or more at every roll, so a run whose
+    neighbouring faces are at least LARGE_FACE px is probed with those; any other run with all of ROLL_ANGLES."""
+    retry = RollRetry(rf, usable=lambda d: d.scores >= 0.95)
+    none = Detections.empty()
+    assert retry._angles_for([_face(120), none, none, _face(LARGE_FACE)], [1, 2]) == ROLL_ANGLES_LARGE
+    assert retry._angles_for([none, none, _face(150)], [0, 1]) == ROLL_ANGLES_LARGE  # at the clip's start
+    assert retry._angles_for([_face(150), none, _face(60)], [1]) == ROLL_ANGLES  # one small neighbour
+    assert retry._angles_for([_face(150, 0.6), none, _face(150, 0.6)], [1]) == ROLL_ANGLES  # weak: not known
+    assert retry._angles_for([none, none], [0, 1]) == ROLL_ANGLES  # a clip without a face upright
+    assert len(ROLL_ANGLES_LARGE) < len(ROLL_ANGLES)
+
+
+def test_a_run_split_across_batches_is_probed_once_as_a_whole(rf, astronaut):
+    """The stage looks upright batch by batch and recovers per clip: the batch boundary adds no probe, and a
+    face rolled inside the run is spread to from the probe that finds it, into both batches."""
+    blank = np.full((360, 360, 3), 120, np.uint8)
+    face = _frame_with(astronaut, 0, side=360)
+    rolled = _frame_with(astronaut, 90, side=360)
+    frames = [face] * 3 + [blank] * 2 + [rolled] * 4 + [blank] + [face] * 2  # faceless run: frames 3..9
+    counting = _Counting(rf)
+    retry = RollRetry(counting, usable=lambda d: d.scores >= 0.95, every=4)
+    out = retry.look_upright(frames[:6]) + retry.look_upright(frames[6:])  # two batches
+    assert counting.frames == len(frames) and retry.turned == 0
+    retry.recover(out, frames.__getitem__)
+    assert retry.retried == 7
+    found = [bool((d.scores >= 0.95).any()) if len(d) else False for d in out]
+    assert found == [True] * 3 + [False] * 2 + [True] * 4 + [False] + [True] * 2
+    assert all(abs(_eye_angle(_best(d)[2])) < 5.0 for d in out[5:9])
+    # probes 4 and 8 (run of 7, every 4); the find at 8 spreads to 7, 6, 5 and stops at 9; 4's find is none
+    assert retry.turned == 2 + 4
 
 
 # --- the stage with RetinaFace --------------------------------------------------------------------------

@@ -174,8 +174,8 @@ class AlignParams(_Section):
     )
     roll_retry: bool = Field(True, description="Look again at faceless frames turned by 45° steps; de-roll faces.")
     roll_retry_every: int = Field(
-        4, ge=1, le=64, description="In a run of faceless frames, turn its ends and every N-th (then the frames "
-        "around a find); 1 = every faceless frame."
+        4, ge=1, le=64, description="In a run of faceless frames, turn every N-th, centred (then spread from a "
+        "find); a face rolled for N frames or more is found in each; 1 = every faceless frame."
     )
     device: OneOf[DEVICES] = Field("auto", description="auto | cpu | cuda.")
     batch_size: int = Field(8, ge=1, le=512, description="Frames per detector call.")

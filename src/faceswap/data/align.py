@@ -3,8 +3,9 @@
 The geometry (template, Umeyama, warping, smoothing) lives in :mod:`faceswap.data.geometry`. Per clip (one video of
 one identity), in frame order:
 
-1. detect faces in batches (a reader thread decodes the next frames while the detector runs); frames
-   with no usable face upright are detected again turned in 45° steps (``align.roll_retry``);
+1. detect faces in batches (a reader thread decodes the next frames while the detector runs); once the clip
+   is read, its runs of frames with no usable face upright are probed turned in 45° steps (90° next to large
+   faces; ``align.roll_retry``, :class:`~faceswap.data.detect.RollRetry`);
 2. reject frames with no face, only low-score faces or only small faces; among the rest keep the face
    that continues the clip's track (highest IoU with the previous face, at least ``track_iou``),
    falling back to the largest (policy ``track``), or simply the largest / the highest score;
@@ -252,6 +253,8 @@ def align_faces(
                 raise item
             key, chunk, images = item
             if chunk is None:
+                if isinstance(detector, RollRetry):
+                    _recover_clip(frames_dir, pending.get(key, []), detector)
                 manifest_rows += _finish_clip(
                     frames_dir,
                     out,
@@ -272,7 +275,7 @@ def align_faces(
                     print(f"warning: cannot read frame {frames_dir / r['path']} (skipped)", file=sys.stderr)
                     pending.setdefault(key, []).append(({**r, "unreadable": True}, Detections.empty(), None))
             for rows, ims in _batches_by_size(chunk, images):
-                dets = detector.detect(ims)
+                dets = detector.look_upright(ims) if isinstance(detector, RollRetry) else detector.detect(ims)
                 for r, d, im in zip(rows, dets, ims, strict=True):
                     keep_img = cached + im.nbytes <= cache_bytes and len(d) > 0
                     cached += im.nbytes if keep_img else 0
@@ -331,6 +334,34 @@ def align_faces(
     )
     (out / REPORT_NAME).write_text(json.dumps(asdict(summary), indent=2) + "\n")
     return summary
+
+
+def _recover_clip(frames_dir: Path, items: list, retry: RollRetry) -> None:
+    """The roll retry's turned looks over one clip's faceless frames (in frame order), ``items`` updated in place.
+
+    Run per clip rather than per batch, so that a run of faceless frames is probed as one whatever the batch
+    boundaries. Frames not kept in memory are read again from their JPEG (cheap next to a detector look).
+    """
+    import cv2
+
+    items.sort(key=lambda it: it[0]["frame_index"])
+    readable = [k for k, (row, _, _) in enumerate(items) if not row.get("unreadable")]
+
+    def frame(i: int) -> np.ndarray:
+        row, _, image = items[readable[i]]
+        if image is not None:
+            return image
+        bgr = cv2.imread(str(frames_dir / row["path"]), cv2.IMREAD_COLOR)
+        if bgr is None:
+            raise AlignError(f"frame {frames_dir / row['path']} was readable and is not any more")
+        return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+    dets = [items[k][1] for k in readable]
+    retry.recover(dets, frame)
+    for k, d in zip(readable, dets, strict=True):
+        row, old, image = items[k]
+        if d is not old:
+            items[k] = (row, d, image)
 
 
 def _finish_clip(

@@ -13,15 +13,16 @@ Each detector has a ``name`` and a ``weights_digest`` (sha256 of its weights), r
 - ``auto``: ``retinaface_r50`` when ``align.retinaface_weights`` names a file, else ``retinaface``. It
   depends on the params only, never on the host (a GPU or a warm cache), so DVC and serving see one answer.
 
-:class:`RollRetry` wraps any of them: frames where no usable face is found upright are detected again
-turned in 45° steps, and rolled faces again de-rolled, so a face at any roll is found with good landmarks.
+:class:`RollRetry` wraps any of them: the runs of a clip's frames where no usable face is found upright are probed
+again turned (45° steps, 90° next to large faces), and rolled faces are looked at again de-rolled, so a face at
+any roll is found with good landmarks.
 """
 
 from __future__ import annotations
 
-import itertools
+import functools
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -37,8 +38,13 @@ if TYPE_CHECKING:
     import torch
 
 ROLL_ANGLES = (45, -45, 90, -90, 135, -135, 180)  # tried in this order on frames with no usable face upright
+ROLL_ANGLES_LARGE = (90, -90, 180)  # enough where the faces next to a faceless run are at least LARGE_FACE px
+LARGE_FACE = 96  # px: 1.5 × the 64 px from which ROLL_ANGLES_LARGE finds every roll (bench/roll_coverage.py)
 REFINE_STEPS = 3  # at most this many de-rolled looks at one rolled face
 REFINE_TOLERANCE = 3.0  # degrees: a de-rolled face this close to upright needs no further look
+# Pixels per forward pass on a CPU: mobilenet-0.25's activations then stay in the last-level cache. Measured on
+# this 2-core EPYC (32 MiB L3), 640×480 demo frames: 42 frames/s in batches of 8, 58–63 in batches of 2–4.
+CPU_CHUNK_PIXELS = 1 << 20
 RETINAFACE_MODEL = "resnet50_2020-07-20"
 RETINAFACE_URL = (
     "https://github.com/ternaus/retinaface/releases/download/0.01/retinaface_resnet50_2020-07-20-f168fae3c.zip"
@@ -314,14 +320,20 @@ class RetinaFaceMnetDetector:
         self._priors: dict[tuple[int, int], object] = {}
 
     def detect(self, frames: Sequence[np.ndarray]) -> list[Detections]:
+        """Faces in each frame; on a CPU in chunks of at most ``CPU_CHUNK_PIXELS`` (results do not depend on it)."""
+        if not len(frames):
+            return []
+        _check_frames(frames)
+        h, w = frames[0].shape[:2]
+        step = len(frames) if str(self.device) != "cpu" else max(1, CPU_CHUNK_PIXELS // (h * w))
+        return [d for i in range(0, len(frames), step) for d in self._detect(frames[i : i + step])]
+
+    def _detect(self, frames: Sequence[np.ndarray]) -> list[Detections]:
         import torch
         import torch.nn.functional as F
 
         from faceswap.data import retinaface_mnet as rm
 
-        if not len(frames):
-            return []
-        _check_frames(frames)
         h0, w0 = frames[0].shape[:2]
         scale = min(1.0, self.max_size / max(h0, w0))
         x = rm.preprocess(np.stack(frames), self.device)  # (B, 3, H, W)
@@ -377,6 +389,14 @@ def _within(det: Detections, h: int, w: int, min_inside: float = 0.6) -> Detecti
     return Detections(b[keep], det.scores[keep], det.landmarks[keep])
 
 
+def _probes(length: int, every: int, start: int = 0) -> list[int]:
+    """Frames of a run of ``length`` to turn: ``every`` apart and centred, so any ``every`` consecutive frames
+    of the run hold one (the fewest that do: ceil(length / every))."""
+    n = -(-length // every)
+    first = (length - 1 - every * (n - 1)) // 2
+    return [start + first + k * every for k in range(n)]
+
+
 def _runs(indices: Sequence[int]) -> list[list[int]]:
     """Sorted indices → runs of consecutive ones ([1, 2, 4] → [[1, 2], [4]])."""
     runs: list[list[int]] = []
@@ -404,26 +424,35 @@ def face_roll(landmarks: np.ndarray) -> float:
 class RollRetry:
     """Any detector, plus a second look where the face is rolled: faces at any roll come out with good landmarks.
 
-    1. Frames with no usable face upright are detected again turned by 45°, −45°, 90°, … 180° (on a canvas
-       that holds the whole frame; faces mapped back), until one finds a usable face. RetinaFace finds a
-       40-px face up to ~±25–30° of roll with a score ≥ 0.95 (a 95-px one to ~±60°, measured), so 45° steps
-       leave no roll uncovered where 90° steps missed 40-px faces at 45° and 60°.
-       A turned look costs ~11 upright ones (7 angles on a canvas up to 2× the frame), so in a run of
-       consecutive faceless frames of a batch only the *probes* are turned at once: the run's first and last
-       frame and every ``every``-th between. Where a probe finds a face, the frames between it and its
-       neighbouring probes are turned too, its angle first. A face that stays rolled for ``every`` frames or
-       more is found in every frame; one that shows only briefly, inside a stretch with no face, may be
-       missed (``every=1`` turns every faceless frame).
-    2. A usable face whose landmarks say it is rolled by more than ``max_roll`` degrees (its landmarks are
-       then off by up to ~25°, measured) is detected again in the frame rotated about the face's centre by
-       that roll, where it is near upright, and its box and landmarks are mapped back; again (at most
-       ``REFINE_STEPS`` looks) while the de-rolled face is still more than ``REFINE_TOLERANCE``° off upright.
-       In a frame with no usable face, a weak rolled one (score ≥ ``weak_score``) gets the same look: a face
-       at 45° between two 90° steps often scores ~0.8 both ways and well above 0.95 de-rolled (measured).
+    Two passes, so that the costly one sees a whole clip:
 
-    ``usable(det)`` is a boolean mask of the faces the caller would keep (score and size thresholds). Frames
-    whose faces are all usable and within ``max_roll`` are never looked at again: no cost on upright faces.
-    Landmarks keep their meaning (the face's own eyes), so the similarity fit undoes the roll.
+    - :meth:`look_upright` (per batch): the detector, then a de-rolled look at rolled faces. A usable face whose
+      landmarks say it is rolled by more than ``max_roll`` degrees (its landmarks are then off by up to ~25°,
+      measured) is detected again in the frame rotated about the face's centre by that roll, where it is near
+      upright, and mapped back; again (at most ``REFINE_STEPS`` looks) while it is still more than
+      ``REFINE_TOLERANCE``° off. In a frame with no usable face, a weak rolled one (score ≥ ``weak_score``) gets
+      the same look. Frames whose faces are all usable and within ``max_roll`` cost nothing more.
+    - :meth:`recover` (per sequence, e.g. a clip): frames still without a usable face are detected again turned
+      (on a canvas that holds the whole frame; faces mapped back). A turned look at every angle costs 3–11
+      upright ones, so in each run of consecutive faceless frames only *probes* are turned, ``every`` frames apart and
+      centred in the run, so that every stretch of ``every`` frames holds one (a run shorter than that gets one,
+      in its middle). From a probe that finds a face the search spreads frame by frame both ways, the angle
+      that found it first, until a frame shows none. A face that stays rolled for ``every`` frames or more is
+      found in every frame; one shown more briefly inside a stretch with no face may be missed (``every=1``
+      turns every faceless frame). Where no angle gives a usable face, the best weak one (≥ ``weak_score``)
+      gets the de-rolled look: that finds the faces between two steps.
+
+    Angles: RetinaFace finds a 40-px face up to ~±25–30° of roll with a score ≥ 0.95 and a 95-px one to ~±60°
+    (measured), so 90° steps alone lose small faces near 45°. ``ROLL_ANGLES`` (45° steps) finds the two demo
+    faces at every roll in 10° steps from 40 px up, at 11 upright looks per faceless frame. With the de-rolled
+    look at weak faces, ±90° and 180° alone (3 looks) find every roll from 64 px up, but lose 40–44-px faces
+    at 45°–50° and 48-px ones near ±135° (``bench/roll_coverage.py``; docs/data.md). So a run whose
+    neighbouring faces are at least ``large_face`` px (1.5 × 64: a face may shrink during the run) is probed
+    with ``angles_large``, any other run (small faces, or none to go by) with ``angles``.
+
+    ``usable(det)`` is a boolean mask of the faces the caller would keep (score and size thresholds). Landmarks
+    keep their meaning (the face's own eyes), so the similarity fit undoes the roll. :meth:`detect` runs both
+    passes on one batch.
     """
 
     def __init__(
@@ -431,6 +460,8 @@ class RollRetry:
         inner: Detector,
         usable=None,
         angles: Sequence[int] = ROLL_ANGLES,
+        angles_large: Sequence[int] = ROLL_ANGLES_LARGE,
+        large_face: float = LARGE_FACE,
         max_roll: float = 20.0,
         weak_score: float = 0.5,
         every: int = 1,
@@ -439,11 +470,11 @@ class RollRetry:
             raise DetectorError(f"roll retry: every must be >= 1, got {every}")
         self.inner = inner
         self.usable = usable or (lambda d: d.scores >= 0.5)
-        self.angles = tuple(angles)
+        self.angles, self.angles_large, self.large_face = tuple(angles), tuple(angles_large), large_face
         self.max_roll, self.weak_score, self.every = max_roll, weak_score, every
         self.name, self.weights_digest, self.device = inner.name, inner.weights_digest, inner.device
         self.retried = 0  # frames with no usable face upright
-        self.turned = 0  # of those, frames looked at again turned (probes and the frames filled in around a find)
+        self.turned = 0  # of those, frames looked at again turned (probes and the frames a find spread to)
         self.recovered = 0  # frames where a turned look found a usable face
         self.refined = 0  # rolled faces detected again de-rolled
 
@@ -451,64 +482,106 @@ class RollRetry:
         return bool(len(d)) and bool(np.asarray(self.usable(d)).any())
 
     def detect(self, frames: Sequence[np.ndarray]) -> list[Detections]:
-        out = self.inner.detect(frames)
-        todo = [i for i, d in enumerate(out) if not self._any(d)]
-        self.retried += len(todo)
-        fill: dict[int, tuple[int, ...]] = {}
-        for run in _runs(todo):
-            probes = sorted({*run[:: self.every], run[-1]})
-            found = self._turn(frames, out, {i: self.angles for i in probes})
-            for lo, hi in itertools.pairwise(probes):
-                first = tuple(dict.fromkeys(found[i] for i in (lo, hi) if i in found))
-                if first:  # a face near this gap: look at the frames in it, the angle that found it first
-                    order = first + tuple(a for a in self.angles if a not in first)
-                    fill.update({i: order for i in range(lo + 1, hi)})
-        self._turn(frames, out, fill)
-        if self.max_roll < 180:
-            self._refine(frames, out)
+        out = self.look_upright(frames)
+        self.recover(out, frames.__getitem__)
         return out
 
-    def _turn(self, frames: Sequence[np.ndarray], out: list[Detections],
+    def look_upright(self, frames: Sequence[np.ndarray]) -> list[Detections]:
+        """The detector on ``frames``, rolled faces de-rolled; faceless frames are left to :meth:`recover`."""
+        out = self.inner.detect(frames)
+        if self.max_roll < 180:
+            self._refine(frames.__getitem__, out, range(len(out)))
+        return out
+
+    def recover(self, out: list[Detections], frame: Callable[[int], np.ndarray]) -> None:
+        """Turned looks at the faceless frames of a sequence, in place; ``frame(i)`` gives frame ``i``'s pixels."""
+        frame = functools.lru_cache(maxsize=16)(frame)  # a frame is warped for several angles and refined
+        todo = [i for i, d in enumerate(out) if not self._any(d)]
+        self.retried += len(todo)
+        faceless, looked, found, before = set(todo), set(), {}, list(out)
+        for run in _runs(todo):
+            angles = self._angles_for(out, run)
+            plan = {i: angles for i in _probes(len(run), self.every, run[0])}
+            looked |= plan.keys()
+            found |= self._turn(frame, out, plan)
+        for i, angle in sorted(found.items()):
+            for step in (-1, 1):  # spread from the find through the faceless frames not yet looked at
+                j, a = i + step, angle
+                while j in faceless and j not in looked:
+                    looked.add(j)
+                    hit = self._turn(frame, out, {j: (a, *(x for x in self.angles if x != a))})
+                    if not hit:
+                        break
+                    found[j] = a = hit[j]
+                    j += step
+        if self.max_roll < 180:  # faces found turned, and weak turned ones (weak upright ones had their look)
+            self._refine(frame, out, [i for i in todo if out[i] is not before[i]])
+
+    def _angles_for(self, out: list[Detections], run: list[int]) -> tuple[int, ...]:
+        """The angles to probe ``run`` with: the cheaper set where the usable faces next to it are large."""
+        sides = []
+        for i in (run[0] - 1, run[-1] + 1):
+            d = out[i] if 0 <= i < len(out) else Detections.empty()
+            ok = np.asarray(self.usable(d)) if len(d) else []
+            if np.any(ok):
+                b = d.boxes[ok]
+                sides.append(float(np.max(np.maximum(b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]))))
+        return self.angles_large if sides and min(sides) >= self.large_face else self.angles
+
+    def _turn(self, frame: Callable[[int], np.ndarray], out: list[Detections],
               plan: dict[int, tuple[int, ...]]) -> dict[int, int]:
-        """Detect frame ``i`` turned by ``plan[i]``'s angles in order until a usable face; {i: angle that found it}."""
+        """Detect frame ``i`` turned by ``plan[i]``'s angles in order until a usable face; {i: angle that found it}.
+
+        Where none is usable, the best weak face of the turned looks is kept for :meth:`_refine`.
+        """
         import cv2
 
         self.turned += len(plan)
         found: dict[int, int] = {}
+        weak: dict[int, Detections] = {}
         pending = sorted(plan)
-        for step in range(len(self.angles)):
-            by_angle: dict[int, list[int]] = {}
-            for i in pending:  # every plan orders all the angles
-                by_angle.setdefault(plan[i][step], []).append(i)
+        for step in range(max(map(len, plan.values()), default=0)):
+            groups: dict[tuple, list[int]] = {}
+            for i in pending:  # one canvas per angle and frame size
+                if step < len(plan[i]):
+                    groups.setdefault((plan[i][step], frame(i).shape), []).append(i)
             pending = []
-            for angle, idx in by_angle.items():
-                m, canvas = _rotation(angle, *frames[idx[0]].shape[:2])  # one size per batch: one canvas
-                turned = [cv2.warpAffine(frames[i], m, canvas, flags=cv2.INTER_LINEAR,
+            for (angle, shape), idx in groups.items():
+                m, canvas = _rotation(angle, *shape[:2])
+                turned = [cv2.warpAffine(frame(i), m, canvas, flags=cv2.INTER_LINEAR,
                                          borderMode=cv2.BORDER_REPLICATE) for i in idx]
                 for i, d in zip(idx, self.inner.detect(turned), strict=True):
-                    back = _within(_map_back(d, m), *frames[i].shape[:2])
+                    back = _within(_map_back(d, m), *shape[:2])
                     if self._any(back):
                         out[i], found[i] = back, angle
                         self.recovered += 1
-                    else:
-                        pending.append(i)
+                        continue
+                    pending.append(i)
+                    best = weak[i].scores.max() if i in weak else self.weak_score
+                    if len(back) and back.scores.max() >= best:
+                        weak[i] = back
             if not pending:
                 break
+        for i in weak.keys() - found.keys():
+            out[i] = weak[i]
         return found
 
-    def _refine(self, frames: Sequence[np.ndarray], out: list[Detections]) -> None:
-        """De-roll rolled faces: detect again in the frame rotated about the face, up to ``REFINE_STEPS`` times."""
+    def _refine(self, frame: Callable[[int], np.ndarray], out: list[Detections], indices: Iterable[int]) -> None:
+        """De-roll rolled faces of ``out[indices]``: detect again in the frame rotated about the face, up to
+        ``REFINE_STEPS`` times."""
         import cv2
 
-        new = {i: [a.copy() for a in (d.boxes, d.scores, d.landmarks)] for i, d in enumerate(out)}
-        pending = []
-        for i, d in enumerate(out):
+        pending, new = [], {}
+        for i in indices:
+            d = out[i]
             if not len(d):
                 continue
             ok = np.asarray(self.usable(d))
             cand = ok if ok.any() else d.scores >= self.weak_score  # no usable face: a weak rolled one may be
-            pending += [(i, int(j)) for j in np.flatnonzero(cand) if abs(face_roll(d.landmarks[j])) > self.max_roll]
-        touched = {i for i, _ in pending}
+            mine = [(i, int(j)) for j in np.flatnonzero(cand) if abs(face_roll(d.landmarks[j])) > self.max_roll]
+            if mine:
+                new[i] = [a.copy() for a in (d.boxes, d.scores, d.landmarks)]
+                pending += mine
         for _ in range(REFINE_STEPS):
             if not pending:
                 break
@@ -516,12 +589,13 @@ class RollRetry:
             for i, j in pending:
                 c = new[i][0][j].reshape(2, 2).mean(0)  # the rotation's fixed point: the face stays in place
                 mats.append(cv2.getRotationMatrix2D((float(c[0]), float(c[1])), face_roll(new[i][2][j]), 1.0))
-            warped = [cv2.warpAffine(frames[i], m, frames[i].shape[1::-1], flags=cv2.INTER_LINEAR,
+            warped = [cv2.warpAffine(frame(i), m, frame(i).shape[1::-1], flags=cv2.INTER_LINEAR,
                                      borderMode=cv2.BORDER_REPLICATE) for (i, _), m in zip(pending, mats, strict=True)]
-            found = self.inner.detect(warped)
+            found = self.inner.detect(warped) if len({w.shape for w in warped}) == 1 else [
+                self.inner.detect([w])[0] for w in warped]
             still = []
             for (i, j), m, d in zip(pending, mats, found, strict=True):
-                d = _within(d, *frames[i].shape[:2])
+                d = _within(d, *frame(i).shape[:2])
                 ok = np.flatnonzero(np.asarray(self.usable(d))) if len(d) else []
                 if not len(ok):
                     continue
@@ -536,8 +610,8 @@ class RollRetry:
                 if abs(face_roll(d.landmarks[q])) > REFINE_TOLERANCE:  # still rolled where it should be upright
                     still.append((i, j))
             pending = still
-        for i in touched:
-            out[i] = Detections(*new[i])
+        for i, arrays in new.items():
+            out[i] = Detections(*arrays)
 
 
 @dataclass(frozen=True)
