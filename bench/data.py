@@ -1,6 +1,6 @@
 """Benchmark of the data stages: extract + align throughput next to its two ceilings.
 
-    python bench/data.py [--runs 3] [--raw data/demo/raw] [--out bench/results]
+    python bench/data.py [--runs 3] [--ratio-runs 0] [--raw data/demo/raw] [--out bench/results]
     python bench/data.py --device cuda --frame-size 1280x720 --no-mtcnn     # on a lent GPU
 
 On the demo clips (generated into a temporary folder when ``--raw`` does not exist), measured in one
@@ -50,6 +50,9 @@ def main(argv: list[str] | None = None) -> dict:
                     help="where the detectors run (auto: cuda when present)")
     ap.add_argument("--frame-size", default=None, metavar="WxH",
                     help="synthesise the demo clips at this size (e.g. 1280x720) instead of reading --raw")
+    ap.add_argument("--ratio-runs", type=int, default=0, metavar="N",
+                    help="then N more rounds of only the detector ceiling, the stage and the stage without the roll "
+                         "retry, back to back: the aim's ratio from pairs")
     ap.add_argument("--no-mtcnn", action="store_true", help="skip the MTCNN rows (facenet-pytorch not installed)")
     args = ap.parse_args(argv)
 
@@ -170,6 +173,16 @@ def main(argv: list[str] | None = None) -> dict:
             t0 = time.perf_counter()
             fn()
             secs[key].append(time.perf_counter() - t0)
+    # the aim's ratio once more, from pairs measured back to back (the host's speed drifts by ±15% over minutes)
+    pairs = {"detector_batched": [], "stage": [], "stage_upright": []}
+    for _ in range(args.ratio_runs):
+        for key in pairs:
+            t0 = time.perf_counter()
+            measures[key]()
+            pairs[key].append(time.perf_counter() - t0)
+    paired = [(n_stage / st) / (n / dt) for st, dt in zip(pairs["stage"], pairs["detector_batched"], strict=True)]
+    paired_upright = [(n_stage / st) / (n / dt)
+                      for st, dt in zip(pairs["stage_upright"], pairs["detector_batched"], strict=True)]
     med = {k: statistics.median(v) for k, v in secs.items()}
     decode_fps, det_fps, one_fps = n / med["decode"], n / med["detector_batched"], n / med["detector_one"]
     stage_fps, stage_all_fps = n_stage / med["stage"], n / med["stage"]
@@ -217,7 +230,12 @@ def main(argv: list[str] | None = None) -> dict:
             round((n_stage / st) / min(n / dc, n / dt), 3)
             for st, dc, dt in zip(secs["stage"], secs["decode"], secs["detector_batched"], strict=True)
         ],
+        "ratio_runs": args.ratio_runs,
+        "stage_vs_detector_paired": [round(r, 3) for r in paired],
+        "stage_vs_detector_paired_median": round(statistics.median(paired), 3) if paired else None,
+        "stage_without_roll_retry_vs_detector_paired": [round(r, 3) for r in paired_upright],
         "seconds": secs,
+        "seconds_paired": pairs,
     }
     rows = [
         ("decode sampled frames (ceiling)", decode_fps),
@@ -242,6 +260,10 @@ def main(argv: list[str] | None = None) -> dict:
         f"{faceless_s:.3f} s per faceless frame in a run of {bs} ({exhaustive_s:.3f} s turning every one), "
         f"{result['roll_retry_cost_upright']:+.1%} on the demo frames"
     )
+    if paired:
+        print(f"paired ({args.ratio_runs} back-to-back rounds): stage / detector median "
+              f"{statistics.median(paired):.0%} (each: {', '.join(f'{r:.0%}' for r in paired)}); without the roll "
+              f"retry {statistics.median(paired_upright):.0%}")
     args.out.mkdir(parents=True, exist_ok=True)
     suffix = "".join(f"_{v}" for v in (device if device != "cpu" else None, args.frame_size) if v)
     (args.out / f"data{suffix}.json").write_text(json.dumps(result, indent=2) + "\n")
