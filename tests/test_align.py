@@ -286,3 +286,20 @@ def test_retinaface_plumbing_with_random_weights(tmp_path, astronaut):
     torch.save({"foo": torch.zeros(1)}, tmp_path / "wrong.pth")
     with pytest.raises(DetectorError, match="does not hold RetinaFace"):
         RetinaFaceDetector(tmp_path / "wrong.pth")
+
+
+def test_prefetched_batches_keep_their_order_and_raise_the_producers_error():
+    """The GPU path decodes ahead on a thread (align._prefetched); what it yields and raises is the producer's."""
+    from faceswap.data.align import _prefetched
+
+    assert list(_prefetched(iter(range(10)), depth=2)) == list(range(10))
+
+    def broken():
+        yield 1
+        raise OSError("disk gone")
+
+    got = []
+    with pytest.raises(OSError, match="disk gone"):
+        for x in _prefetched(broken()):
+            got.append(x)
+    assert got == [1]

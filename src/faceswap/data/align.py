@@ -3,9 +3,9 @@
 The geometry (template, Umeyama, warping, smoothing) lives in :mod:`faceswap.data.geometry`. Per clip (one video of
 one identity), in frame order:
 
-1. detect faces in batches (a reader thread decodes the next frames while the detector runs); once the clip
-   is read, its runs of frames with no usable face upright are probed turned in 45° steps (90° next to large
-   faces; ``align.roll_retry``, :class:`~faceswap.data.detect.RollRetry`);
+1. detect faces in batches (decoded on every core between detector calls; on a GPU a thread decodes ahead);
+   once the clip is read, its runs of frames with no usable face upright are probed turned in 45° steps (90°
+   next to large faces; ``align.roll_retry``, :class:`~faceswap.data.detect.RollRetry`);
 2. reject frames with no face, only low-score faces or only small faces; among the rest keep the face
    that continues the clip's track (highest IoU with the previous face, at least ``track_iou``),
    falling back to the largest (policy ``track``), or simply the largest / the highest score;
@@ -24,12 +24,13 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import queue
 import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -140,20 +141,44 @@ def _read_frame(path: Path) -> np.ndarray | None:
     return cv2.imread(str(path), cv2.IMREAD_COLOR_RGB)
 
 
-def _reader(frames_dir: Path, work: list, batch_size: int, q: queue.Queue, stop: threading.Event) -> None:
-    """Decode frames in a thread: puts (clip_key, [row dicts], [RGB frames]) batches, then (clip_key, None)."""
-    try:
-        for key, rows in work:
-            for i in range(0, len(rows), batch_size):
+def _decoded_batches(frames_dir: Path, work: list, batch_size: int, pool: Executor) -> Iterator[tuple]:
+    """(clip_key, [row dicts], [RGB frames or None]) per batch, then (clip_key, None, None) at each clip's end."""
+    for key, rows in work:
+        for i in range(0, len(rows), batch_size):
+            chunk = rows[i : i + batch_size]
+            yield key, chunk, list(pool.map(_read_frame, [frames_dir / r["path"] for r in chunk]))
+        yield key, None, None
+
+
+def _prefetched(batches: Iterator[tuple], depth: int = 4) -> Iterator[tuple]:
+    """``batches`` produced by a thread ``depth`` ahead of the consumer; its errors re-raised in the consumer.
+
+    Worth it when the detector runs on a GPU. On a CPU it is not: the decoding thread takes a core from the
+    detector's threads, which then wait for each other, and the detector loses the decoder's whole CPU time
+    (measured: 0.6 s of decoding slowed it by 0.6–0.7 s); decoding between detector calls on every core costs half.
+    """
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for item in batches:
                 if stop.is_set():
                     return
-                chunk = rows[i : i + batch_size]
-                q.put((key, chunk, [_read_frame(frames_dir / r["path"]) for r in chunk]))
-            q.put((key, None, None))
-    except BaseException as err:  # surface reader failures in the main thread
-        q.put(err)
+                q.put(item)
+        except BaseException as err:  # surface decoding failures in the consumer
+            q.put(err)
+        finally:
+            q.put(StopIteration)
+
+    threading.Thread(target=produce, daemon=True).start()
+    try:
+        while (item := q.get()) is not StopIteration:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
     finally:
-        q.put(StopIteration)
+        stop.set()
 
 
 def _usable(params: AlignParams):
@@ -235,36 +260,23 @@ def align_faces(
     rejected["split_gap"] = sum(s.rejected["split_gap"] for s in clip_stats.values())
     n_detect = sum(len(rows) for _, rows in work)
 
-    q: queue.Queue = queue.Queue(maxsize=4)
-    stop = threading.Event()
-    reader = threading.Thread(target=_reader, args=(frames_dir, work, params.batch_size, q, stop), daemon=True)
+    pool = ThreadPoolExecutor(os.cpu_count() or 1, thread_name_prefix="align-io")  # decoding, warps, PNG writes
+    batches = _decoded_batches(frames_dir, work, params.batch_size, pool)
+    if str(detector.device) != "cpu":
+        batches = _prefetched(batches)
     t0 = time.perf_counter()
-    reader.start()
     bar = tqdm(total=n_detect, unit="frame", desc=f"align ({detector.name})", file=sys.stderr, disable=None)
     manifest_rows: list[dict] = []
     window = cv2.createHanningWindow((size, size), cv2.CV_32F)
     unreadable: list[str] = []
     pending: dict[tuple, list] = {}  # clip → [(row, detections, image or None)]
     cached = 0
-    # a clip's crops are warped and written on a worker while the next clip is detected (one clip at a time,
-    # so at most two clips' frames are held); on 2 CPU cores this takes the finishing off the detector's path
-    finisher = ThreadPoolExecutor(1, thread_name_prefix="align-finish")
-    finishing: list[Future] = []
     try:
-        while True:
-            item = q.get()
-            if item is StopIteration:
-                break
-            if isinstance(item, BaseException):
-                raise item
-            key, chunk, images = item
+        for key, chunk, images in batches:
             if chunk is None:
                 if isinstance(detector, RollRetry):
                     _recover_clip(frames_dir, pending.get(key, []), detector)
-                if finishing:
-                    manifest_rows += finishing[-1].result()  # the previous clip: bounds memory, raises its errors
-                finishing.append(finisher.submit(
-                    _finish_clip,
+                manifest_rows += _finish_clip(
                     frames_dir,
                     out,
                     pending.pop(key, []),
@@ -275,7 +287,8 @@ def align_faces(
                     max_res,
                     size,
                     window,
-                ))
+                    pool,
+                )
                 cached = 0
                 continue
             for r, im in zip(chunk, images, strict=True):
@@ -290,11 +303,8 @@ def align_faces(
                     cached += im.nbytes if keep_img else 0
                     pending.setdefault(key, []).append((r, d, im if keep_img else None))
             bar.update(len(chunk))
-        if finishing:
-            manifest_rows += finishing[-1].result()
     finally:
-        stop.set()
-        finisher.shutdown(wait=True, cancel_futures=True)
+        pool.shutdown(wait=True, cancel_futures=True)
         bar.close()
     seconds = time.perf_counter() - t0
 
@@ -386,8 +396,9 @@ def _finish_clip(
     max_res: float,
     size: int,
     window: np.ndarray,
+    pool: Executor,
 ) -> list[dict]:
-    """Select, smooth, align and write one clip's faces; fill its stats; return its manifest rows."""
+    """Select, smooth, align and write one clip's faces (the crops on ``pool``); fill its stats; return its rows."""
     import cv2
 
     items.sort(key=lambda it: it[0]["frame_index"])
@@ -420,9 +431,10 @@ def _finish_clip(
     segments = np.array([s for *_, s in kept])
     smooth = smooth_landmarks(raw, segments, params.smoothing_sigma) if params.smoothing == "gaussian" else raw
 
-    rows, aligned_all, crops = [], [], []
     (out / st.identity).mkdir(parents=True, exist_ok=True)
-    for k, (row, det, i, image, seg) in enumerate(kept):
+
+    def crop_one(k: int) -> tuple[dict, np.ndarray, np.ndarray]:
+        row, det, i, image, seg = kept[k]
         if image is None:
             image = _read_frame(frames_dir / row["path"])
             if image is None:
@@ -434,35 +446,34 @@ def _finish_clip(
         face_id = f"{row['identity']}__{row['video']}__{row['frame_index']:06d}"
         rel = f"{row['identity']}/{face_id}.png"
         cv2.imwrite(str(out / rel), cv2.cvtColor(crop, cv2.COLOR_RGB2BGR))
-        rows.append(
-            {
-                "face_id": face_id,
-                "identity": row["identity"],
-                "video": row["video"],
-                "frame_index": int(row["frame_index"]),
-                "timestamp_s": float(row["timestamp_s"]),
-                "split": row["split"],
-                "path": rel,
-                "frame_path": row["path"],
-                "detector": detector_id[0],
-                "detector_weights": detector_id[1],
-                "score": float(det.scores[i]),
-                "box": det.boxes[i],
-                "landmarks_src": raw[k],
-                "landmarks_aligned": aligned,
-                "matrix": m,
-                "alignment_residual_px": float(np.sqrt(((aligned - template) ** 2).sum(1).mean())),
-                "sharpness": float(cv2.Laplacian(grey, cv2.CV_64F).var()),
-                "brightness": float(grey.mean()),
-                "width": size,
-                "height": size,
-                "frame_width": int(image.shape[1]),
-                "frame_height": int(image.shape[0]),
-                "segment": int(seg),
-            }
-        )
-        aligned_all.append(aligned)
-        crops.append(crop)
+        manifest_row = {
+            "face_id": face_id,
+            "identity": row["identity"],
+            "video": row["video"],
+            "frame_index": int(row["frame_index"]),
+            "timestamp_s": float(row["timestamp_s"]),
+            "split": row["split"],
+            "path": rel,
+            "frame_path": row["path"],
+            "detector": detector_id[0],
+            "detector_weights": detector_id[1],
+            "score": float(det.scores[i]),
+            "box": det.boxes[i],
+            "landmarks_src": raw[k],
+            "landmarks_aligned": aligned,
+            "matrix": m,
+            "alignment_residual_px": float(np.sqrt(((aligned - template) ** 2).sum(1).mean())),
+            "sharpness": float(cv2.Laplacian(grey, cv2.CV_64F).var()),
+            "brightness": float(grey.mean()),
+            "width": size,
+            "height": size,
+            "frame_width": int(image.shape[1]),
+            "frame_height": int(image.shape[0]),
+            "segment": int(seg),
+        }
+        return manifest_row, aligned, crop
+
+    rows, aligned_all, crops = (list(col) for col in zip(*pool.map(crop_one, range(len(kept))), strict=True))
     st.faces = len(rows)
     st.mean_residual_px = round(float(np.mean([r["alignment_residual_px"] for r in rows])), 4)
     moves, shifts = [], []
