@@ -101,8 +101,9 @@ def main(argv: list[str] | None = None) -> dict:
                              retinaface_weights=p.align.retinaface_weights, min_face_size=p.align.min_face_size)
     det = choice.detector
     mtcnn = None if args.no_mtcnn else MtcnnDetector(device, min_face_size=p.align.min_face_size)
-    retry = RollRetry(det, usable=_usable(p.align), every=p.align.roll_retry_every)
-    exhaustive = RollRetry(det, usable=_usable(p.align), every=1)  # every faceless frame turned: the old cost
+    usable = _usable(p.align, p.align.size or p.base.image_size)
+    retry = RollRetry(det, usable=usable, every=p.align.roll_retry_every)
+    exhaustive = RollRetry(det, usable=usable, every=1)  # every faceless frame turned: the old cost
     bs = p.align.batch_size
 
     def detect(batch: int, d=det):

@@ -5,12 +5,12 @@
 Each of the two public-domain faces of the demo (the astronaut and Grace Hopper) is scaled so that its face box
 is about ``size`` px wide, turned about the face by every roll from −180° to 170° in 10° steps plus ±45° and
 ±135°, and pasted into a 640×480 frame of ``skimage.data.coffee()`` (a textured background, not a flat one).
-For each angle set the detector with :class:`~faceswap.data.detect.RollRetry` (``every=1``) looks at each
-frame; a roll counts as found when a face of score ≥ 0.95 and at least 0.6 × ``size`` wide comes out, and as
-tilted when its aligned eye line is more than 5° off level. The cost column is the detector work of the turned
-looks at one faceless frame in upright-frame equivalents (pixels of every turned canvas / pixels of the frame).
-Prints a table and writes ``roll_coverage.json``: the evidence for ``ROLL_ANGLES`` and ``ROLL_ANGLES_LARGE``
-(docs/data.md).
+For each angle set the detector with :class:`~faceswap.data.detect.RollRetry` (``every=1``) looks at each frame;
+a roll counts as found when a face the align stage would use (score, size and landmark fit, its ``_usable``) and
+at least 0.6 × ``size`` wide comes out, and as tilted when its aligned eye line is more than 5° off level. The
+cost column is the detector work of the turned looks at one faceless frame in upright-frame equivalents (pixels
+of every turned canvas / pixels of the frame). Prints a table and writes ``roll_coverage.json``: the evidence
+for ``ROLL_ANGLES`` and ``ROLL_ANGLES_LARGE`` (docs/data.md).
 """
 
 from __future__ import annotations
@@ -79,21 +79,25 @@ def main(argv: list[str] | None = None) -> dict:
 
     import torch
 
+    from faceswap.config import load_params
+    from faceswap.data.align import _usable
     from faceswap.data.demo import astronaut, grace_hopper
     from faceswap.data.detect import RollRetry, create_detector
 
     det = create_detector("retinaface", device="cpu").detector
+    align = load_params(REPO / "params.yaml").align.model_copy(update={"min_face_size": 20})
+    usable = _usable(align, 64)  # what the stage counts as found (score, size, landmark fit); faces ≥ 20 px
     rows = []
     for face, size in itertools.product((astronaut(), grace_hopper()), args.sizes):
         frames = [rolled_face_frame(face, size, r) for r in args.rolls]
         for name, angles in ANGLE_SETS.items():
-            retry = RollRetry(det, usable=lambda d: d.scores >= 0.95, angles=angles, every=1)
+            retry = RollRetry(det, usable=usable, angles=angles, every=1)
             t0 = time.perf_counter()
             found = retry.detect(frames)
             seconds = time.perf_counter() - t0
             missed, tilted = [], []
             for roll, d in zip(args.rolls, found, strict=True):
-                ok = (d.scores >= 0.95) & (d.boxes[:, 2] - d.boxes[:, 0] >= 0.6 * size) if len(d) else []
+                ok = usable(d) & (d.boxes[:, 2] - d.boxes[:, 0] >= 0.6 * size) if len(d) else []
                 if not np.any(ok):
                     missed.append(roll)
                     continue

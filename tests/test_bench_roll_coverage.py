@@ -6,6 +6,7 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 BENCH = Path(__file__).resolve().parents[1] / "bench"
@@ -44,3 +45,25 @@ def test_rolled_face_frames_hold_the_face_where_the_detector_finds_it():
     x0, y0, x1, y1 = det.boxes[best]
     assert det.scores[best] > 0.95 and 80 < x1 - x0 < 115  # the size asked for
     assert abs((x0 + x1) / 2 - 400) < 20 and abs((y0 + y1) / 2 - 250) < 30  # where it was pasted
+
+
+def test_a_face_read_upright_with_landmarks_that_misfit_is_looked_for_turned():
+    """Upright, the 64-px astronaut rolled by −80° scores 0.957 with landmarks that say 12° (measured): counted as
+    found, its crop came out 33° off level. The stage's usable test includes the landmark fit, so it is turned."""
+    import roll_coverage
+    from faceswap.config import AlignParams
+    from faceswap.data.align import _usable
+    from faceswap.data.demo import astronaut
+    from faceswap.data.detect import RollRetry, create_detector
+
+    frame = roll_coverage.rolled_face_frame(astronaut(), 64, -80.0)
+    det = create_detector("retinaface", device="cpu").detector
+    upright = det.detect([frame])[0]
+    assert (upright.scores >= 0.95).any()  # the trap: a confident face with wrong landmarks
+    usable = _usable(AlignParams(min_face_size=20), 64)
+    assert not usable(upright).any()
+    retry = RollRetry(det, usable=usable, every=1)
+    out = retry.detect([frame])[0]
+    assert retry.turned == 1 and usable(out).any()
+    best = int(np.flatnonzero(usable(out))[0])
+    assert abs(roll_coverage._eye_angle(out.landmarks[best])) < 5.0

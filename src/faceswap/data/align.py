@@ -181,12 +181,23 @@ def _prefetched(batches: Iterator[tuple], depth: int = 4) -> Iterator[tuple]:
         stop.set()
 
 
-def _usable(params: AlignParams):
-    """Mask of the faces the selection would keep (score and size thresholds): what the roll retry looks for."""
+def _usable(params: AlignParams, size: int):
+    """Mask of the faces the selection would keep (score, size and landmark-fit thresholds): what the roll retry
+    looks for.
+
+    The fit matters: upright, a 64-px face rolled by 80° scored 0.957 with landmarks that read it as rolled by
+    12° (measured, ``bench/roll_coverage.py``); taken as found, its frame was lost to ``bad_landmarks`` (or, with
+    a looser fit, cropped 33° off level) where a turned look finds it with good landmarks.
+    """
+    template, max_res = face_template(size, params.coverage), params.max_residual * size
 
     def usable(det: Detections) -> np.ndarray:
         side = np.minimum(det.boxes[:, 2] - det.boxes[:, 0], det.boxes[:, 3] - det.boxes[:, 1])
-        return (det.scores >= params.score_threshold) & (side >= params.min_face_size)
+        ok = (det.scores >= params.score_threshold) & (side >= params.min_face_size)
+        for j in np.flatnonzero(ok):
+            lm = det.landmarks[j]
+            ok[j] = rms_residual(umeyama(lm, template), lm, template) <= max_res
+        return ok
 
     return usable
 
@@ -247,7 +258,7 @@ def align_faces(
     template = face_template(size, params.coverage)
     max_res = params.max_residual * size
     if params.roll_retry and not isinstance(detector, RollRetry):
-        detector = RollRetry(detector, usable=_usable(params), every=params.roll_retry_every)
+        detector = RollRetry(detector, usable=_usable(params, size), every=params.roll_retry_every)
 
     work = []
     clip_stats: dict[tuple[str, str], ClipStats] = {}
