@@ -141,6 +141,19 @@ def _read_frame(path: Path) -> np.ndarray | None:
     return cv2.imread(str(path), cv2.IMREAD_COLOR_RGB)
 
 
+def _reread_frame(frames_dir: Path, row: dict) -> np.ndarray:
+    """A frame decoded before and not kept in memory, read again; a clear error if it went away meanwhile."""
+    rgb = _read_frame(frames_dir / row["path"])
+    if rgb is None:
+        raise AlignError(f"frame {frames_dir / row['path']} was readable and is not any more")
+    return rgb
+
+
+def _fits_template(landmarks: np.ndarray, template: np.ndarray, max_res: float) -> bool:
+    """Whether 5 landmarks fit the crop template within ``max_res`` px RMS after the similarity fit."""
+    return rms_residual(umeyama(landmarks, template), landmarks, template) <= max_res
+
+
 def _decoded_batches(frames_dir: Path, work: list, batch_size: int, pool: Executor) -> Iterator[tuple]:
     """(clip_key, [row dicts], [RGB frames or None]) per batch, then (clip_key, None, None) at each clip's end."""
     for key, rows in work:
@@ -185,7 +198,7 @@ def _usable(params: AlignParams, size: int):
     """Mask of the faces the selection would keep (score, size and landmark-fit thresholds): what the roll retry
     looks for.
 
-    The fit matters: upright, a 64-px face rolled by 80° scored 0.957 with landmarks that read it as rolled by
+    The fit matters: upright, a 64-px face rolled by −80° scored 0.957 with landmarks that read it as rolled by
     12° (measured, ``bench/roll_coverage.py``); taken as found, its frame was lost to ``bad_landmarks`` (or, with
     a looser fit, cropped 33° off level) where a turned look finds it with good landmarks.
     """
@@ -195,8 +208,7 @@ def _usable(params: AlignParams, size: int):
         side = np.minimum(det.boxes[:, 2] - det.boxes[:, 0], det.boxes[:, 3] - det.boxes[:, 1])
         ok = (det.scores >= params.score_threshold) & (side >= params.min_face_size)
         for j in np.flatnonzero(ok):
-            lm = det.landmarks[j]
-            ok[j] = rms_residual(umeyama(lm, template), lm, template) <= max_res
+            ok[j] = _fits_template(det.landmarks[j], template, max_res)
         return ok
 
     return usable
@@ -375,18 +387,12 @@ def _recover_clip(frames_dir: Path, items: list, retry: RollRetry) -> None:
     Run per clip rather than per batch, so that a run of faceless frames is probed as one whatever the batch
     boundaries. Frames not kept in memory are read again from their JPEG (cheap next to a detector look).
     """
-
     items.sort(key=lambda it: it[0]["frame_index"])
     readable = [k for k, (row, _, _) in enumerate(items) if not row.get("unreadable")]
 
     def frame(i: int) -> np.ndarray:
         row, _, image = items[readable[i]]
-        if image is not None:
-            return image
-        rgb = _read_frame(frames_dir / row["path"])
-        if rgb is None:
-            raise AlignError(f"frame {frames_dir / row['path']} was readable and is not any more")
-        return rgb
+        return image if image is not None else _reread_frame(frames_dir, row)
 
     dets = [items[k][1] for k in readable]
     retry.recover(dets, frame)
@@ -428,8 +434,7 @@ def _finish_clip(
         if i is None:
             st.rejected[reason] = st.rejected.get(reason, 0) + 1
             continue
-        lm = det.landmarks[i]
-        if rms_residual(umeyama(lm, template), lm, template) > max_res:
+        if not _fits_template(det.landmarks[i], template, max_res):
             st.rejected["bad_landmarks"] = st.rejected.get("bad_landmarks", 0) + 1
             continue
         if not continued and (params.select == "track" or prev_t is None or t - prev_t > params.max_gap_s):
@@ -447,9 +452,7 @@ def _finish_clip(
     def crop_one(k: int) -> tuple[dict, np.ndarray, np.ndarray]:
         row, det, i, image, seg = kept[k]
         if image is None:
-            image = _read_frame(frames_dir / row["path"])
-            if image is None:
-                raise AlignError(f"frame {frames_dir / row['path']} was readable and is not any more")
+            image = _reread_frame(frames_dir, row)
         m = umeyama(smooth[k], template)
         crop = warp_face(image, m, size)
         aligned = apply_affine(m, raw[k])

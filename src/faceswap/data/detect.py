@@ -43,7 +43,8 @@ LARGE_FACE = 96  # px: 1.5 × the 64 px from which ROLL_ANGLES_LARGE finds every
 REFINE_STEPS = 3  # at most this many de-rolled looks at one rolled face
 REFINE_TOLERANCE = 3.0  # degrees: a de-rolled face this close to upright needs no further look
 # Pixels per forward pass on a CPU: mobilenet-0.25's activations then stay in the last-level cache. Measured on
-# this 2-core EPYC (32 MiB L3), 640×480 demo frames: 42 frames/s in batches of 8, 58–63 in batches of 2–4.
+# this 2-core EPYC (32 MiB L3), 640×480 demo frames, 8 interleaved rounds: 66 frames/s in batches of 3, 54 in
+# batches of 8, 55 one at a time (docs/benchmarks.md).
 CPU_CHUNK_PIXELS = 1 << 20
 RETINAFACE_MODEL = "resnet50_2020-07-20"
 RETINAFACE_URL = (
@@ -371,6 +372,11 @@ def _map_back(det: Detections, m: np.ndarray) -> Detections:
     return Detections(boxes, det.scores.copy(), det.landmarks @ inv[:, :2].T + inv[:, 2])
 
 
+def _long_sides(boxes: np.ndarray) -> np.ndarray:
+    """The longer side of each (x0, y0, x1, y1) box."""
+    return np.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])
+
+
 def _within(det: Detections, h: int, w: int, min_inside: float = 0.6) -> Detections:
     """The faces of a turned look that could be in the frame: a box no longer than the frame's short side,
     at least ``min_inside`` of it inside the frame.
@@ -382,7 +388,7 @@ def _within(det: Detections, h: int, w: int, min_inside: float = 0.6) -> Detecti
     if not len(det):
         return det
     b = det.boxes
-    side = np.maximum(b[:, 2] - b[:, 0], b[:, 3] - b[:, 1])
+    side = _long_sides(b)
     inside = (np.clip(b[:, 2], 0, w) - np.clip(b[:, 0], 0, w)) * (np.clip(b[:, 3], 0, h) - np.clip(b[:, 1], 0, h))
     area = np.maximum((b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1]), 1e-9)
     keep = (side <= min(h, w)) & (inside >= min_inside * area)
@@ -450,9 +456,9 @@ class RollRetry:
     neighbouring faces are at least ``large_face`` px (1.5 × 64: a face may shrink during the run) is probed
     with ``angles_large``, any other run (small faces, or none to go by) with ``angles``.
 
-    ``usable(det)`` is a boolean mask of the faces the caller would keep (score and size thresholds). Landmarks
-    keep their meaning (the face's own eyes), so the similarity fit undoes the roll. :meth:`detect` runs both
-    passes on one batch.
+    ``usable(det)`` is a boolean mask of the faces the caller would keep (the align stage's: score, size and
+    landmark fit, so a confident face with wrong landmarks is looked for turned). Landmarks keep their meaning
+    (the face's own eyes), so the similarity fit undoes the roll. :meth:`detect` runs both passes on one batch.
     """
 
     def __init__(
@@ -524,8 +530,7 @@ class RollRetry:
             d = out[i] if 0 <= i < len(out) else Detections.empty()
             ok = np.asarray(self.usable(d)) if len(d) else []
             if np.any(ok):
-                b = d.boxes[ok]
-                sides.append(float(np.max(np.maximum(b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]))))
+                sides.append(float(_long_sides(d.boxes[ok]).max()))
         return self.angles_large if sides and min(sides) >= self.large_face else self.angles
 
     def _turn(self, frame: Callable[[int], np.ndarray], out: list[Detections],
