@@ -342,11 +342,14 @@ class TrainParams(_Section):
     log_every: int = Field(20, ge=1, description="Metrics to MLflow every N steps.")
     device: OneOf[DEVICES] = Field("auto", description="auto (cuda if present) | cpu | cuda.")
     precision: OneOf[PRECISIONS] = Field(
-        "auto", description="auto (bf16 on a bf16 GPU, fp16+scaler on older GPUs, fp32 on CPU)."
+        "auto", description="auto: bf16 on a bf16 GPU, fp16+scaler on older GPUs; on CPU bf16 only with native "
+        "bf16 (AVX-512-BF16/AMX), else fp32 (faceswap.compute)."
     )
-    channels_last: bool | None = Field(None, description="null = on for CUDA, off for CPU.")
-    compile: bool = Field(False, description="torch.compile the model (GPU runs; minutes of warm-up).")
-    workers: int | None = Field(None, ge=0, le=64, description="Data-loader workers; null = min(16, CPUs - 1).")
+    channels_last: bool | None = Field(None, description="null = on for CUDA and for CPUs with oneDNN.")
+    compile: bool = Field(False, description="torch.compile the model (GPU runs; on CPU it did not pay: "
+                          "docs/benchmarks.md).")
+    workers: int | None = Field(None, ge=0, le=64, description="Data-loader workers; null = min(16, CPUs - 1) "
+                                "with a GPU, 0 (inline) on the CPU.")
     max_nonfinite: int = Field(5, ge=1, le=10_000, description="Consecutive NaN/Inf losses that stop the run.")
     mlflow: bool = Field(True, description="Log the run to MLflow; false: run.json then holds no run id.")
 
@@ -385,6 +388,9 @@ class EvaluateParams(_Section):
     max_faces: int | None = Field(200, ge=2, le=100_000, description="Held-out faces per identity; null = all.")
     batch_size: int = Field(32, ge=1, le=4096)
     device: OneOf[EVAL_DEVICES] = Field("auto", description="auto | cpu | cuda.")
+    precision: OneOf[PRECISIONS] = Field("auto", description="The model's forward pass: auto (as train.precision "
+                                         "decides it for this device) | bf16 | fp16 | fp32; metrics run in fp32.")
+    channels_last: bool | None = Field(None, description="null = as train.channels_last decides it for this device.")
     lpips_net: OneOf[EVAL_LPIPS_NETS] = Field(
         "alex", description="alex (evaluation) | vgg; alex keeps the loss network out."
     )
@@ -490,6 +496,9 @@ class ServeParams(_Section):
     max_gap_frames: int = Field(5, ge=1, le=1000, description="Video: a longer run without a face breaks smoothing.")
     batch_size: int = Field(8, ge=1, le=512, description="Frames per detector call and crops per model call.")
     device: OneOf[DEVICES] = Field("auto", description="auto | cpu | cuda.")
+    precision: OneOf[PRECISIONS] = Field("auto", description="The model's forward pass: auto (as train.precision "
+                                         "decides it for this device) | bf16 | fp16 | fp32.")
+    channels_last: bool | None = Field(None, description="null = as train.channels_last decides it for this device.")
 
 
     @field_validator("host")

@@ -4,7 +4,8 @@ Each step reconstructs a batch of every identity through its own decoder (shared
 inputs against clean targets. One code path serves every device:
 
 * device ``cuda`` (auto when present): bf16 autocast (fp16 + GradScaler on GPUs without bf16),
-  channels-last, pinned memory and loader workers, optional ``torch.compile``; ``cpu``: fp32.
+  channels-last, pinned memory and loader workers, optional ``torch.compile``; ``cpu``: bf16 autocast only
+  where the CPU has native bf16 (AVX-512-BF16, AMX), channels-last under oneDNN (``faceswap.compute``).
 * DDP under ``torchrun`` (NCCL on GPUs, gloo on CPU): ranks read disjoint slices of one deterministic
   data stream; only ``is_main`` logs, previews, validates and saves.
 * checkpoints (atomic, ``faceswap.checkpoint``) every N steps, the last K kept plus ``best.pt``, each a
@@ -39,6 +40,7 @@ import torch
 from torch import nn
 
 from faceswap.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from faceswap.compute import ComputeError, ComputePlan, plan_compute
 from faceswap.config import Params, TrainParams
 from faceswap.data.dataset import FaceSet, StepBatches, SwapPairs, load_faces, stack_faces, to_float, worker_init
 from faceswap.data.manifest import manifest_detector
@@ -51,8 +53,11 @@ if TYPE_CHECKING:
     from faceswap.tracking import Tracker
 
 # settings that change how a run is watched, not what it computes: changing them keeps a resume valid
+# (precision and layout are how the same arithmetic runs: a run resumes across them, e.g. an fp32 CPU checkpoint
+# continued under bf16, and the reverse)
 OPERATIONAL_KEYS = ("val_every", "checkpoint_every", "keep_checkpoints", "preview_every", "preview_rows", "log_every",
-                    "workers", "max_nonfinite", "mlflow", "compile", "data", "faces_dir", "seeds")
+                    "workers", "max_nonfinite", "mlflow", "compile", "data", "faces_dir", "seeds", "precision",
+                    "channels_last")
 
 
 class TrainingError(FaceswapError, RuntimeError):
@@ -106,16 +111,6 @@ def setup_distributed(device_kind: str) -> Dist:
     return Dist(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
 
 
-def resolve_precision(precision: str, device: torch.device) -> str:
-    if precision == "auto":
-        if device.type != "cuda":
-            return "fp32"
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    if precision == "fp16" and device.type != "cuda":
-        raise TrainingError("precision fp16 needs a CUDA device (use bf16 or fp32 on CPU)")
-    return precision
-
-
 def lr_at(step: int, t: TrainParams) -> float:
     """Linear warm-up to ``lr``, then cosine/linear decay to ``min_lr_ratio·lr`` at the last step."""
     if step < t.warmup_steps:
@@ -162,7 +157,9 @@ def _optimizer(model: nn.Module, t: TrainParams, device: torch.device) -> torch.
     decay = [p for p in model.parameters() if p.ndim > 1]
     no_decay = [p for p in model.parameters() if p.ndim <= 1]  # biases and norms
     groups = [{"params": decay, "weight_decay": t.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=t.lr, betas=t.betas, fused=device.type == "cuda")
+    # fused: one kernel over all parameters, on the GPU and on the CPU (bench/train.py: the for-loop AdamW spends
+    # ~2x the time; the result agrees to rounding)
+    return torch.optim.AdamW(groups, lr=t.lr, betas=t.betas, fused=device.type in ("cuda", "cpu"))
 
 
 # --- checkpoints ---------------------------------------------------------------------------------------
@@ -272,20 +269,27 @@ def _due(step: int, every: int, last: int) -> bool:
 
 @dataclass(frozen=True)
 class Runtime:
-    """Where and how the arithmetic runs, decided once per run: device, DDP rank, autocast dtype, memory format."""
+    """Where and how the arithmetic runs, decided once per run: device, DDP rank, and the compute plan
+    (autocast dtype and memory format, :func:`faceswap.compute.plan_compute`)."""
 
     device: torch.device
     dist: Dist
-    precision: str  # fp32 | bf16 | fp16
-    channels_last: bool
+    plan: ComputePlan
+
+    @property
+    def precision(self) -> str:  # fp32 | bf16 | fp16
+        return self.plan.precision
+
+    @property
+    def channels_last(self) -> bool:
+        return self.plan.channels_last
 
     def autocast(self) -> contextlib.AbstractContextManager:
-        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
-        return contextlib.nullcontext() if dtype is None else torch.autocast(self.device.type, dtype=dtype)
+        return self.plan.autocast()
 
 
 def setup_runtime(t: TrainParams) -> Runtime:
-    """Resolve the device (joining DDP under torchrun) and the precision; enable the fast CUDA math modes."""
+    """Resolve the device (joining DDP under torchrun) and the compute plan; enable the fast CUDA math modes."""
     device_kind = resolve_device(t.device, "train.device")
     dist = setup_distributed(device_kind)
     device = torch.device(f"cuda:{dist.local_rank}" if device_kind == "cuda" else "cpu")
@@ -294,8 +298,11 @@ def setup_runtime(t: TrainParams) -> Runtime:
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
         torch.backends.cudnn.benchmark = True
-    channels_last = t.channels_last if t.channels_last is not None else device.type == "cuda"
-    return Runtime(device, dist, resolve_precision(t.precision, device), channels_last)
+    try:
+        plan = plan_compute(device, t.precision, t.channels_last, setting="train")
+    except ComputeError as err:
+        raise TrainingError(str(err)) from None
+    return Runtime(device, dist, plan)
 
 
 @dataclass
@@ -341,10 +348,19 @@ def wrap_model(model: FaceSwapAutoencoder, t: TrainParams, rt: Runtime) -> nn.Mo
     return net
 
 
+def default_workers(device: torch.device) -> int:
+    """``train.workers: null``: on a GPU host min(16, CPUs − 1) processes feed the device; on the CPU the step's
+    own threads use every core, and a worker beside them stalls them (bench/train.py, 2 cores: one worker
+    0.79× of augmenting inline between steps), so the batches are made in the training process."""
+    if device.type == "cpu":
+        return 0
+    return max(0, min(16, (os.cpu_count() or 1) - 1))
+
+
 def make_loader(faces: dict[str, FaceSet], t: TrainParams, seed: int, start: int,
                 rt: Runtime) -> torch.utils.data.DataLoader:
     """This rank's slice of the deterministic batch stream from step ``start`` (so a resume continues it)."""
-    workers = t.workers if t.workers is not None else max(0, min(16, (os.cpu_count() or 1) - 1))
+    workers = t.workers if t.workers is not None else default_workers(rt.device)
     return torch.utils.data.DataLoader(
         SwapPairs(faces, t.augment, seed),
         batch_sampler=StepBatches(start, t.steps, t.batch_size, rt.dist.rank, rt.dist.world),
@@ -404,9 +420,18 @@ def resume(out: Path, fp: str, variant: str, model: nn.Module, opt: torch.optim.
         torch.distributed.barrier()  # nobody reads checkpoints the main rank is deleting
     if state is None:
         return Progress(LossWindow(rt.device))
-    model.load_state_dict(state["model"])
+    model.load_state_dict(state["model"])  # copies into the parameters: they keep this run's memory format
     opt.load_state_dict(state["optimizer"])
-    scaler.load_state_dict(state["scaler"])
+    _match_layouts(opt)
+    if state.get("scaler") and scaler.is_enabled():  # an fp32/bf16 checkpoint has no scale: fp16 starts its own
+        scaler.load_state_dict(state["scaler"])
+    written = (state.get("precision"), state.get("channels_last"))
+    if written[0] and written != (rt.precision, rt.channels_last):
+        def how(prec: str, cl: bool) -> str:
+            return f"{prec}{', channels-last' if cl else ''}"
+
+        _log(f"train {variant}: checkpoint written in {how(*written)}, continuing in "
+             f"{how(rt.precision, rt.channels_last)}", rt.dist)
     torch.set_rng_state(state["rng"]["torch"])
     if rt.device.type == "cuda" and state["rng"].get("cuda") is not None:
         torch.cuda.set_rng_state(state["rng"]["cuda"], rt.device)
@@ -414,6 +439,16 @@ def resume(out: Path, fp: str, variant: str, model: nn.Module, opt: torch.optim.
                  state["best_step"], state["nonfinite_total"], state.get("mlflow_run_id"), state["step"])
     p.history.update({k: list(v) for k, v in state["history"].items()})
     return p
+
+
+def _match_layouts(opt: torch.optim.Optimizer) -> None:
+    """Give every optimizer state tensor its parameter's strides: a checkpoint written in NCHW and resumed
+    channels-last (or the reverse) would otherwise hand the fused AdamW kernels mismatched layouts."""
+    for group in opt.param_groups:
+        for p in group["params"]:
+            for k, v in opt.state.get(p, {}).items():
+                if torch.is_tensor(v) and v.shape == p.shape and v.stride() != p.stride():
+                    opt.state[p][k] = torch.empty_like(p, dtype=v.dtype).copy_(v)
 
 
 def start_tracking(params: Params, cfg: dict[str, Any], fp: str, data: RunData, rt: Runtime,
@@ -432,7 +467,7 @@ def start_tracking(params: Params, cfg: dict[str, Any], fp: str, data: RunData, 
             "world_size": str(rt.dist.world)}
     tracker = start_run(params, f"{variant}-seed{seed}", run_id, tags, enabled=params.train.mlflow and rt.dist.is_main)
     if rt.dist.is_main:
-        tracker.log_params({**cfg, "data_path": str(data.manifest),
+        tracker.log_params({**cfg, **rt.plan.params(), "data_path": str(data.manifest),
                             "train_faces": {i: len(f) for i, f in data.train.items()}})
     return tracker, commit
 
@@ -524,7 +559,8 @@ class Run:
         return {"model": self.model.state_dict(), "model_config": self.mcfg.to_dict(),
                 "optimizer": self.opt.state_dict(), "scaler": self.scaler.state_dict(),
                 "schedule": {"kind": t.decay, "step": step, "lr": lr_at(step, t)}, "step": step,
-                "variant": self.cfg["variant"], "best_val_loss": p.best_val, "best_step": p.best_step,
+                "variant": self.cfg["variant"], "precision": self.rt.precision, "channels_last": self.rt.channels_last,
+                "best_val_loss": p.best_val, "best_step": p.best_step,
                 "nonfinite_total": p.nonfinite_total, "rng": rng, "config": self.cfg, "fingerprint": self.fp,
                 "mlflow_run_id": self.run_id, "history": p.history, "loss_window": p.window.state()}
 
@@ -629,6 +665,7 @@ def train(
     model, mcfg = build_model(params, variant, rt)
     opt = _optimizer(model, t, device)
     scaler = torch.amp.GradScaler(device.type, enabled=rt.precision == "fp16")
+    _log(f"train {variant}: {rt.plan.describe()}", dist)
     prog = resume(out, fp, variant, model, opt, scaler, rt)
     start = prog.step
     net = wrap_model(model, t, rt)

@@ -21,6 +21,7 @@ from faceswap.pictures import evenly_spaced, to_uint8
 if TYPE_CHECKING:
     import torch
 
+    from faceswap.compute import ComputePlan
     from faceswap.config import EvaluateParams
     from faceswap.evaluation.faces import EvalFaces
     from faceswap.identity_reference import IdentityReference
@@ -37,30 +38,37 @@ def _to_tensor(images: np.ndarray) -> torch.Tensor:
 
 
 def run_model(
-    model: FaceSwapAutoencoder, faces: EvalFaces, batch_size: int, device: str | torch.device
+    model: FaceSwapAutoencoder, faces: EvalFaces, batch_size: int, device: str | torch.device,
+    plan: ComputePlan | None = None,
 ) -> dict[str, torch.Tensor]:
     """Reconstructions, swaps and round trips of every face, as CPU float tensors (N, 3, H, W) in [0, 1].
 
     Keys: ``truth_<i>``, ``recon_<i>``, ``swap_<i>`` (face of i rendered as the other identity) and
-    ``cycle_<i>`` (the swap brought back to i), for i in the two identities.
+    ``cycle_<i>`` (the swap brought back to i), for i in the two identities. ``plan`` (default: this device's
+    auto plan) sets the forward pass's autocast and memory format; the outputs are fp32 either way.
     """
     import torch
 
+    from faceswap.compute import plan_compute, to_layout
+
+    plan = plan or plan_compute(device)
     a, b = faces.identities
     other = {a: b, b: a}
     out: dict[str, list[torch.Tensor]] = {}
     model = model.to(device).eval()
-    with torch.inference_mode():
+    if plan.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    with torch.inference_mode(), plan.autocast():
         for ident in (a, b):
             x_all = _to_tensor(faces.images[ident])
             for start in range(0, len(x_all), batch_size):
-                x = x_all[start : start + batch_size].to(device)
+                x = to_layout(x_all[start : start + batch_size].to(device), plan)
                 z = model.encode(x)
-                rec = model.decode(z, ident)
-                swap = model.decode(z, other[ident])
-                cyc = model.decode(model.encode(swap), ident)
+                rec = model.decode(z, ident).float()
+                swap = model.decode(z, other[ident]).float()
+                cyc = model.decode(model.encode(to_layout(swap, plan)), ident).float()
                 for key, t in (("truth", x), ("recon", rec), ("swap", swap), ("cycle", cyc)):
-                    out.setdefault(f"{key}_{ident}", []).append(t.float().cpu())
+                    out.setdefault(f"{key}_{ident}", []).append(t.float().cpu().contiguous())
     return {k: torch.cat(v) for k, v in out.items()}
 
 
@@ -168,7 +176,10 @@ def evaluate_model(
     from faceswap.metrics.image import psnr, ssim
 
     a, b = faces.identities
-    outs = run_model(model, faces, cfg.batch_size, device)
+    from faceswap.compute import plan_compute
+
+    outs = run_model(model, faces, cfg.batch_size, device,
+                     plan_compute(device, cfg.precision, cfg.channels_last, setting="evaluate"))
     m: dict[str, float | None] = {}
     per: dict[str, list[float]] = {}
     # A swap into identity t is drawn by t's decoder: its grid reference is t's held-out ground truth (clean

@@ -10,6 +10,7 @@ section's detector, thresholds and template coverage: the crops match what the m
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -37,6 +38,9 @@ class Swapper:
     """The trained autoencoder plus what full frames need (a detector, the template, blending settings)."""
 
     def __init__(self, model: Any, variant: str, serve: ServeParams, align: AlignParams, device: str) -> None:
+        import torch
+
+        from faceswap.compute import plan_compute
         from faceswap.data.geometry import face_template
 
         self.model = model
@@ -44,6 +48,10 @@ class Swapper:
         self.serve = serve
         self.align = align
         self.device = device
+        self.plan = plan_compute(device, serve.precision, serve.channels_last, setting="serve")
+        logging.getLogger(__name__).info("swapper model: %s", self.plan.describe())
+        if self.plan.channels_last:
+            model.to(memory_format=torch.channels_last)
         self.identities = tuple(model.config.identities)
         self.size = int(model.config.image_size)
         self.template = face_template(self.size, align.coverage)
@@ -84,11 +92,13 @@ class Swapper:
         target = self.target(direction)
         out = []
         bs = self.serve.batch_size
-        with self._lock, torch.inference_mode():
+        from faceswap.compute import to_layout
+
+        with self._lock, torch.inference_mode(), self.plan.autocast():
             for i in range(0, len(crops), bs):
                 x = torch.from_numpy(np.ascontiguousarray(crops[i : i + bs])).to(self.device)
-                x = x.permute(0, 3, 1, 2).float().div_(255)  # (B, 3, S, S)
-                y = self.model(x, target)
+                x = to_layout(x.permute(0, 3, 1, 2).float().div_(255), self.plan)  # (B, 3, S, S)
+                y = self.model(x, target).float()
                 out.append((y.clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).cpu().numpy())
         return np.concatenate(out)
 
