@@ -124,7 +124,6 @@ class Step:
     def __call__(self) -> None:
         from faceswap.config import LossParams
         from faceswap.losses import reconstruction_loss
-    from faceswap.train import default_workers
 
         loss_cfg = LossParams(lpips_net="vgg", lpips_weight=0.1, lpips_every=5, lpips_images=4) if self.lpips \
             else LossParams(lpips_net="none", lpips_weight=0.0)
@@ -223,7 +222,8 @@ def child_threads(spec: str) -> None:
 
 def threads(steps: int, repeats: int) -> list[dict]:
     cores = os.cpu_count() or 1
-    settings = sorted({(1, 1), (cores, 1), (cores, cores), (max(1, cores // 2), 1)})
+    settings = sorted({(1, 1), (cores, 1), (cores, cores), (max(1, cores // 2), 1),
+                       (torch.get_num_threads(), torch.get_num_interop_threads())})
     res: dict[tuple[int, int], list[dict]] = {s: [] for s in settings}
     for _ in range(max(1, repeats // 2)):  # interleaved rounds of one process per setting
         for intra, inter in settings:
@@ -231,7 +231,7 @@ def threads(steps: int, repeats: int) -> list[dict]:
                                  capture_output=True, text=True, check=True)
             res[(intra, inter)].append(json.loads(out.stdout.strip().splitlines()[-1]))
     rows = []
-    base = (cores, 1)
+    base = (torch.get_num_threads(), torch.get_num_interop_threads())  # torch's defaults on this machine
     for (intra, inter), runs in res.items():
         for variant in ("convtranspose", "resize_nearest"):
             s = statistics.median(r[variant] for r in runs)
@@ -321,6 +321,7 @@ def parts(manifest: str, faces_dir: str, steps: int, repeats: int) -> list[dict]
     """Wall time of the loop's pieces per step, the periodic jobs amortised at params.yaml's intervals."""
     from faceswap.data.dataset import stack_faces, to_float
     from faceswap.losses import reconstruction_loss
+    from faceswap.train import default_workers
 
     p, faces = _faces(manifest, faces_dir)
     t = p.train
