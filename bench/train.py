@@ -38,7 +38,7 @@ from pathlib import Path
 
 import torch
 
-from _common import machine, print_table, write_results
+from _common import print_table, write_results
 from faceswap.compute import CpuFeatures, plan_compute
 from faceswap.model import FaceSwapAutoencoder, ModelConfig
 from faceswap.model.info import describe_model
@@ -425,6 +425,7 @@ def main() -> None:
     ap.add_argument("--data", default="data/validated/faces.parquet", help="face manifest (train and val splits)")
     ap.add_argument("--faces-dir", default="data/faces")
     ap.add_argument("--sections", nargs="+", default=["ceiling", "levers", "threads", "loader", "parts"])
+    ap.add_argument("--out", type=Path, default=None, help="folder of train_cpu.json (default bench/results)")
     ap.add_argument("--child-threads", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child_threads:
@@ -460,8 +461,8 @@ def main() -> None:
                                    ("ms_per_step", "ms / step", ".2f"), ("share", "share", ".0%")])
     rows = [dict(r, section=k) for k, v in out.items() for r in v]
     path = write_results("train_cpu", rows, {
-        "cpu": feats.describe(), "auto_plan": auto.describe(), "machine": machine(), "repeats": args.repeats,
-        "steps": args.steps, "loadavg_1min_before_after": [load_before, os.getloadavg()[0]]})
+        "cpu": feats.describe(), "auto_plan": auto.describe(), "repeats": args.repeats,
+        "steps": args.steps, "loadavg_1min_before_after": [load_before, os.getloadavg()[0]]}, args.out)
     print(f"\nwrote {path}")
 
 
