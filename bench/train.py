@@ -114,7 +114,11 @@ class Step:
         self.xs = [torch.rand(BATCH, 3, n, n) for _ in IDENTITIES]
         if channels_last:
             self.xs = [x.contiguous(memory_format=torch.channels_last) for x in self.xs]
+        from faceswap.config import LossParams
+
         self.lpips = lpips
+        self.loss_cfg = LossParams(lpips_net="vgg", lpips_weight=0.1, lpips_every=5, lpips_images=4) if lpips \
+            else LossParams(lpips_net="none", lpips_weight=0.0)
         self.calls = 0
         t0 = time.perf_counter()
         self()  # warm-up (and the compile, when asked)
@@ -122,14 +126,11 @@ class Step:
         self()
 
     def __call__(self) -> None:
-        from faceswap.config import LossParams
         from faceswap.losses import reconstruction_loss
 
-        loss_cfg = LossParams(lpips_net="vgg", lpips_weight=0.1, lpips_every=5, lpips_images=4) if self.lpips \
-            else LossParams(lpips_net="none", lpips_weight=0.0)
         with self.plan.autocast():
             preds = self.net(*self.xs)
-            loss = sum(reconstruction_loss(p, x, loss_cfg, self.lpips and self.calls % 5 == 0)[0]
+            loss = sum(reconstruction_loss(p, x, self.loss_cfg, self.lpips and self.calls % 5 == 0)[0]
                        for p, x in zip(preds, self.xs, strict=True))
         self.calls += 1
         loss.backward()

@@ -8,8 +8,8 @@ a GPU, and must never pick a mode that the machine only emulates:
   fast layout). Measured on an H100: bf16 + channels-last 2.21× fp32 NCHW (docs/benchmarks.md).
 * **CPU, bf16 only with native bf16 dot products** (AVX-512-BF16 or AMX): measured on a Zen 4 with
   ``avx512_bf16``, bf16 autocast + channels-last ran the training step 1.6-2.5× faster than fp32 and the
-  matmul ceiling 2.35× higher; on a Zen 3 (AVX2 only) a bf16 matmul ran at 0.3 GFLOP/s against 61 in
-  fp32: emulated bf16 is ~200× slower, so auto keeps fp32 there.
+  matmul ceiling 2.35× higher; on a Zen 3 (AVX2 only) a bf16 matmul ran at 0.8 GFLOP/s against 101 in
+  fp32 and the bf16 step at 0.05-0.17× of fp32's: emulated bf16 never pays, so auto keeps fp32 there.
 * **CPU layout: channels-last** wherever oneDNN runs the convolutions (its kernels are NHWC-blocked, so an
   NCHW tensor is reordered at every layer); ``bench/train.py`` measures the gain on each machine.
 
