@@ -21,6 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
+from faceswap.config import load_params
+
 REPO = Path(__file__).resolve().parents[1]
 AMPS = (0.01, 0.02, 0.03, 0.04, 0.05, 0.06, 0.07, 0.08, 0.1)
 PROPOSED_GATE = 0.03
@@ -28,9 +30,10 @@ PROPOSED_GATE = 0.03
 
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--faces", type=Path, default=REPO / "data/faces")
-    ap.add_argument("--frames", type=Path, default=REPO / "data/frames")
-    ap.add_argument("--models", type=Path, default=REPO / "models")
+    where = load_params(REPO / "params.yaml").paths  # the pipeline's own outputs, where params.yaml puts them
+    ap.add_argument("--faces", type=Path, default=REPO / where.faces)
+    ap.add_argument("--frames", type=Path, default=REPO / where.frames)
+    ap.add_argument("--models", type=Path, default=REPO / where.models)
     ap.add_argument("--out", type=Path, default=REPO / "bench/results")
     args = ap.parse_args(argv)
 

@@ -15,8 +15,8 @@ process, each figure the median of ``--runs`` runs, frames = sampled frames (par
   looks per batch, turned looks per clip), and per
   faceless frame (a blurred frame: every rotation is tried), probed as the stage does (a run of ``batch_size``
   faceless frames, ``align.roll_retry_every``) and turning every one;
-- the stage: ``extract_frames`` + ``align_faces`` end to end (JPEG write and read, selection,
-  smoothing, warps, PNG crops, manifest), called as functions (no interpreter start-up).
+- the stage: stages ``extract`` + ``align`` end to end (JPEG write and read, selection,
+  smoothing, warps, PNG crops, manifest and reports), called as functions (no interpreter start-up).
 
 The aim: the stage runs at >= 80% of the slower ceiling. Prints a table and writes ``data.json``.
 """
@@ -34,6 +34,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from faceswap.config import load_params
+
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 REPO = Path(__file__).resolve().parents[1]
@@ -42,7 +44,7 @@ REPO = Path(__file__).resolve().parents[1]
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=3)
-    ap.add_argument("--raw", type=Path, default=REPO / "data/demo/raw")
+    ap.add_argument("--raw", type=Path, default=REPO / load_params(REPO / "params.yaml").paths.demo)
     ap.add_argument("--params", type=Path, default=REPO / "params.yaml")
     ap.add_argument("--out", type=Path, default=REPO / "bench/results")
     ap.add_argument("--detector", default=None, help="auto | retinaface | retinaface_r50 | mtcnn (default: params)")
@@ -60,11 +62,14 @@ def main(argv: list[str] | None = None) -> dict:
     import pandas as pd
     import torch
 
-    from faceswap.config import load_params
-    from faceswap.data.align import _usable, align_faces, assign_split
+    from faceswap.config import with_overrides
+    from faceswap.data.align import _usable, assign_split
     from faceswap.data.demo import make_demo
-    from faceswap.data.detect import MtcnnDetector, RollRetry, create_detector
-    from faceswap.data.video import INDEX_NAME, extract_frames, find_videos, iter_sampled_frames
+    from faceswap.data.detect import MtcnnDetector, create_detector
+    from faceswap.data.roll_retry import RollRetry
+    from faceswap.data.video import INDEX_NAME, find_videos, iter_sampled_frames
+    from faceswap.stages import align as align_stage
+    from faceswap.stages import extract as extract_stage
 
     p = load_params(args.params)
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
@@ -129,24 +134,11 @@ def main(argv: list[str] | None = None) -> dict:
 
     def stage(align_params=p.align) -> Path:
         out = Path(tempfile.mkdtemp(dir=tmp))
-        extract_frames(
-            raw,
-            out / "frames",
-            p.base.identities,
-            every=every,
-            max_frames=cap,
-            workers=p.extract.workers,
-            jpeg_quality=p.extract.jpeg_quality,
-        )
-        align_faces(
-            out / "frames",
-            out / "faces",
-            det,
-            align_params,
-            p.split,
-            size=p.align.size or p.base.image_size,
-            progress=False,
-        )
+        ps = with_overrides(p, {"paths.raw": str(raw), "paths.frames": str(out / "frames"),
+                                "paths.faces": str(out / "faces"), "paths.align_metrics": str(out / "align.json"),
+                                "align": align_params.model_dump()}, "bench/data.py")
+        extract_stage.run(ps)
+        align_stage.run(ps, det)
         return out
 
     def stage_upright():

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from faceswap.config import load_params
 from faceswap.metrics.identity import SAME_PERSON_THRESHOLD, IdentityEncoder, transfer_scores
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -89,8 +90,9 @@ def main() -> None:
     import cv2
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--faces", type=Path, default=Path("data/faces"))
-    ap.add_argument("--frames", type=Path, default=Path("data/frames"))
+    where = load_params().paths  # the pipeline's own outputs, where params.yaml puts them
+    ap.add_argument("--faces", type=Path, default=Path(where.faces))
+    ap.add_argument("--frames", type=Path, default=Path(where.frames))
     ap.add_argument("--size", type=int, default=None)
     ap.add_argument("--modes", nargs="+", default=["template", "shape5"])
     ap.add_argument("--blur", nargs="*", type=float, default=[1.0, 2.0], help="Gaussian σ at 64² (scaled by size)")

@@ -43,7 +43,7 @@ def main() -> None:
     update = {"mlflow": False, "precision": None}
     if args.steps:
         update["steps"] = args.steps
-    faces = load_eval_faces(p.evaluate.data, tuple(p.base.identities), p.base.image_size, p.evaluate.faces_dir,
+    faces = load_eval_faces(p.paths.accepted, tuple(p.base.identities), p.base.image_size, p.paths.faces,
                             p.evaluate.max_faces)
     fp32 = ComputePlan("cpu", "fp32", False, "evaluation in fp32 for both")
     per: dict[str, dict[str, list]] = {}
@@ -53,15 +53,17 @@ def main() -> None:
             for seed in args.seeds:
                 params = p.model_copy(update={"train": p.train.model_copy(update={**update, "precision": prec})})
                 t0 = time.perf_counter()
-                r = train(params, args.variant, Path(tmp) / f"{prec}-{seed}", seed=seed, progress=False)
+                r = train(params, args.variant, Path(tmp) / f"{prec}-{seed}", manifest=p.paths.accepted,
+                          faces_dir=p.paths.faces, seed=seed, progress=False)
                 per[prec]["wall"].append(time.perf_counter() - t0)
                 model, _ = load_model(Path(tmp) / f"{prec}-{seed}" / "model.pt")
                 outs = run_model(model, faces, 64, "cpu", fp32)
-                per[prec]["val"].append(r.best_val_loss)
+                per[prec]["val"].append(r.best.val_loss)
                 for name, fn in (("psnr", psnr), ("ssim", ssim)):
                     per[prec][name].append([fn(outs[f"recon_{i}"], outs[f"truth_{i}"]).double().numpy()
                                             for i in faces.identities])
-                print(f"  {prec} seed {seed}: val {r.best_val_loss:.4f}, {r.images_per_s:.0f} images/s", flush=True)
+                print(f"  {prec} seed {seed}: val {r.best.val_loss:.4f}, {r.speed.images_per_s:.0f} images/s",
+                      flush=True)
     rows = []
     est = {}
     for prec, d in per.items():

@@ -5,7 +5,7 @@
 Each of the two public-domain faces of the demo (the astronaut and Grace Hopper) is scaled so that its face box
 is about ``size`` px wide, turned about the face by every roll from −180° to 170° in 10° steps plus ±45° and
 ±135°, and pasted into a 640×480 frame of ``skimage.data.coffee()`` (a textured background, not a flat one).
-For each angle set the detector with :class:`~faceswap.data.detect.RollRetry` (``every=1``) looks at each frame;
+For each angle set the detector with :class:`~faceswap.data.roll_retry.RollRetry` (``every=1``) looks at each frame;
 a roll counts as found when a face the align stage would use (score, size and landmark fit, its ``_usable``) and
 at least 0.6 × ``size`` wide comes out, and as tilted when its aligned eye line is more than 5° off level. The
 cost column is the detector work of the turned looks at one faceless frame in upright-frame equivalents (pixels
@@ -64,7 +64,7 @@ def rolled_face_frame(face, size: int, roll: float) -> np.ndarray:
 
 
 def canvas_cost(angles: tuple[int, ...]) -> float:
-    from faceswap.data.detect import _rotation
+    from faceswap.data.roll_retry import _rotation
 
     w, h = FRAME
     return sum(math.prod(_rotation(a, h, w)[1]) for a in angles) / (w * h)
@@ -82,7 +82,8 @@ def main(argv: list[str] | None = None) -> dict:
     from faceswap.config import load_params
     from faceswap.data.align import _usable
     from faceswap.data.demo import astronaut, grace_hopper
-    from faceswap.data.detect import RollRetry, create_detector
+    from faceswap.data.detect import create_detector
+    from faceswap.data.roll_retry import RollRetry
 
     det = create_detector("retinaface", device="cpu").detector
     align = load_params(REPO / "params.yaml").align.model_copy(update={"min_face_size": 20})

@@ -244,7 +244,9 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     import torch
 
     from faceswap.checkpoint import load_model
-    from faceswap.evaluate import evaluate_model, load_eval_faces, write_pictures
+    from faceswap.evaluation.faces import load_eval_faces
+    from faceswap.evaluation.metrics import evaluate_model
+    from faceswap.evaluation.pictures import write_pictures
     from faceswap.model import UPSAMPLERS, derive_geometry
     from faceswap.pictures import to_uint8
     from faceswap.train import train
@@ -262,8 +264,7 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
             "train.mlflow": False,
             "train.val_images": args.val_images, "train.preview_rows": 4, "train.log_every": 50,
             "evaluate.mlflow": False, "evaluate.landmarks": False, "evaluate.identity": False,
-            "evaluate.max_faces": args.eval_faces, "train.data": str(manifest), "train.faces_dir": None,
-            "evaluate.data": str(manifest), "evaluate.faces_dir": None}
+            "evaluate.max_faces": args.eval_faces}
     params = seed_params(args.mode, base | {"train.steps": 2, "train.warmup_steps": 1})
     batch = params.train.batch_size
     variants = args.variants or (list(UPSAMPLERS) if args.mode == "seed256" else ["resize_nearest"])
@@ -296,7 +297,7 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
         folder = work / "runs" / name
         shutil.rmtree(folder, ignore_errors=True)
         t_train = time.perf_counter()
-        result = train(p, variant, folder / "model", progress=False)
+        result = train(p, variant, folder / "model", manifest=manifest, faces_dir=None, progress=False)
         train_s = time.perf_counter() - t_train
         model, _ = load_model(folder / "model" / "model.pt", device)
         geo = derive_geometry(model.config)
@@ -313,14 +314,16 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
                 _write_jpeg(report / "swaps" / ident / f"{fid}.jpg", im)
         row = {"name": name, "variant": variant, "encoder_stages": geo.encoder_stages,
                "bottleneck": f"{geo.bottleneck_size}×{geo.bottleneck_size}×{model.config.bottleneck_channels}",
-               "image_size": size, "steps": result.step, "batch_images": 2 * batch, "train_s": train_s,
-               "images_per_s": result.images_per_s, "gpu_minutes": train_s / 60, "best_val_loss": result.best_val_loss,
+               "image_size": size, "steps": result.outcome.step, "batch_images": 2 * batch,
+               "train_s": train_s, "images_per_s": result.speed.images_per_s, "gpu_minutes": train_s / 60,
+               "best_val_loss": result.best.val_loss,
                "device": torch.cuda.get_device_name(0) if device.type == "cuda" else "cpu", **ev.metrics}
         (report / "metrics.json").write_text(json.dumps(row, indent=2) + "\n")
         (report / "per_image.json").write_text(json.dumps(ev.per_image) + "\n")
         _tar_dir(report, out / f"{report.name}.tar")
         rows.append(row)
-        _log(f"{name}: {result.step} steps in {train_s:.0f} s ({result.images_per_s:.0f} images/s), recon LPIPS "
+        _log(f"{name}: {result.outcome.step} steps in {train_s:.0f} s ({result.speed.images_per_s:.0f} images/s), "
+             "recon LPIPS "
              f"{ev.metrics['recon_lpips']:.4f}, swap grid excess {ev.metrics['swap_checkerboard_excess']:.4f} "
              f"({time.perf_counter() - t0:.0f} s so far)")
         del model
@@ -341,7 +344,7 @@ def identity(args: argparse.Namespace) -> list[dict[str, Any]]:
     """Identity transfer of the returned swaps (dlib descriptor; evaluation's identity_metrics), per tar."""
     import torch
 
-    from faceswap.evaluate import identity_metrics
+    from faceswap.evaluation.metrics import identity_metrics
     from faceswap.identity_reference import build_reference
     from faceswap.imageio import read_rgb
 
@@ -359,9 +362,8 @@ def identity(args: argparse.Namespace) -> list[dict[str, Any]]:
             size = int(row["image_size"])
             if size not in refs:
                 manifest = materialize(Path(args.pack), size, Path(tmp) / f"data{size}", ("train", "test"))
-                p = seed_params(args.mode, {"base.image_size": size, "evaluate.data": str(manifest),
-                                            "evaluate.faces_dir": None})
-                refs[size] = build_reference(p)
+                p = seed_params(args.mode, {"base.image_size": size})
+                refs[size] = build_reference(p, manifest, None)
             ref = refs[size]
             outs = {}
             for ident in ref.identities:
@@ -382,8 +384,8 @@ def main(argv: list[str] | None = None) -> Any:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
     a = sub.add_parser("pack", help="here: frame regions + LPIPS float16 + wheels into one folder")
-    a.add_argument("--manifest", type=Path, default=Path("data/validated/faces.parquet"))
-    a.add_argument("--frames", type=Path, default=Path("data/frames"))
+    a.add_argument("--manifest", type=Path, default=None, help="accepted faces (default: params paths.accepted)")
+    a.add_argument("--frames", type=Path, default=None, help="extracted frames (default: params paths.frames)")
     a.add_argument("--out", type=Path, default=Path(".seedpack"))
     a.add_argument("--quality", type=int, default=95)
     a.add_argument("--no-wheels", action="store_true")
@@ -414,7 +416,11 @@ def main(argv: list[str] | None = None) -> Any:
     i.add_argument("--mode", choices=list(MODES), default="seed256")
     args = ap.parse_args(argv)
     if args.cmd == "pack":
-        info = pack(args.manifest, args.frames, args.out, args.quality, tuple(args.nets), not args.no_wheels)
+        from faceswap.config import load_params
+
+        where = load_params().paths
+        info = pack(args.manifest or Path(where.accepted), args.frames or Path(where.frames), args.out,
+                    args.quality, tuple(args.nets), not args.no_wheels)
         print(json.dumps(info, indent=2))
         return info
     if args.cmd == "install":

@@ -40,6 +40,7 @@ import torch
 
 from _common import print_table, write_results
 from faceswap.compute import CpuFeatures, plan_compute
+from faceswap.config import load_params
 from faceswap.model import FaceSwapAutoencoder, ModelConfig
 from faceswap.model.info import describe_model
 
@@ -246,7 +247,6 @@ def threads(steps: int, repeats: int) -> list[dict]:
 
 
 def _faces(manifest: str, faces_dir: str):
-    from faceswap.config import load_params
     from faceswap.data.dataset import load_faces
 
     p = load_params()
@@ -423,8 +423,9 @@ def main() -> None:
     ap.add_argument("--profiles", nargs="+", default=list(PROFILES), choices=list(PROFILES))
     ap.add_argument("--variants", nargs="+", default=["convtranspose", "resize_nearest"])
     ap.add_argument("--no-compile", action="store_true", help="skip the torch.compile rows (a minute each)")
-    ap.add_argument("--data", default="data/validated/faces.parquet", help="face manifest (train and val splits)")
-    ap.add_argument("--faces-dir", default="data/faces")
+    where = load_params().paths  # the pipeline's own outputs, where params.yaml puts them
+    ap.add_argument("--data", default=where.accepted, help="face manifest (train and val splits)")
+    ap.add_argument("--faces-dir", default=where.faces)
     ap.add_argument("--sections", nargs="+", default=["ceiling", "levers", "threads", "loader", "parts"])
     ap.add_argument("--out", type=Path, default=None, help="folder of train_cpu.json (default bench/results)")
     ap.add_argument("--child-threads", help=argparse.SUPPRESS)

@@ -38,8 +38,10 @@ def checkout(rev: str, dest: Path) -> Path:
 
 
 def params_for_both(tmp: Path) -> Path:
-    """params.yaml without the keys the baseline does not know (none of them reaches training)."""
+    """params.yaml without the keys the baseline does not know (none of them reaches training; ``paths`` are the
+    defaults, which equal the baseline's ``train.data`` and ``train.faces_dir``)."""
     raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    raw.pop("paths", None)
     for section, keys in NEW_KEYS.items():
         for k in keys:
             raw.get(section, {}).pop(k, None)
@@ -48,11 +50,13 @@ def params_for_both(tmp: Path) -> Path:
     return path
 
 
-def run_stage(src: Path, variant: str, out: Path, params: Path, store: Path) -> dict:
+def run_stage(src: Path, variant: str, root: Path, params: Path, store: Path) -> dict:
+    """One stage run into ``root``: the options both sides read, in the layout today's CLI checks them against."""
     env = {**os.environ, "PYTHONPATH": str(src), "MLFLOW_TRACKING_URI": f"sqlite:///{store}"}
-    metrics = out.with_suffix(".json")
-    cmd = [sys.executable, "-m", "faceswap.cli", "train", "--variant", variant, "--seed", "0", "--out", str(out),
-           "--metrics", str(metrics), "--params", str(params)]
+    metrics = root / "metrics" / variant / "seed0.json"
+    cmd = [sys.executable, "-m", "faceswap.cli", "train", "--variant", variant, "--seed", "0",
+           "--out", str(root / "models" / variant / "seed0"), "--metrics", str(metrics),
+           "--curves", str(root / "curves" / variant / "seed0"), "--params", str(params)]
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
     if proc.returncode:
         raise SystemExit(f"{' '.join(cmd)} failed:\n{proc.stderr[-2000:]}")

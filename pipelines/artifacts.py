@@ -61,12 +61,12 @@ def _table(header: list[str], rows: Iterable[list[Any]]) -> str:
     return "\n".join(lines)
 
 
-def variant_metrics_markdown(root: Path, variants: Iterable[str], pattern: str) -> str:
-    """Every variant's held-out metrics side by side; a variant without a metrics file says so."""
-    variants = list(variants)
+def variant_metrics_markdown(root: Path, files: dict[str, str | Path]) -> str:
+    """Every variant's held-out metrics side by side (``files``: variant → its metrics file); a variant without
+    a metrics file says so."""
     found, missing = {}, {}
-    for v in variants:
-        data, why = _read_json(root / pattern.format(variant=v))
+    for v, path in files.items():
+        data, why = _read_json(root / path)
         if data is None:
             missing[v] = why
         else:
@@ -100,45 +100,50 @@ def _mlflow_ui(tracking_uri: str | None, ui: str | None) -> str | None:
     return base.rstrip("/") if base else None
 
 
-def champion_markdown(root: Path, path: str, ui: str | None = None) -> str:
-    """Which version holds ``champion`` now, whether this run moved it, and why."""
-    rec, why = _read_json(root / path)
-    if rec is None:
+def champion_markdown(root: Path, path: str | Path, ui: str | None = None) -> str:
+    """Which version holds ``champion`` now, whether this run moved it, and why (from the register record)."""
+    from faceswap.registry import RegisterRecord
+
+    data, why = _read_json(root / path)
+    if data is None:
         return (f"# Champion\n\nNo register record: {why}. Registering was skipped (register=false) or the "
                 "register stage has not run; the champion alias was not touched by this run.\n")
-    name = rec.get("model_name")
+    try:
+        rec = RegisterRecord.from_json(data)
+    except TypeError as err:
+        return f"# Champion\n\nThe register record {path} is not one this version writes ({err}); rerun register.\n"
+    name = rec.model_name
     out = ["# Champion", ""]
-    if rec.get("version"):
-        moved = "**moved** to this version" if rec.get("champion_changed") else "unchanged"
-        out.append(f"`{name}` version **{rec['version']}** ({rec.get('variant')}) registered as "
-                   f"`@{rec.get('alias')}`; champion is version **{rec.get('champion_version')}** ({moved}).")
-        base = _mlflow_ui(rec.get("tracking_uri"), ui)
+    if rec.version:
+        moved = "**moved** to this version" if rec.champion_changed else "unchanged"
+        out.append(f"`{name}` version **{rec.version}** ({rec.variant}) registered as "
+                   f"`@{rec.alias}`; champion is version **{rec.champion_version}** ({moved}).")
+        base = _mlflow_ui(rec.tracking_uri, ui)
         uri = f"models:/{name}@champion"
-        out += ["", f"- load: `{uri}`" + (f" (tracking `{rec['tracking_uri']}`)" if rec.get("tracking_uri") else "")]
+        out += ["", f"- load: `{uri}`" + (f" (tracking `{rec.tracking_uri}`)" if rec.tracking_uri else "")]
         if base:
-            out.append(f"- model page: [{name} v{rec['champion_version']}]"
-                       f"({base}/#/models/{name}/versions/{rec['champion_version']})")
+            out.append(f"- model page: [{name} v{rec.champion_version}]"
+                       f"({base}/#/models/{name}/versions/{rec.champion_version})")
     else:
         out.append(f"Nothing registered by the last register run; champion unchanged "
-                   f"(version {rec.get('champion_version') or '—'}).")
-    out += ["", f"Reason: {rec.get('reason') or '—'}"]
-    if rec.get("alias_reason"):
-        out.append(f"Alias: {rec['alias_reason']}")
-    cands = rec.get("candidates") or []
-    if cands:
-        metric_keys = list(dict.fromkeys(k for c in cands for k in (c.get("metrics") or {})))
+                   f"(version {rec.champion_version or '—'}).")
+    out += ["", f"Reason: {rec.reason or '—'}"]
+    if rec.alias_reason:
+        out.append(f"Alias: {rec.alias_reason}")
+    if rec.candidates:
+        metric_keys = list(dict.fromkeys(k for c in rec.candidates for k in c.metrics))
         out += ["", _table(["variant", "qualifies", "rank", *metric_keys, "note"],
-                           ([c.get("variant"), c.get("qualifies"), c.get("rank"),
-                             *((c.get("metrics") or {}).get(k) for k in metric_keys), c.get("note")]
-                            for c in cands))]
+                           ([c.variant, c.qualifies, c.rank, *(c.metrics.get(k) for k in metric_keys), c.note]
+                            for c in rec.candidates))]
     return "\n".join(out) + "\n"
 
 
-def mlflow_runs_markdown(root: Path, variants: Iterable[str], pattern: str, ui: str | None = None) -> str:
-    """Each variant's MLflow run: a link when a UI address is known, else the ``runs:/`` URI and its store."""
+def mlflow_runs_markdown(root: Path, files: dict[str, str | Path], ui: str | None = None) -> str:
+    """Each variant's MLflow run (``files``: variant → its evaluation or run record): a link when a UI address is
+    known, else the ``runs:/`` URI and its store."""
     rows = []
-    for v in variants:
-        info, why = _read_json(root / pattern.format(variant=v))
+    for v, path in files.items():
+        info, why = _read_json(root / path)
         if info is None:
             rows.append([v, "—", f"no run record: {why}"])
             continue

@@ -154,14 +154,16 @@ def _retry_delays(first: float, retries: int) -> list[float]:
 
 
 def _publish(root: Path, params, outcomes: list[dict[str, Any]], overlay: list[str], excluded: list[str]) -> None:
-    f, paths = params.flow, params.flow.artifacts
+    f, paths = params.flow, params.paths  # the files the stages wrote, where params.yaml says they are
     variants = params.model.variants
+    metrics = {v: paths.variant_metrics_file(v) for v in variants}
+    records = {v: paths.evaluation_record(v) for v in variants}
     docs = {
         "stages": (art.stages_markdown(outcomes, overlay, excluded), "What each stage did in this run"),
-        "metrics": (art.variant_metrics_markdown(root, variants, paths.variant_metrics), "Metrics per variant"),
-        "validation": (art.validation_markdown(root, paths.validation), "Validation gate summary"),
+        "metrics": (art.variant_metrics_markdown(root, metrics), "Metrics per variant"),
+        "validation": (art.validation_markdown(root, paths.validation_metrics), "Validation gate summary"),
         "champion": (art.champion_markdown(root, paths.register_record, f.mlflow_ui), "Registry: champion"),
-        "mlflow": (art.mlflow_runs_markdown(root, variants, paths.run, f.mlflow_ui), "MLflow runs per variant"),
+        "mlflow": (art.mlflow_runs_markdown(root, records, f.mlflow_ui), "MLflow runs per variant"),
     }
     for name, (markdown, description) in docs.items():
         create_markdown_artifact(markdown=markdown, key=art.KEYS[name], description=description)

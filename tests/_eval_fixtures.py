@@ -100,9 +100,7 @@ def train_tiny(
             loss.backward()
             opt.step()
         model.eval()
-    from faceswap.layout import run_dir
-
-    out = run_dir(root / "models", variant, seed)
+    out = root / "models" / variant / f"seed{seed}"
     save_checkpoint(out / "model.pt", {
         "model": model.state_dict(), "model_config": cfg.to_dict(), "step": steps, "val_loss": 0.1,
         "variant": variant,
@@ -113,20 +111,28 @@ def train_tiny(
     return out / "model.pt"
 
 
+def paths_under(root: Path, **paths: str) -> dict[str, str]:
+    """Every ``paths.*`` key moved below ``root`` (the tests' own data folder), keeping params.yaml's layout;
+    the accepted manifest is ``root/faces.parquet`` beside the crops in ``root/faces``."""
+    from faceswap.config import PathsParams
+
+    moved = {k: str(root / v) for k, v in PathsParams().model_dump().items()}
+    return moved | {"accepted": str(root / "faces.parquet"), "faces": str(root / "faces")} | paths
+
+
 def eval_params(root: Path, seeds: tuple[int, ...] = (0,), **evaluate):
     """Params pointing the evaluation at ``root`` (fast settings unless overridden)."""
     from faceswap.config import parse_params
 
-    ev = {"data": str(root / "faces.parquet"), "faces_dir": str(root / "faces"), "batch_size": 16,
-          "landmark_faces": 6, "preview_rows": 3, "mlflow": False,
-          "identity_reference": str(root / "identity" / "reference.npz")}
+    ev = {"batch_size": 16, "landmark_faces": 6, "preview_rows": 3, "mlflow": False}
     ev.update(evaluate)
-    return parse_params({"evaluate": ev, "train": {"seeds": list(seeds)}})
+    return parse_params({"paths": paths_under(root, identity=str(root / "identity"), models=str(root / "models")),
+                         "evaluate": ev, "train": {"seeds": list(seeds)}})
 
 
 def make_identity_reference(root: Path, params) -> Path:
     """The ``identity`` stage's output for ``root``'s faces (real dlib descriptors of the real crops)."""
-    from faceswap.identity_reference import identity_stage
+    from faceswap.stages import identity
 
-    identity_stage(params, root / "identity", root / "metrics" / "identity.json")
-    return root / "identity" / "reference.npz"
+    identity.run(params)
+    return identity.reference_path(params)

@@ -14,6 +14,7 @@ def register_tiny(root: Path, steps: int = 60, variant: str = "resize_nearest") 
     import mlflow
 
     from faceswap.config import RegisterParams
+    from faceswap.evaluation.record import EvaluationRecord
     from faceswap.files import file_sha256
     from faceswap.registry import CHAMPION, Candidate, log_and_register
 
@@ -24,10 +25,13 @@ def register_tiny(root: Path, steps: int = 60, variant: str = "resize_nearest") 
     uri = f"sqlite:///{root / 'mlflow.db'}"
     client = mlflow.MlflowClient(uri)
     client.create_experiment("faceswap", artifact_location=(root / "mlruns").as_uri())
-    evaluation = {"checkpoint": str(ckpt), "checkpoint_sha256": file_sha256(ckpt), "eval_fingerprint": "test",
-                  "data_version": "test-data", "git_commit": "0" * 40, "step": steps}
+    record = EvaluationRecord(
+        variant=variant, seeds=[0], representative_seed=0, checkpoint=str(ckpt), checkpoint_sha256=file_sha256(ckpt),
+        step=steps, val_loss=None, data_version="test-data", git_commit="0" * 40, eval_fingerprint="test",
+        eval_data="test", manifest=str(root / "faces.parquet"), faces_dir=str(root / "faces"), identities=["a", "b"],
+        face_ids={}, device="cpu", metrics={"recon_lpips": 0.2}, estimates={}, per_seed={}, landmarks={}, per_image={})
     rule = RegisterParams(model_name=MODEL_NAME)
-    mv = log_and_register(Candidate(variant, {"recon_lpips": 0.2}, evaluation), rule, uri, "test model")
+    mv = log_and_register(Candidate.of(record), rule, uri, "test model")
     client.set_registered_model_alias(MODEL_NAME, CHAMPION, mv.version)
     return {"uri": uri, "name": MODEL_NAME, "model": f"models:/{MODEL_NAME}@{CHAMPION}", "checkpoint": ckpt,
             "root": root}

@@ -23,8 +23,9 @@ from faceswap.data.detect import (
     find_retinaface_weights,
 )
 from faceswap.data.geometry import apply_affine, face_template, rms_residual, smooth_landmarks, umeyama, warp_face
-from faceswap.data.manifest import MANIFEST_COLUMNS, check_manifest, column_array, manifest_schema
+from faceswap.data.manifest import MANIFEST_COLUMNS, check_manifest, column_array, manifest_schema, write_manifest
 from faceswap.data.video import extract_frames
+from faceswap.stages import align
 from tests._clips import face_clip, no_face_clip, two_face_clip
 from tests.conftest import REPO
 
@@ -154,10 +155,20 @@ def frames_dir(tmp_path_factory):
     return root / "frames"
 
 
+def _stage(frames_dir, faces, detector, align_params: AlignParams, split: SplitParams):
+    """Stage ``align`` with this detector and these params, its folders under ``faces``'s parent."""
+    from faceswap.config import load_params, with_overrides
+
+    p = with_overrides(load_params(REPO / "params.yaml"), {
+        "paths.frames": str(frames_dir), "paths.faces": str(faces), "paths.align_metrics": str(faces.parent / "m.json"),
+        "align": align_params.model_dump(), "split": split.model_dump(), "base.image_size": SIZE}, "test")
+    return align.run(p, detector)
+
+
 @pytest.mark.slow
 def test_stage_manifest_report_and_rerun(frames_dir, mtcnn, tmp_path):
     split = SplitParams(mode="tail", val_fraction=0.15, test_fraction=0.15, gap_s=0.2)
-    s = align_faces(frames_dir, tmp_path / "faces", mtcnn, _params(), split, size=SIZE, progress=False)
+    s = _stage(frames_dir, tmp_path / "faces", mtcnn, _params(), split)
     df = pd.read_parquet(tmp_path / "faces" / "manifest.parquet")
 
     # every column, with the right types
@@ -183,11 +194,15 @@ def test_stage_manifest_report_and_rerun(frames_dir, mtcnn, tmp_path):
 
     # the clip with no face yields no rows and a clear report
     assert not (df["video"] == "empty_room.mp4").any()
-    empty = next(c for c in s.clips if c["video"] == "empty_room.mp4")
-    assert empty["faces"] == 0 and empty["rejected"].get("no_face", 0) + empty["rejected"].get("low_score", 0) > 0
+    empty = next(c for c in s.clips if c.video == "empty_room.mp4")
+    assert empty.faces == 0 and empty.rejected.get("no_face", 0) + empty.rejected.get("low_score", 0) > 0
     report = json.loads((tmp_path / "faces" / "report.json").read_text())
+    assert report == json.loads(json.dumps(s.to_json()))
     assert report["faces"] == len(df) and report["identities"]["a"]["faces"] > 0
     assert report["rejected"]["split_gap"] > 0 and report["jitter_px"] is not None
+    metrics = json.loads((tmp_path / "m.json").read_text())
+    assert list(metrics) == [*align.METRICS, "rejected", "identities"] and metrics["faces"] == len(df)
+    assert "empty_room.mp4: 0/" in align.format_record(s)
 
     # val frames come after train frames of the same clip, test frames after val frames, each past the gap
     for _, clip in df.groupby(["identity", "video"]):
@@ -203,18 +218,35 @@ def test_stage_manifest_report_and_rerun(frames_dir, mtcnn, tmp_path):
     assert len(pair) >= 6
     assert (column_array(pair, "box")[:, 2] < 240).all()
 
-    # re-running on the same input gives the same manifest
-    align_faces(frames_dir, tmp_path / "again", mtcnn, _params(), split, size=SIZE, progress=False)
+    # re-running on the same input gives the same manifest; the library writes the crops, not the manifest
+    again = align_faces(frames_dir, tmp_path / "again", mtcnn, _params(), split, size=SIZE, progress=False)
+    assert not (tmp_path / "again" / "manifest.parquet").exists() and not (tmp_path / "again" / "report.json").exists()
+    write_manifest(again.rows, tmp_path / "again" / "manifest.parquet")
     pd.testing.assert_frame_equal(df, pd.read_parquet(tmp_path / "again" / "manifest.parquet"))
 
 
 @pytest.mark.slow
 def test_largest_policy_switches_to_the_larger_face(frames_dir, mtcnn, tmp_path):
     split = SplitParams(mode="tail", val_fraction=0.1, test_fraction=0.1, gap_s=0.0)
-    align_faces(frames_dir, tmp_path / "f", mtcnn, _params(select="largest"), split, size=SIZE, progress=False)
+    rows = align_faces(frames_dir, tmp_path / "f", mtcnn, _params(select="largest"), split, size=SIZE,
+                       progress=False).rows
+    write_manifest(rows, tmp_path / "f" / "manifest.parquet")
     pair = pd.read_parquet(tmp_path / "f" / "manifest.parquet").query("video == 'pair.mp4'")
     right = column_array(pair, "box")[:, 0] > 240
     assert right[pair["frame_index"].to_numpy() >= 4].all() and not right[pair["frame_index"].to_numpy() < 4].any()
+
+
+def test_an_identity_without_a_face_stops_the_stage_after_its_records(mtcnn, tmp_path):
+    face_clip(tmp_path / "raw" / "a" / "walk.mp4", "a", seconds=0.5, fps=8, seed=1)
+    no_face_clip(tmp_path / "raw" / "b" / "empty_room.mp4", n=4)
+    extract_frames(tmp_path / "raw", tmp_path / "frames", ("a", "b"), every=1)
+    split = SplitParams(mode="tail", val_fraction=0.2, test_fraction=0.2, gap_s=0.0)
+    with pytest.raises(align.NoFaceError, match=r"^no face found for identity b; see .*faces/report\.json$"):
+        _stage(tmp_path / "frames", tmp_path / "faces", mtcnn, _params(roll_retry=False), split)
+    report = json.loads((tmp_path / "faces" / "report.json").read_text())  # what was written is kept
+    assert report["identities"]["b"]["faces"] == 0 and report["identities"]["a"]["faces"] > 0
+    assert json.loads((tmp_path / "m.json").read_text())["identities"] == report["identities"]
+    assert len(pd.read_parquet(tmp_path / "faces" / "manifest.parquet")) == report["faces"]
 
 
 def test_align_cli_without_frames_fails_clearly(tmp_path):

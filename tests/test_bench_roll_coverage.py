@@ -54,7 +54,8 @@ def test_a_face_read_upright_with_landmarks_that_misfit_is_looked_for_turned():
     from faceswap.config import AlignParams
     from faceswap.data.align import _usable
     from faceswap.data.demo import astronaut
-    from faceswap.data.detect import RollRetry, create_detector
+    from faceswap.data.detect import create_detector
+    from faceswap.data.roll_retry import RollRetry
 
     frame = roll_coverage.rolled_face_frame(astronaut(), 64, -80.0)
     det = create_detector("retinaface", device="cpu").detector
@@ -64,6 +65,6 @@ def test_a_face_read_upright_with_landmarks_that_misfit_is_looked_for_turned():
     assert not usable(upright).any()
     retry = RollRetry(det, usable=usable, every=1)
     out = retry.detect([frame])[0]
-    assert retry.turned == 1 and usable(out).any()
+    assert retry.stats.turned == 1 and usable(out).any()
     best = int(np.flatnonzero(usable(out))[0])
     assert abs(roll_coverage._eye_angle(out.landmarks[best])) < 5.0

@@ -213,6 +213,7 @@ def stage_crops(tmp_path_factory):
     from faceswap.data.align import align_faces
     from faceswap.data.detect import MtcnnDetector
     from faceswap.data.geometry import face_template, umeyama, warp_face
+    from faceswap.data.manifest import write_manifest
     from faceswap.data.video import extract_frames
     from faceswap.imageio import read_rgb
 
@@ -220,9 +221,10 @@ def stage_crops(tmp_path_factory):
     for who, seed in (("a", 3), ("b", 4)):
         face_clip(root / "raw" / who / "walk.mp4", who, seconds=1.5, fps=8, seed=seed)
     extract_frames(root / "raw", root / "frames", ("a", "b"), every=1)
-    align_faces(root / "frames", root / "faces", MtcnnDetector("cpu", min_face_size=20),
-                AlignParams(min_face_size=20), SplitParams(mode="tail", val_fraction=0.3, gap_s=0.0),
-                size=64, progress=False)
+    found = align_faces(root / "frames", root / "faces", MtcnnDetector("cpu", min_face_size=20),
+                        AlignParams(min_face_size=20), SplitParams(mode="tail", val_fraction=0.3, gap_s=0.0),
+                        size=64, progress=False)
+    write_manifest(found.rows, root / "faces" / "manifest.parquet")  # what stage align writes
     df = pd.read_parquet(root / "faces" / "manifest.parquet")
     out: dict = {}
     for (who, split), rows in df.groupby(["identity", "split"]):

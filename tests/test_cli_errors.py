@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import pytest
+import yaml
 from typer.testing import CliRunner
 
 from faceswap.cli import app
@@ -48,22 +49,21 @@ def _one_error_line(stderr: str) -> str:
 
 def test_register_without_evaluations_is_one_line(tmp_path):
     proc = subprocess.run(
-        [sys.executable, "-m", "faceswap.cli", "register", "--reports-dir", str(tmp_path / "reports"),
-         "--out", str(tmp_path / "register.json"), "--summary", str(tmp_path / "summary.md"),
-         "--params", str(REPO / "params.yaml")],
+        [sys.executable, "-m", "faceswap.cli", "register", "--params", str(REPO / "params.yaml")],  # paths: tmp
         capture_output=True, text=True, cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(REPO / "src")},
     )
     assert proc.returncode == 1
     assert "no evaluation for" in _one_error_line(proc.stderr)
-    assert not (tmp_path / "register.json").exists()
+    assert not (tmp_path / "metrics" / "register.json").exists()
 
 
 def test_evaluate_of_a_corrupt_checkpoint_is_one_line(tmp_path):
     (tmp_path / "models" / "resize_nearest" / "seed0").mkdir(parents=True)
     (tmp_path / "models" / "resize_nearest" / "seed0" / "model.pt").write_bytes(b"not a zip file")
-    r = CliRunner().invoke(app, ["evaluate", "--variant", "resize_nearest", "--models", str(tmp_path / "models"),
-                                 "--metrics-dir", str(tmp_path / "metrics"), "--no-mlflow",
-                                 "--params", str(REPO / "params.yaml")])
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump({"paths": {"models": str(tmp_path / "models"),
+                                                "variant_metrics": str(tmp_path / "metrics")}}))
+    r = CliRunner().invoke(app, ["evaluate", "--variant", "resize_nearest", "--no-mlflow", "--params", str(params)])
     assert r.exit_code == 1 and isinstance(r.exception, SystemExit), r.output
     assert "cannot read checkpoint" in _one_error_line(r.stderr)
 

@@ -8,8 +8,8 @@ import torch
 
 from faceswap.checkpoint import load_checkpoint
 from faceswap.compute import ComputeError, CpuFeatures, plan_compute
-from faceswap.train import TrainingError, default_workers, train
-from tests.test_train import faces, params  # noqa: F401 - the module's face-set fixture
+from faceswap.train import TrainingError, default_workers
+from tests.test_train import faces, params, train  # noqa: F401 - the module's face-set fixture
 
 ZEN3 = CpuFeatures(avx512_bf16=False, amx_bf16=False, capability="AVX2", onednn=True)
 ZEN4 = CpuFeatures(avx512_bf16=True, amx_bf16=False, capability="AVX512", onednn=True)
@@ -54,7 +54,7 @@ def test_cpu_training_makes_its_batches_inline():
 
 def test_fp16_on_cpu_is_a_clear_training_error(faces, tmp_path):  # noqa: F811
     with pytest.raises(TrainingError, match="fp16 needs a CUDA device"):
-        train(params(tmp_path, precision="fp16"), "convtranspose", tmp_path / "m", data=faces)
+        train(params(tmp_path, precision="fp16"), "convtranspose", tmp_path / "m", faces)
 
 
 def _weights_finite(path) -> bool:
@@ -70,11 +70,11 @@ def test_bf16_cpu_steps_train_and_resume_across_precisions(faces, tmp_path, caps
 
     def run(precision: str, channels_last: bool):
         return train(params(tmp_path, steps=16, checkpoint_every=8, val_every=8, precision=precision,
-                            channels_last=channels_last), "resize_nearest", out, data=faces)
+                            channels_last=channels_last), "resize_nearest", out, faces)
 
     r1 = run(first, cl)
-    assert r1.step == 16 and r1.best_val_loss is not None
-    assert torch.isfinite(torch.tensor(r1.history["loss"])).all()
+    assert r1.outcome.step == 16 and r1.best.val_loss is not None
+    assert torch.isfinite(torch.tensor(r1.curves.loss)).all()
     half = load_checkpoint(out / "checkpoints" / "step_0000008.pt")
     assert (half["precision"], half["channels_last"]) == (first, cl)
     for late in ("step_0000016.pt", "best.pt"):
@@ -82,10 +82,10 @@ def test_bf16_cpu_steps_train_and_resume_across_precisions(faces, tmp_path, caps
     capsys.readouterr()
     r2 = run(second, not cl)
     err = capsys.readouterr().err
-    assert r2.resumed_from == 8 and r2.step == 16
+    assert r2.outcome.resumed_from == 8 and r2.outcome.step == 16
     assert f"checkpoint written in {first}" in err and f"continuing in {second}" in err
     last = load_checkpoint(out / "checkpoints" / "step_0000016.pt")
     assert (last["precision"], last["channels_last"]) == (second, not cl)
-    assert torch.isfinite(torch.tensor(r2.history["loss"])).all() and _weights_finite(out / "model.pt")
+    assert torch.isfinite(torch.tensor(r2.curves.loss)).all() and _weights_finite(out / "model.pt")
     # the same arithmetic in another precision: the resumed run ends near the uninterrupted one
-    assert abs(r2.history["val_loss"][-1] - r1.history["val_loss"][-1]) < 0.25 * r1.history["val_loss"][-1]
+    assert abs(r2.curves.val_loss[-1] - r1.curves.val_loss[-1]) < 0.25 * r1.curves.val_loss[-1]

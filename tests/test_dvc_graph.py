@@ -71,7 +71,9 @@ def _command_imports(subcommand: str) -> set[str]:
                     found = set()
                     for sub in ast.walk(node):
                         if isinstance(sub, ast.ImportFrom) and (sub.module or "").startswith("faceswap"):
-                            found.add(sub.module)
+                            found.add(sub.module)  # `from faceswap.stages import train`: the module too
+                            found |= {f"{sub.module}.{a.name}" for a in sub.names
+                                      if _module_file(f"{sub.module}.{a.name}")}
                     return found
     raise AssertionError(f"no CLI command {subcommand!r} in cli.py")
 
@@ -104,3 +106,55 @@ def test_stage_declares_no_module_its_command_does_not_import(stage, subcommand,
     needed = _closure(_command_imports(subcommand)) - GLUE
     extra = sorted(d for d in deps if d.endswith(".py") and d.removeprefix("src/") not in needed)
     assert not extra, f"dvc.yaml stage {stage!r} declares code its command does not import: drop {extra}"
+
+
+def _stage_names(stages: object) -> set[str]:
+    """DVC's stage addresses (``train@convtranspose-0``) reduced to the dvc.yaml stage names (``train``)."""
+    return {name.split("@")[0] for name in stages}
+
+
+@pytest.mark.slow
+def test_a_decoder_edit_reruns_only_the_model_stages(tmp_path):
+    """The real thing, not the deps lists: a DVC project with this dvc.yaml, params.yaml and src/, every stage
+    committed as up to date; then one line added to model/blocks.py. ``dvc status`` must name exactly the
+    stages that build or read models (train, evaluate, register), not the data stages (~5 min of work)."""
+    import json
+    import shutil
+    import subprocess
+    import sys
+
+    shutil.copytree(SRC, tmp_path / "src", ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("dvc.yaml", "params.yaml"):
+        shutil.copy(REPO / name, tmp_path / name)
+    dvc = [sys.executable, "-m", "dvc"]
+    env = {"DVC_NO_ANALYTICS": "1", "PATH": "/usr/bin:/bin"}
+
+    def run(*args: str) -> str:
+        proc = subprocess.run([*dvc, *args], cwd=tmp_path, capture_output=True, text=True, env=env, timeout=300)
+        assert proc.returncode == 0, proc.stderr
+        return proc.stdout
+
+    run("init", "--no-scm", "-q")
+    from dvc.repo import Repo
+
+    with Repo(str(tmp_path)) as repo:  # every dep and out of every (templated, expanded) stage, as a placeholder
+        stages = list(repo.index.stages)
+        for stage in stages:
+            for item in [*stage.deps, *stage.outs]:
+                path = Path(item.fs_path)
+                if path.exists():
+                    continue
+                if path.suffix in {".json", ".parquet", ".md", ".csv", ".png", ".npz"}:
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    path.write_text("placeholder\n")
+                else:
+                    path.mkdir(parents=True, exist_ok=True)
+                    (path / "placeholder").write_text("x\n")
+    assert {"demo", "extract", "align", "validate", "train", "identity", "evaluate", "register"} <= {
+        s.name.split("@")[0] for s in stages}
+    run("commit", "--force", "-q")
+    assert json.loads(run("status", "--json") or "{}") == {}
+    with open(tmp_path / "src" / "faceswap" / "model" / "blocks.py", "a") as f:
+        f.write("\n# a decoder edit\n")
+    changed = _stage_names(json.loads(run("status", "--json")))
+    assert changed == {"train", "evaluate", "register"}, changed

@@ -9,12 +9,13 @@ from __future__ import annotations
 import base64
 import io
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from faceswap.evaluation.metrics import landmark_errors
-from faceswap.metrics.catalog import EVAL_METRICS
+from faceswap.names import EVAL_METRICS
 from faceswap.pictures import evenly_spaced, flattest_window
 
 from ._eval_fixtures import eval_params, make_face_set, make_identity_reference, train_tiny
@@ -61,7 +62,7 @@ def world(tmp_path_factory):
 @pytest.fixture(scope="module")
 def evaluated(world):
     from faceswap.config import MlflowParams
-    from faceswap.evaluate import evaluate_variant
+    from faceswap.stages import evaluate
 
     root = world["root"]
     params = eval_params(root, mlflow=True, landmark_faces=4)
@@ -73,7 +74,7 @@ def evaluated(world):
         "model": params.model.model_copy(update={"variants": VARIANTS}),
         "registry": params.registry.model_copy(update={"gates": {"swap_checkerboard_excess": 0.5}}),
     })
-    results = {v: evaluate_variant(v, params, root / "models", root / "metrics", root / "reports") for v in VARIANTS}
+    results = {v: evaluate.run(params, v) for v in VARIANTS}
     return {**world, "params": params, "results": results}
 
 
@@ -110,6 +111,7 @@ def test_metrics_json_has_every_key_in_sane_ranges(evaluated):
     # The seed's claim, measured: transposed conv leaves a grid that resize-then-convolve does not.
     conv = evaluated["results"]["convtranspose"].metrics
     near = evaluated["results"]["resize_nearest"].metrics
+    assert {type(r).__name__ for r in evaluated["results"].values()} == {"EvaluationRecord"}
     assert conv["recon_checkerboard_excess"] > near["recon_checkerboard_excess"] + 0.1
     assert conv["swap_checkerboard_excess"] > near["swap_checkerboard_excess"] + 0.1
     assert conv["recon_checkerboard_image"] > near["recon_checkerboard_image"]  # per image too
@@ -128,10 +130,10 @@ def test_logged_into_the_seed_runs_and_a_variant_summary_run(evaluated):
     seed_run = client.get_run(evaluated["train_run"])
     assert seed_run.data.metrics["eval/recon_lpips"] > 0
     # ... and the variant's summary (mean ± CI, pictures) into a run named after the variant, its parent
-    near = evaluated["results"]["resize_nearest"].mlflow
+    near = evaluated["results"]["resize_nearest"].mlflow.__dict__
     assert near["run_id"] != evaluated["train_run"]
     assert seed_run.data.tags["mlflow.parentRunId"] == near["run_id"]
-    conv = evaluated["results"]["convtranspose"].mlflow
+    conv = evaluated["results"]["convtranspose"].mlflow.__dict__
     for v, where in (("resize_nearest", near), ("convtranspose", conv)):
         run = client.get_run(where["run_id"])
         assert run.info.run_name == v and run.data.tags["variant"] == v
@@ -140,6 +142,13 @@ def test_logged_into_the_seed_runs_and_a_variant_summary_run(evaluated):
         assert "eval/swap_checkerboard_excess" in m
         names = {a.path for a in client.list_artifacts(where["run_id"], "evaluation")}
         assert {"evaluation/preview.png", "evaluation/zoom.png", "evaluation/spectrum.png"} <= names
+        assert f"evaluation/{v}.json" in names  # the evaluation record itself
+        # the UI's Dataset column: the accepted manifest it was measured on, by its DVC md5, in context evaluation
+        (inp,) = run.inputs.dataset_inputs
+        from faceswap.files import file_digest
+
+        assert inp.dataset.digest == file_digest(evaluated["params"].paths.accepted)
+        assert {t.key: t.value for t in inp.tags}["mlflow.data.context"] == "evaluation"
 
 
 @pytest.mark.slow
@@ -147,19 +156,21 @@ def test_register_champion_challenger_and_pyfunc(evaluated):
     import mlflow
     import pandas as pd
 
-    from faceswap.evaluate import evaluate_variant
     from faceswap.imageio import read_rgb
-    from faceswap.registry import register_best
     from faceswap.serving.pyfunc import encode_png
+    from faceswap.stages import evaluate, register
+
+    def register_best():
+        return register.run(params).to_json()
 
     root, params, uri = evaluated["root"], evaluated["params"], evaluated["uri"]
-    out, summary = root / "metrics" / "register.json", root / "reports" / "summary.md"
+    out, summary = Path(params.paths.register_record), Path(params.paths.summary)
 
     # 1. First registration: convtranspose fails the grid gate, resize_nearest wins and becomes champion.
-    rec = register_best(params, root / "reports", out, summary).record
+    rec = register_best()
     assert rec["variant"] == "resize_nearest" and rec["version"] == "1"
     assert rec["alias"] == "champion" and rec["champion_changed"] and rec["champion_version"] == "1"
-    assert rec["run_id"] == evaluated["results"]["resize_nearest"].mlflow["run_id"]  # the variant's summary run
+    assert rec["run_id"] == evaluated["results"]["resize_nearest"].mlflow.run_id  # the variant's summary run
     assert json.loads(out.read_text())["candidates"][0]["variant"] == "convtranspose"
     text = summary.read_text()
     assert "**resize_nearest**" in text and "no (swap_checkerboard_excess" in text
@@ -169,13 +180,13 @@ def test_register_champion_challenger_and_pyfunc(evaluated):
     assert mv.tags["git_commit"] == "0" * 40 and float(mv.tags["metric.recon_lpips"]) > 0
 
     # 2. Same winner again: not registered twice, champion unchanged.
-    rec = register_best(params, root / "reports", out, summary).record
+    rec = register_best()
     assert rec["version"] == "1" and not rec["champion_changed"] and "not registered again" in rec["reason"]
     assert rec["alias"] == "champion" and "already holds the champion alias" in rec["alias_reason"]
 
     # 3. A retrained resize_nearest that is worse: new version, challenger; the champion stays.
     train_tiny(root, "resize_nearest", init_seed=1, run_json={"tracking_uri": uri})
-    evaluate_variant("resize_nearest", params, root / "models", root / "metrics", root / "reports")
+    evaluate.run(params, "resize_nearest")
     path = root / "reports" / "evaluations" / "resize_nearest.json"
     record = json.loads(path.read_text())
     champ_lpips = float(mv.tags["metric.recon_lpips"])
@@ -185,14 +196,14 @@ def test_register_champion_challenger_and_pyfunc(evaluated):
         path.write_text(json.dumps(record))
 
     plant(champ_lpips + 0.05)
-    rec = register_best(params, root / "reports", out, summary).record
+    rec = register_best()
     assert rec["version"] == "2" and rec["alias"] == "challenger" and not rec["champion_changed"]
     assert rec["champion_version"] == "1" and "champion version 1 stays" in rec["alias_reason"]
     assert str(client.get_model_version_by_alias("faceswap", "champion").version) == "1"
 
     # 4. The same version measured better (planted): the champion moves to it.
     plant(champ_lpips - 0.05)
-    rec = register_best(params, root / "reports", out, summary).record
+    rec = register_best()
     assert rec["version"] == "2" and rec["alias"] == "champion" and rec["champion_changed"]
     assert str(client.get_model_version_by_alias("faceswap", "champion").version) == "2"
     assert "challenger" not in client.get_registered_model("faceswap").aliases  # v2 was challenger: cleared
@@ -229,11 +240,12 @@ def test_cli_register_with_nothing_qualifying(evaluated, tmp_path):
     reports = tmp_path / "reports"
     shutil.copytree(evaluated["root"] / "reports" / "evaluations", reports / "evaluations")
     params = tmp_path / "params.yaml"
-    params.write_text(yaml.safe_dump({"model": {"variants": list(VARIANTS)},
-                                      "register": {"gates": {"swap_checkerboard_excess": -1.0}}}))
     out = tmp_path / "register.json"
-    r = CliRunner().invoke(app, ["register", "--reports-dir", str(reports), "--out", str(out),
-                                 "--summary", str(tmp_path / "summary.md"), "--params", str(params)])
+    paths = {"evaluations": str(reports / "evaluations"), "register_record": str(out),
+             "summary": str(tmp_path / "summary.md")}
+    params.write_text(yaml.safe_dump({"model": {"variants": list(VARIANTS)}, "paths": paths,
+                                      "register": {"gates": {"swap_checkerboard_excess": -1.0}}}))
+    r = CliRunner().invoke(app, ["register", "--params", str(params)])
     assert r.exit_code == 0, r.output
     assert "nothing registered" in r.output
     rec = json.loads(out.read_text())

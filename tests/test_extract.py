@@ -10,9 +10,18 @@ import pytest
 from typer.testing import CliRunner
 
 from faceswap.cli import app
+from faceswap.config import load_params, with_overrides
 from faceswap.data.video import FRAME_COLUMNS, ExtractError, extract_frames, iter_sampled_frames
+from faceswap.stages import extract
 from tests._clips import face_clip
 from tests.conftest import REPO
+
+
+def _params(raw, frames, **extract_params):
+    """The repository's params with the stage's folders (and any ``extract.*``) overridden."""
+    overrides = {"paths.raw": str(raw), "paths.frames": str(frames)}
+    overrides |= {f"extract.{k}": v for k, v in extract_params.items()}
+    return with_overrides(load_params(REPO / "params.yaml"), overrides, "test", unset=object())
 
 
 @pytest.fixture(scope="module")
@@ -53,19 +62,24 @@ def test_bad_files_are_reported_and_skipped(tmp_path, good_clip):
     _half_written_avi(good_clip, raw / "b" / "half.avi")
     (raw / "b" / "notes.txt").write_text("not a video extension: ignored\n")
 
-    s = extract_frames(raw, tmp_path / "frames", ("a", "b"), every=2, max_frames=None)
-    by_name = {v["video"]: v for v in s.videos}
-    assert by_name["good.mp4"]["status"] == "ok" and by_name["good.mp4"]["frames_kept"] == 10
-    assert by_name["empty.mp4"]["status"] == "failed" and "empty" in by_name["empty.mp4"]["message"]
-    assert by_name["fake.mov"]["status"] == "failed" and "cannot open" in by_name["fake.mov"]["message"]
-    assert by_name["truncated.mp4"]["status"] == "failed"
+    s = extract.run(_params(raw, tmp_path / "frames", every=2, max_frames=None))
+    by_name = {v.video: v for v in s.videos}
+    assert by_name["good.mp4"].status == "ok" and by_name["good.mp4"].frames_kept == 10
+    assert by_name["empty.mp4"].status == "failed" and "empty" in by_name["empty.mp4"].message
+    assert by_name["fake.mov"].status == "failed" and "cannot open" in by_name["fake.mov"].message
+    assert by_name["truncated.mp4"].status == "failed"
     half = by_name["half.avi"]
-    assert half["status"] == "partial" and "stopped at frame" in half["message"]
-    assert 0 < half["frames_kept"] < 10
-    assert s.ignored_files == [str(raw / "b" / "notes.txt")]
+    assert half.status == "partial" and "stopped at frame" in half.message
+    assert 0 < half.frames_kept < 10
+    assert s.ignored_files == (str(raw / "b" / "notes.txt"),)
+    assert s.identities["a"].videos_failed == 3 and s.identities["b"].videos_partial == 1
+    assert "partial" in extract.format_record(s) and "notes.txt" in extract.format_record(s)
 
     report = json.loads((tmp_path / "frames" / "report.json").read_text())
+    assert report == json.loads(json.dumps(s.to_json()))
     assert report["identities"]["a"]["frames"] == 10 and report["identities"]["a"]["videos_failed"] == 3
+    assert report["videos"][0].keys() == {"identity", "video", "path", "status", "message", "fps",
+                                          "frames_expected", "frames_decoded", "frames_kept"}
     df = pd.read_parquet(tmp_path / "frames" / "frames.parquet")
     assert list(df.columns) == list(FRAME_COLUMNS)
     assert len(df) == s.frames and all((tmp_path / "frames" / p).is_file() for p in df["path"])
@@ -79,14 +93,21 @@ def test_identity_without_frames_fails_clearly(tmp_path, good_clip):
     (raw / "b").mkdir()
     (raw / "b" / "broken.mp4").write_text("nope")
     with pytest.raises(ExtractError, match=r"no frames for identity b .*1 video file\(s\), none decodable"):
-        extract_frames(raw, tmp_path / "frames", ("a", "b"))
-    assert (tmp_path / "frames" / "report.json").is_file()
+        extract.run(_params(raw, tmp_path / "frames"))
+    assert (tmp_path / "frames" / "report.json").is_file()  # the report is written before the error
+    assert not (extract_frames(raw, tmp_path / "lib", ("a", "b"), every=1).videos[-1].frames_kept)  # not the library's
+    assert not (tmp_path / "lib" / "report.json").exists()
 
     res = CliRunner().invoke(
         app, ["extract", str(raw), "--out", str(tmp_path / "f2"), "--params", str(REPO / "params.yaml")]
     )
     assert res.exit_code == 1
     assert "no frames for identity b" in res.output
+    assert (tmp_path / "f2" / "report.json").is_file()
+    res = CliRunner().invoke(  # 0 is a value, not "not given": params say what is allowed
+        app, ["extract", str(raw), "--out", str(tmp_path / "f3"), "--every", "0", "--params", str(REPO / "params.yaml")]
+    )
+    assert res.exit_code == 2 and "extract.every = 0" in res.output and not (tmp_path / "f3").exists()
 
 
 def test_refuses_to_wipe_a_foreign_folder(tmp_path, good_clip):

@@ -64,7 +64,7 @@ elif what == "register":
     best = min(cands, key=lambda c: c["recon_lpips"])
     dump("metrics/register.json", {
         "model_name": "faceswap", "version": "3", "run_id": "r3", "variant": best["variant"], "alias": "champion",
-        "champion_version": "3", "champion_changed": True, "reason": "lowest recon_lpips",
+        "champion_version": "3", "champion_changed": True, "reason": "lowest recon_lpips", "rule": "lowest lpips",
         "tracking_uri": "http://mlflow.example:5000",
         "candidates": [{"variant": c["variant"], "qualifies": True, "rank": i + 1, "note": "",
                         "metrics": {"recon_lpips": c["recon_lpips"]}} for i, c in enumerate(cands)]})
@@ -124,10 +124,10 @@ def test_artifact_builders_tolerate_missing_files(tmp_path):
 
     md = art.champion_markdown(tmp_path, "metrics/register.json")
     assert "No register record" in md and "skipped" in md
-    md = art.variant_metrics_markdown(tmp_path, ["convtranspose"], "metrics/{variant}.json")
+    md = art.variant_metrics_markdown(tmp_path, {"convtranspose": "metrics/convtranspose.json"})
     assert "No variant has evaluation metrics" in md and "convtranspose" in md
     assert "has not run" in art.validation_markdown(tmp_path, "metrics/validation.json")
-    assert "no run record" in art.mlflow_runs_markdown(tmp_path, ["pixelshuffle"], "models/{variant}/run.json")
+    assert "no run record" in art.mlflow_runs_markdown(tmp_path, {"pixelshuffle": "models/pixelshuffle/run.json"})
     (tmp_path / "metrics").mkdir()
     (tmp_path / "metrics" / "register.json").write_text("{not json")
     assert "unreadable" in art.champion_markdown(tmp_path, "metrics/register.json")
@@ -155,7 +155,7 @@ def test_flow_params_are_validated():
         parse_params({"flow": {"schedule": {"cron": "every night"}}})
     with pytest.raises(ConfigError, match=r"flow\.schedule\.timezone"):
         parse_params({"flow": {"schedule": {"timezone": "Mars/Olympus"}}})
-    with pytest.raises(ConfigError, match="must contain"):
+    with pytest.raises(ConfigError, match=r"flow\.artifacts: unknown key"):  # the files are paths.* now
         parse_params({"flow": {"artifacts": {"variant_metrics": "metrics/all.json"}}})
     assert parse_params({}).flow.schedule.cron == "0 3 * * *"
 

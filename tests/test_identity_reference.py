@@ -32,7 +32,7 @@ def test_reference_separates_the_two_people_and_round_trips(faces_root):
     summary = json.loads((faces_root / "metrics" / "identity.json").read_text())
     assert summary["truth_identity_success"] == 1.0 and summary["test_faces"] == {"a": 6, "b": 6}
     # fewer training crops in the centroid: same people, nearly the same centroid
-    small = build_reference(params, train_faces=4)
+    small = build_reference(params, params.paths.accepted, params.paths.faces, train_faces=4)
     assert small.train_faces == {"a": 4, "b": 4}
     assert np.linalg.norm(small.centroids["a"] - ref.centroids["a"]) < 0.15
 
@@ -56,7 +56,7 @@ def test_evaluation_scores_a_swap_that_keeps_the_source_low_and_a_true_swap_high
 
     params = eval_params(faces_root)
     ref = IdentityReference.load(make_identity_reference(faces_root, params))
-    test = load_faces(params.evaluate.data, ("a", "b"), "test", 64, params.evaluate.faces_dir)
+    test = load_faces(params.paths.accepted, ("a", "b"), "test", 64, params.paths.faces)
     t = {i: torch.from_numpy(test[i].images).permute(0, 3, 1, 2).float() / 255 for i in ("a", "b")}
     kept = identity_metrics({"swap_a": t["a"], "swap_b": t["b"]}, ("a", "b"), ref, {})
     assert kept["swap_identity_success_a2b"] == 0.0 and kept["swap_identity_success_b2a"] == 0.0

@@ -12,8 +12,9 @@ from torch import nn
 from typer.testing import CliRunner
 
 from faceswap.cli import app
-from faceswap.config import DETECTORS, ConfigError, Params, parse_params, upsample_variants
+from faceswap.config import DETECTORS, ConfigError, Params, parse_params
 from faceswap.model import UPSAMPLERS, FaceSwapAutoencoder, ModelConfig, upsampler
+from faceswap.names import VARIANTS
 from tests.conftest import REPO
 
 PARAMS = str(REPO / "params.yaml")
@@ -21,7 +22,7 @@ PARAMS = str(REPO / "params.yaml")
 
 def test_decoder_variants_are_the_registry_everywhere():
     names = tuple(UPSAMPLERS)
-    assert names == upsample_variants() == Params().model.variants
+    assert names == VARIANTS == Params().model.variants  # the torch-free name list is the registry's
     assert len(names) == 5 and {"convtranspose", "resize_nearest", "pixelshuffle_icnr"} <= set(names)
     for name in names:
         assert parse_params({"model": {"variants": [name]}}).model.variants == (name,)
@@ -58,7 +59,13 @@ def registry_snapshot():
     UPSAMPLERS.update(before)
 
 
-def test_a_new_variant_is_one_registered_class(registry_snapshot):
+def test_a_new_variant_is_one_registered_class(registry_snapshot, monkeypatch):
+    from faceswap import names
+
+    with pytest.raises(ValueError, match=r"not in faceswap/names\.py VARIANTS"):
+        upsampler("nearest_depthwise")(nn.Identity)  # the registry and the name list cannot drift apart
+    monkeypatch.setattr(names, "VARIANTS", (*names.VARIANTS, "nearest_depthwise"))
+
     @upsampler("nearest_depthwise")
     class NearestDepthwiseUp(nn.Sequential):
         """Nearest ×2, then a depthwise 3×3 and a pointwise conv: a variant written only in this test."""

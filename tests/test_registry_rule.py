@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from faceswap.config import ConfigError, RegisterParams, parse_params
-from faceswap.metrics.catalog import EVAL_METRICS, RANKABLE, direction
+from faceswap.evaluation.record import MetricView
+from faceswap.names import EVAL_METRICS, RANKABLE, direction
 from faceswap.registry import Candidate, beats, select, summary_table
 
 
@@ -14,7 +15,7 @@ def cand(name: str, lpips: float, cycle: float = 0.3, swap_excess: float = 0.0, 
     """A candidate with planted means; ``ci`` gives recon_lpips a 95% interval of ± ci."""
     metrics = {"recon_lpips": lpips, "cycle_lpips": cycle, "swap_checkerboard_excess": swap_excess, **extra}
     est = {} if ci is None else {"recon_lpips": {"mean": lpips, "ci_lo": lpips - ci, "ci_hi": lpips + ci}}
-    return Candidate(name, metrics, {"estimates": est})
+    return Candidate(name, MetricView(metrics, est))
 
 
 RULE = RegisterParams(gates={"swap_checkerboard_excess": 0.05}, prefer=("swap_checkerboard_excess", "cycle_lpips"))
@@ -72,7 +73,7 @@ def test_every_gate_must_hold_in_its_own_direction():
 
 
 def test_missing_metric_ranks_last_and_higher_is_better_metrics_rank_the_other_way():
-    cs = [cand("a", 0.1, cycle=0.2), Candidate("b", {"swap_checkerboard_excess": 0.0, "cycle_lpips": 0.1})]
+    cs = [cand("a", 0.1, cycle=0.2), Candidate("b", MetricView({"swap_checkerboard_excess": 0.0, "cycle_lpips": 0.1}))]
     assert select(cs, RULE)[0].variant == "a"
     psnr_rule = RULE.model_copy(update={"primary": "recon_psnr"})
     cs = [cand("lo", 0.1, recon_psnr=20.0), cand("hi", 0.2, recon_psnr=25.0)]

@@ -15,27 +15,24 @@ import pytest
 from typer.testing import CliRunner
 
 from faceswap.cli import app
-from faceswap.config import AlignParams, SplitParams
+from faceswap.config import AlignParams, SplitParams, load_params, with_overrides
+from faceswap.data import retinaface_common as rc
 from faceswap.data import retinaface_mnet as rm
-from faceswap.data.align import align_faces
 from faceswap.data.demo import write_video
 from faceswap.data.detect import (
-    LARGE_FACE,
-    ROLL_ANGLES,
-    ROLL_ANGLES_LARGE,
     Detections,
     MtcnnDetector,
     RetinaFaceMnetDetector,
     RetinaFaceWeightsError,
-    RollRetry,
-    _probes,
     create_detector,
     resolve_detector_name,
 )
 from faceswap.data.geometry import apply_affine, face_template, umeyama
 from faceswap.data.manifest import column_array, manifest_detector
+from faceswap.data.roll_retry import LARGE_FACE, ROLL_ANGLES, ROLL_ANGLES_LARGE, RollRetry, _probes
 from faceswap.data.video import extract_frames
 from faceswap.files import file_sha256
+from faceswap.stages import align
 from tests._clips import face_clip, two_face_clip
 from tests.conftest import REPO
 
@@ -88,11 +85,11 @@ def test_torch_agrees_with_onnxruntime_and_the_measured_reference(rf, astronaut)
         assert a.shape == b.shape
         np.testing.assert_allclose(a.numpy(), b, atol=1e-3)
     # decoded through the same prior boxes, the best face from each path agrees within 1 px
-    priors = rm.prior_boxes(512, 512)
+    priors = rc.prior_boxes(512, 512)
     best = []
     for loc, conf, land in (ours, [torch.from_numpy(r) for r in ref]):
         i = int(conf[0, :, 1].argmax())
-        boxes, lms = rm.decode(loc[0, i], land[0, i], priors[i])
+        boxes, lms = rc.decode(loc[0, i], land[0, i], priors[i])
         best.append((boxes.numpy() * 512, lms.numpy() * 512, float(conf[0, i, 1])))
     (tb, tl, ts), (ob, ol, os_) = best
     assert np.abs(tb - ob).max() < 1.0 and np.abs(tl - ol).max() < 1.0 and abs(ts - os_) < 1e-4
@@ -213,7 +210,7 @@ def test_rolled_faces_come_out_eyes_level(rf, astronaut, angle):
 def test_upright_faces_cost_no_second_look(rf, astronaut):
     retry = RollRetry(rf, usable=lambda d: d.scores >= 0.95)
     retry.detect([_frame_with(astronaut, a, side=360) for a in (0, 10, -15)])
-    assert retry.retried == 0 and retry.refined == 0
+    assert retry.stats.retried == 0 and retry.stats.refined == 0
 
 
 class _Counting:
@@ -233,11 +230,11 @@ def test_a_faceless_stretch_is_probed_not_turned_frame_by_frame(rf):
     counting = _Counting(rf)
     retry = RollRetry(counting, usable=lambda d: d.scores >= 0.95, every=4)
     assert not any(len(d) for d in retry.detect([blank] * 12))
-    assert retry.retried == 12 and retry.turned == 3  # frames 1, 5 and 9 of the run
+    assert retry.stats.retried == 12 and retry.stats.turned == 3  # frames 1, 5 and 9 of the run
     assert counting.frames == 12 + 3 * len(ROLL_ANGLES)
     exhaustive = RollRetry(rf, usable=lambda d: d.scores >= 0.95, every=1)
     exhaustive.detect([blank] * 12)
-    assert exhaustive.turned == 12
+    assert exhaustive.stats.turned == 12
 
 
 def test_turned_looks_do_not_crop_streaks_as_faces(rf, astronaut):
@@ -308,14 +305,14 @@ def test_a_run_split_across_batches_is_probed_once_as_a_whole(rf, astronaut):
     counting = _Counting(rf)
     retry = RollRetry(counting, usable=lambda d: d.scores >= 0.95, every=4)
     out = retry.look_upright(frames[:6]) + retry.look_upright(frames[6:])  # two batches
-    assert counting.frames == len(frames) and retry.turned == 0
+    assert counting.frames == len(frames) and retry.stats.turned == 0
     retry.recover(out, frames.__getitem__)
-    assert retry.retried == 7
+    assert retry.stats.retried == 7
     found = [bool((d.scores >= 0.95).any()) if len(d) else False for d in out]
     assert found == [True] * 3 + [False] * 2 + [True] * 4 + [False] + [True] * 2
     assert all(abs(_eye_angle(_best(d)[2])) < 5.0 for d in out[5:9])
     # probes 4 and 8 (run of 7, every 4); the find at 8 spreads to 7, 6, 5 and stops at 9; 4's find is none
-    assert retry.turned == 2 + 4
+    assert retry.stats.turned == 2 + 4
 
 
 # --- the stage with RetinaFace --------------------------------------------------------------------------
@@ -339,9 +336,11 @@ def test_stage_keeps_every_rolled_frame_tracks_the_clip_face_and_names_unreadabl
     if "roll" in str(bad):
         bad = sorted((tmp_path / "frames").rglob("*.jpg"))[-1]
     bad.write_bytes(b"not a jpeg")
-    split = SplitParams(mode="tail", val_fraction=0.1, gap_s=0.0)
-    s = align_faces(tmp_path / "frames", tmp_path / "faces", rf, _params(smoothing="none"), split, size=64,
-                    progress=False)
+    p = with_overrides(load_params(REPO / "params.yaml"), {
+        "paths.frames": str(tmp_path / "frames"), "paths.faces": str(tmp_path / "faces"),
+        "paths.align_metrics": str(tmp_path / "align.json"), "align": _params(smoothing="none").model_dump(),
+        "split": SplitParams(mode="tail", val_fraction=0.1, gap_s=0.0).model_dump(), "base.image_size": 64}, "test")
+    s = align.run(p, rf)
     df = pd.read_parquet(tmp_path / "faces" / "manifest.parquet")
     roll = df[df["video"] == "roll.mp4"].sort_values("frame_index")
     assert len(roll) == len(angles)  # no frame lost to the detector

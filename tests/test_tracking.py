@@ -62,9 +62,9 @@ def test_train_validate_evaluate_runs_share_one_experiment(tmp_path, monkeypatch
     import mlflow
 
     from faceswap.evaluation.runs import log_to_mlflow
+    from faceswap.stages.validate import ValidationRecord
+    from faceswap.stages.validate import log_to_mlflow as log_validation
     from faceswap.tracking import start_run
-    from faceswap.validation.stage import ValidationResult
-    from faceswap.validation.stage import log_to_mlflow as log_validation
 
     monkeypatch.chdir(tmp_path)
     uri = f"sqlite:///{tmp_path / 'db' / 'mlflow.db'}"
@@ -77,7 +77,7 @@ def test_train_validate_evaluate_runs_share_one_experiment(tmp_path, monkeypatch
     train.end()
     quarantine = tmp_path / "quarantine.parquet"
     quarantine.write_bytes(b"PAR1")
-    result = ValidationResult(True, "filter", 4, 4, 0, 10, [], {}, {}, None, str(quarantine), None, None, {})
+    result = ValidationRecord(True, "filter", 4, 4, 0, 10, (), {}, {}, None, str(quarantine), "v.json", None, {})
     validate_id = log_validation(result, tmp_path / "no-docs", p)
     where = log_to_mlflow({"mlflow_run_id": train_id}, "resize_nearest", {"recon_lpips": 0.2}, None, {}, 0,
                           params=p)
@@ -101,3 +101,40 @@ def test_ui_links_open_the_model_training_views():
 
     assert ui_url("http://127.0.0.1:5000/") == "http://127.0.0.1:5000/#/experiments?workflowType=machine_learning"
     assert ui_url("http://h:5000", "3", "abc") == "http://h:5000/#/experiments/3/runs/abc?workflowType=machine_learning"
+
+
+def test_manifest_is_logged_as_the_runs_dataset_input(tmp_path, monkeypatch):
+    """The MLflow UI's *Dataset* column: the manifest a run trained or was evaluated on, by name, DVC md5, context
+    and commit, read back from a real sqlite store."""
+    import json
+    import warnings
+
+    import mlflow
+
+    from faceswap.tracking import EVALUATION, TRAINING, Tracker, file_md5, log_manifest_input, open_run
+
+    from ._eval_fixtures import make_face_set
+
+    monkeypatch.chdir(tmp_path)
+    manifest = make_face_set(tmp_path, train=2, val=1, test=1)
+    cfg = MlflowParams(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    train, evaluate = open_run(cfg, "resize_nearest-seed0"), open_run(cfg, "evaluate")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        digest = log_manifest_input(train, manifest, TRAINING, commit="c0ffee")
+        log_manifest_input(evaluate, manifest, EVALUATION, dvc_hash="d" * 32, commit="c0ffee-dirty")
+    assert not [str(w.message) for w in caught if issubclass(w.category, UserWarning)]
+    assert log_manifest_input(Tracker(), manifest, TRAINING) is None  # tracking off: nothing to log
+
+    client = mlflow.MlflowClient(cfg.tracking_uri)
+    (trained,) = client.get_run(train.run_id).inputs.dataset_inputs
+    assert trained.dataset.name == "faces.parquet" and trained.dataset.digest == file_md5(manifest) == digest
+    assert {t.key: t.value for t in trained.tags} == {"mlflow.data.context": "training", "git_commit": "c0ffee"}
+    assert trained.dataset.source_type == "local"
+    assert json.loads(trained.dataset.source) == {"uri": str(manifest.resolve())}
+    assert json.loads(trained.dataset.profile)["num_rows"] == 8  # 2 identities × (2 + 1 + 1) faces
+    assert "face_id" in {c["name"] for c in json.loads(trained.dataset.schema)["mlflow_colspec"]}
+    (evaluated,) = client.get_run(evaluate.run_id).inputs.dataset_inputs
+    assert evaluated.dataset.digest == "d" * 32
+    assert {t.key: t.value for t in evaluated.tags} == {"mlflow.data.context": "evaluation",
+                                                        "git_commit": "c0ffee-dirty"}

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -16,7 +17,8 @@ import yaml
 from faceswap.checkpoint import load_checkpoint, load_model
 from faceswap.config import ConfigError, parse_params
 from faceswap.data.dataset import StepBatches, SwapPairs, load_faces
-from faceswap.train import TrainingError, lr_at, train
+from faceswap.train import TrainingError, lr_at
+from faceswap.train import train as train_lib
 from tests._faces import make_face_set
 from tests.conftest import REPO
 
@@ -29,16 +31,19 @@ def faces(tmp_path_factory):
 def raw_params(tmp_path, **train):
     t = {"steps": 20, "batch_size": 4, "lr": 2e-3, "warmup_steps": 2, "val_every": 5, "val_images": 4,
          "checkpoint_every": 5, "keep_checkpoints": 2, "preview_every": 10, "preview_rows": 2, "log_every": 5,
-         "workers": 0, "faces_dir": None, "loss": {"lpips_net": "none"},
+         "workers": 0, "loss": {"lpips_net": "none"},
          "mlflow": False}
+    # every file a stage writes lands in tmp_path (the manifest and crops: the tests pass their face set)
+    paths = {"models": str(tmp_path / "models"), "train_metrics": str(tmp_path / "metrics" / "train"),
+             "train_curves": str(tmp_path / "metrics" / "train" / "curves")}
     tracking = {"tracking_uri": f"sqlite:///{tmp_path}/mlflow.db", "artifact_root": str(tmp_path / "mlruns")}
     for k, v in train.items():
-        if k == "tracking":
-            tracking.update(v)
+        if k in ("tracking", "paths"):
+            (tracking if k == "tracking" else paths).update(v)
             continue
         t[k] = {**t[k], **v} if isinstance(v, dict) and isinstance(t.get(k), dict) else v
     return {"base": {"seed": 0, "image_size": 64}, "model": {"width": 4, "bottleneck_channels": 16}, "train": t,
-            "mlflow": tracking}
+            "mlflow": tracking, "paths": paths}
 
 
 def params(tmp_path, **train):
@@ -53,6 +58,16 @@ def write_params(tmp_path, **train):
 
 def cli_env(**extra):
     return {**os.environ, "PYTHONPATH": str(REPO), **extra}
+
+
+def train(p, variant, out, faces, **kw):
+    """The library on the test face set (crop paths relative to the manifest's folder: ``faces_dir=None``)."""
+    return train_lib(p, variant, out, manifest=faces, faces_dir=None, **kw)
+
+
+def with_faces(faces):
+    """``paths`` of a params file for the stage and the CLI: the test face set as the accepted manifest."""
+    return {"accepted": str(faces), "faces": str(faces.parent)}
 
 
 # --- pieces -----------------------------------------------------------------------------------------------
@@ -99,21 +114,32 @@ def test_bad_train_values_are_named(train, needles):
 
 @pytest.mark.slow
 def test_loss_decreases_and_outputs_follow_the_interface(faces, tmp_path):
-    p = params(tmp_path, steps=60, val_every=20, checkpoint_every=20, preview_every=30,
+    """The stage: the library's run folder under paths.run_dir, the stage's metrics file and curves."""
+    from faceswap.stages import train as stage
+
+    p = params(tmp_path, steps=60, val_every=20, checkpoint_every=20, preview_every=30, paths=with_faces(faces),
                loss={"lpips_net": "alex", "lpips_weight": 0.1, "lpips_every": 2, "lpips_images": 2})
-    out = tmp_path / "m"
-    r = train(p, "resize_nearest", out, data=faces, metrics_path=tmp_path / "metrics.json",
-              curves_dir=tmp_path / "curves")
-    assert r.step == 60 and r.interrupted is None
-    assert r.history["loss"][-1] < 0.7 * r.history["loss"][0]
-    assert r.history["val_loss"][-1] < r.history["val_loss"][0]
+    r = stage.run(p, "resize_nearest", 0)
+    out = tmp_path / "models" / "resize_nearest" / "seed0"
+    assert r.step == 60 and r.interrupted is None and r.run_dir == str(out)
+    curves = tmp_path / "metrics" / "train" / "curves" / "resize_nearest" / "seed0"
+    assert r.metrics == str(tmp_path / "metrics" / "train" / "resize_nearest" / "seed0.json")
+    assert r.curves == str(curves)
+    train_rows = [line.split(",") for line in (curves / "train.csv").read_text().splitlines()]
+    val_rows = [line.split(",") for line in (curves / "val.csv").read_text().splitlines()]
+    assert train_rows[0] == ["step", "loss"] and train_rows[1][0] == "5" and len(train_rows) == 1 + 12
+    assert val_rows[0] == ["step", "val_loss", "train_clean_loss"]
+    assert [v[0] for v in val_rows[1:]] == ["20", "40", "60"]
+    loss, val = [float(v[1]) for v in train_rows[1:]], [float(v[1]) for v in val_rows[1:]]
+    assert loss[-1] < 0.7 * loss[0] and val[-1] < val[0]
+    assert r.final_train_loss == pytest.approx(loss[-1], abs=1e-6)
     model, state = load_model(out / "model.pt")
-    assert {"model", "model_config", "step", "val_loss", "variant"} <= set(state)
+    assert {"model", "model_config", "step", "val_loss", "variant", "schema_version"} <= set(state)
     assert state["variant"] == "resize_nearest" and state["step"] == r.best_step
-    assert state["val_loss"] == pytest.approx(min(r.history["val_loss"]))
+    assert state["val_loss"] == pytest.approx(min(val), abs=1e-6) and r.best_val_loss == state["val_loss"]
     assert sorted(x.name for x in (out / "checkpoints").iterdir()) == ["best.pt", "step_0000040.pt", "step_0000060.pt"]
     full = load_checkpoint(out / "checkpoints" / "step_0000060.pt")  # weights_only: the whole state loads safely
-    assert {"optimizer", "scaler", "schedule", "rng", "config", "fingerprint"} <= set(full)
+    assert {"optimizer", "scaler", "schedule", "rng", "config", "fingerprint", "schema_version"} <= set(full)
     run = json.loads((out / "run.json").read_text())
     assert set(run) == {"variant", "mlflow_run_id", "mlflow_experiment_id", "tracking_uri", "data_version",
                         "git_commit", "steps", "best_val_loss", "best_step"}
@@ -123,8 +149,10 @@ def test_loss_decreases_and_outputs_follow_the_interface(faces, tmp_path):
 
     grid = read_rgb(out / "previews" / "step_0000060.png")
     assert grid.shape == (2 + 2 * 66, 2 + 6 * 66, 3)  # 2 rows × (A | A rec | A→B | B→A | B rec | B)
-    assert json.loads((tmp_path / "metrics.json").read_text())["best_step"] == r.best_step
-    assert (tmp_path / "curves" / "train.csv").read_text().startswith("step,loss\n5,")
+    metrics = json.loads(Path(r.metrics).read_text())
+    assert list(metrics) == list(stage.TrainRecord.METRICS) and metrics == r.to_json()
+    assert metrics["best_step"] == r.best_step and metrics["world_size"] == 1 and metrics["variant"] == "resize_nearest"
+    assert "trained resize_nearest: 60 steps" in stage.format_record(r)
     assert model.config.decoder == "resize_nearest"
 
 
@@ -133,12 +161,12 @@ def test_sigterm_saves_and_resume_matches_an_uninterrupted_run(faces, tmp_path):
     steps = 150
     # same thread count in this process and the child, so that both sum in the same order
     ref = train(params(tmp_path, steps=steps, checkpoint_every=2, val_every=50), "pixelshuffle_icnr",
-                tmp_path / "ref", data=faces)
+                tmp_path / "ref", faces)
     cfg = write_params(tmp_path, steps=steps, checkpoint_every=2, val_every=50)
-    out = tmp_path / "run"
+    out = tmp_path / "models" / "pixelshuffle_icnr" / "seed0"
     proc = subprocess.Popen(
         [sys.executable, "-m", "faceswap.cli", "train", "--variant", "pixelshuffle_icnr", "--out", str(out),
-         "--data", str(faces), "--params", str(cfg)],
+         "--data", str(faces), "--faces-dir", str(faces.parent), "--params", str(cfg)],
         env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
     while not (out / "checkpoints" / "step_0000004.pt").exists() and proc.poll() is None:
@@ -147,13 +175,14 @@ def test_sigterm_saves_and_resume_matches_an_uninterrupted_run(faces, tmp_path):
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 128 + signal.SIGTERM, err
-    assert "stopped by signal" in err
+    assert "stopped by signal" in err and "interrupted at step" in err and "rerun the same command" in err
     stopped = max(int(c.stem.split("_")[1]) for c in (out / "checkpoints").glob("step_*.pt"))
     assert 4 <= stopped < steps
     assert not (out / "model.pt").exists()  # an interrupted run is not a finished one
+    assert not (tmp_path / "metrics").exists()  # nor are its records written
 
-    r = train(parse_params(yaml.safe_load(cfg.read_text())), "pixelshuffle_icnr", out, data=faces)
-    assert r.resumed_from == stopped and r.step == steps
+    r = train(parse_params(yaml.safe_load(cfg.read_text())), "pixelshuffle_icnr", out, faces)
+    assert r.outcome.resumed_from == stopped and r.outcome.step == steps
     a = load_checkpoint(tmp_path / "ref" / "checkpoints" / f"step_{steps:07d}.pt")
     b = load_checkpoint(out / "checkpoints" / f"step_{steps:07d}.pt")
     for k in a["model"]:
@@ -161,25 +190,65 @@ def test_sigterm_saves_and_resume_matches_an_uninterrupted_run(faces, tmp_path):
     for s, st in a["optimizer"]["state"].items():
         torch.testing.assert_close(b["optimizer"]["state"][s]["exp_avg_sq"], st["exp_avg_sq"], rtol=0, atol=1e-9)
         assert float(b["optimizer"]["state"][s]["step"]) == float(st["step"])
-    assert r.history["loss"] == pytest.approx(ref.history["loss"], abs=1e-6)
+    assert r.curves.loss == pytest.approx(ref.curves.loss, abs=1e-6)
 
 
 def test_corrupt_latest_checkpoint_falls_back_and_changed_config_starts_fresh(faces, tmp_path, capsys):
     out = tmp_path / "m"
-    train(params(tmp_path, steps=10), "convtranspose", out, data=faces)
+    train(params(tmp_path, steps=10), "convtranspose", out, faces)
     latest = out / "checkpoints" / "step_0000010.pt"
     latest.write_bytes(latest.read_bytes()[:1000])
     with pytest.warns(RuntimeWarning, match="falling back"):
-        r = train(params(tmp_path, steps=12), "convtranspose", out, data=faces)
-    assert r.resumed_from is None  # steps changed the schedule: a new config
+        r = train(params(tmp_path, steps=12), "convtranspose", out, faces)
+    assert r.outcome.resumed_from is None  # steps changed the schedule: a new config
     latest = out / "checkpoints" / "step_0000012.pt"
     latest.write_bytes(b"garbage")
     with pytest.warns(RuntimeWarning, match="falling back"):
-        r = train(params(tmp_path, steps=12, checkpoint_every=5, preview_every=3), "convtranspose", out, data=faces)
-    assert r.resumed_from == 10 and r.step == 12  # operational keys may change without losing the run
+        r = train(params(tmp_path, steps=12, checkpoint_every=5, preview_every=3), "convtranspose", out, faces)
+    assert r.outcome.resumed_from == 10 and r.outcome.step == 12  # operational keys may change, the run goes on
     capsys.readouterr()
-    r = train(params(tmp_path, steps=12, lr=1e-3), "convtranspose", out, data=faces)
-    assert r.resumed_from is None and "config changed" in capsys.readouterr().err
+    r = train(params(tmp_path, steps=12, lr=1e-3), "convtranspose", out, faces)
+    assert r.outcome.resumed_from is None and "config changed" in capsys.readouterr().err
+
+
+def test_resume_reasons(faces, tmp_path):
+    """find_resume says why with an enum: none, resumed, config changed (the old run's files go), unreadable."""
+    from faceswap.train import ResumeReason, find_resume, fingerprint, run_config
+
+    out = tmp_path / "m"
+    ckpts = out / "checkpoints"
+    assert find_resume(ckpts, "x").reason is ResumeReason.NONE_FOUND
+    p = params(tmp_path, steps=4, checkpoint_every=2, val_every=2, preview_every=2)
+    train(p, "resize_nearest", out, faces)
+    fp = load_checkpoint(ckpts / "step_0000004.pt")["fingerprint"]
+    found = find_resume(ckpts, fp)
+    assert found.reason is ResumeReason.RESUMED and found.state.step == 4 and found.path == ckpts / "step_0000004.pt"
+    changed = params(tmp_path, steps=4, checkpoint_every=2, val_every=2, preview_every=2, lr=1e-3)
+    new_fp = fingerprint(run_config(changed, "resize_nearest", found.state.config["data_version"], 0))
+    assert new_fp != fp
+    found = find_resume(ckpts, new_fp)
+    assert found.reason is ResumeReason.CONFIG_CHANGED and found.state is None and "config changed" in found.message
+    r = train(changed, "resize_nearest", out, faces)  # a fresh start: the old run's files were deleted first
+    assert r.outcome.resumed_from is None and r.outcome.step == 4
+    assert load_checkpoint(ckpts / "step_0000004.pt")["fingerprint"] == new_fp
+    for c in ckpts.glob("step_*.pt"):
+        c.write_bytes(b"garbage")
+    with pytest.warns(RuntimeWarning, match="falling back"):
+        assert find_resume(ckpts, new_fp).reason is ResumeReason.UNREADABLE
+
+
+def test_a_checkpoint_of_an_unknown_schema_stops_the_resume_with_what_to_do(faces, tmp_path):
+    from faceswap.checkpoint import SCHEMA_VERSION, CheckpointVersionError, save_checkpoint
+
+    out = tmp_path / "m"
+    p = params(tmp_path, steps=4, checkpoint_every=4, val_every=4, preview_every=4)
+    train(p, "resize_nearest", out, faces)
+    path = out / "checkpoints" / "step_0000004.pt"
+    state = load_checkpoint(path)
+    save_checkpoint(path, {**state, "schema_version": SCHEMA_VERSION + 1})
+    with pytest.raises(CheckpointVersionError, match=r"newer faceswap: upgrade faceswap.*delete .*checkpoints"):
+        train(p, "resize_nearest", out, faces)
+    assert path.is_file()  # not overwritten by a fresh start
 
 
 def _nan_loss_at(monkeypatch, steps: set[int]) -> None:
@@ -204,14 +273,14 @@ def _nan_loss_at(monkeypatch, steps: set[int]) -> None:
 
 def test_nonfinite_losses_are_skipped_then_stop_the_run(faces, tmp_path, capsys, monkeypatch):
     _nan_loss_at(monkeypatch, {3})
-    r = train(params(tmp_path, steps=8, checkpoint_every=2), "resize_bilinear", tmp_path / "ok", data=faces)
-    assert r.nonfinite_skipped == 1 and r.step == 8
+    r = train(params(tmp_path, steps=8, checkpoint_every=2), "resize_bilinear", tmp_path / "ok", faces)
+    assert r.outcome.nonfinite_skipped == 1 and r.outcome.step == 8
     assert "non-finite loss at step 3" in capsys.readouterr().err
     out = tmp_path / "bad"
     monkeypatch.undo()
     _nan_loss_at(monkeypatch, {4, 5, 6})
     with pytest.raises(TrainingError, match=r"3 non-finite steps in a row \(steps 4..6, last: loss\).*step_0000006.pt"):
-        train(params(tmp_path, steps=20, checkpoint_every=2, max_nonfinite=3), "resize_bilinear", out, data=faces)
+        train(params(tmp_path, steps=20, checkpoint_every=2, max_nonfinite=3), "resize_bilinear", out, faces)
     assert load_checkpoint(out / "checkpoints" / "step_0000006.pt")["step"] == 6  # weights of step 4, unharmed
     assert not (out / "model.pt").exists()
 
@@ -240,27 +309,47 @@ def test_nonfinite_gradients_with_a_finite_loss_skip_the_step(faces, tmp_path, c
 
     monkeypatch.setattr(tr, "reconstruction_loss", poisoned)
     out = tmp_path / "m"
-    r = train(params(tmp_path, steps=4, checkpoint_every=2, grad_clip=None), "resize_nearest", out, data=faces)
+    r = train(params(tmp_path, steps=4, checkpoint_every=2, grad_clip=None), "resize_nearest", out, faces)
     assert "non-finite gradients (finite loss) at step 0" in capsys.readouterr().err
-    assert r.nonfinite_skipped == 1 and r.step == 4
+    assert r.outcome.nonfinite_skipped == 1 and r.outcome.step == 4
     weights = load_checkpoint(out / "checkpoints" / "step_0000004.pt")["model"]
     assert all(torch.isfinite(v).all() for v in weights.values() if v.is_floating_point())  # NaN never applied
 
 
 @pytest.mark.slow
 def test_ddp_two_cpu_processes_train_and_agree(faces, tmp_path):
-    cfg = write_params(tmp_path, steps=6, checkpoint_every=3)
-    out, metrics = tmp_path / "m", tmp_path / "metrics.json"
-    proc = subprocess.run(
+    cfg = write_params(tmp_path, steps=6, checkpoint_every=3, paths=with_faces(faces))
+    proc = subprocess.run(  # dvc.yaml's command: every path from the params file
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m",
-         "faceswap.cli", "train", "--variant", "pixelshuffle", "--out", str(out), "--data", str(faces),
-         "--params", str(cfg), "--metrics", str(metrics)],
+         "faceswap.cli", "train", "--variant", "pixelshuffle", "--seed", "0", "--params", str(cfg)],
         env=cli_env(OMP_NUM_THREADS="1"), capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    m = json.loads(metrics.read_text())
+    m = json.loads((tmp_path / "metrics" / "train" / "pixelshuffle" / "seed0.json").read_text())
     assert m["world_size"] == 2 and m["step"] == 6  # the replicas agreeing is checked inside (TrainingError)
+    assert (tmp_path / "metrics" / "train" / "curves" / "pixelshuffle" / "seed0" / "val.csv").is_file()
+    out = tmp_path / "models" / "pixelshuffle" / "seed0"
     assert max(x.name for x in (out / "checkpoints").glob("step_*")) == "step_0000006.pt"
     load_model(out / "model.pt")
+
+
+def test_cli_run_locations_are_the_params_layout(faces, tmp_path):
+    """--out/--metrics/--curves name this run's files: they set the folder above them, and elsewhere is refused."""
+    from typer.testing import CliRunner
+
+    from faceswap.cli import app
+    from faceswap.stages.train import check_locations, location_overrides
+
+    over = location_overrides(out=tmp_path / "m" / "convtranspose" / "seed3", metrics="x/convtranspose/seed3.json")
+    assert over == {"paths.models": str(tmp_path / "m"), "paths.train_metrics": "x", "paths.train_curves": None}
+    p = params(tmp_path, paths={"models": str(tmp_path / "m"), "train_metrics": "x"})
+    check_locations(p, "convtranspose", 3, out=tmp_path / "m" / "convtranspose" / "seed3",
+                    metrics="x/convtranspose/seed3.json")
+    cfg = write_params(tmp_path, paths=with_faces(faces))
+    r = CliRunner().invoke(app, ["train", "--variant", "convtranspose", "--out", str(tmp_path / "run"),
+                                 "--params", str(cfg)])
+    assert r.exit_code == 2, r.output
+    assert "--out" in r.stderr and "<models>/<variant>/seed<seed>" in r.stderr and "paths.models" in r.stderr
+    assert not (tmp_path / "run").exists() and not (tmp_path / "models").exists()
 
 
 @pytest.mark.slow
@@ -268,7 +357,8 @@ def test_mlflow_run_holds_params_metrics_previews_and_model(faces, tmp_path):
     from mlflow import MlflowClient
 
     p = params(tmp_path, steps=10, mlflow=True, tracking={"experiment": "t"})
-    r = train(p, "resize_nearest", tmp_path / "m", data=faces)
+    r = train(p, "resize_nearest", tmp_path / "m", faces)
+    assert r.main and r.seed == 0
     run_info = json.loads((tmp_path / "m" / "run.json").read_text())
     assert run_info["mlflow_run_id"] == r.mlflow_run_id
     client = MlflowClient(p.mlflow.tracking_uri)
@@ -285,6 +375,9 @@ def test_mlflow_run_holds_params_metrics_previews_and_model(faces, tmp_path):
     paths = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"previews", "model", "run.json"} <= paths
     assert [a.path for a in client.list_artifacts(run.info.run_id, "previews")] == ["previews/step_0000010.png"]
+    (inp,) = run.inputs.dataset_inputs  # the UI's Dataset column: the manifest it trained on, by its DVC md5
+    assert inp.dataset.digest == run_info["data_version"]
+    assert {t.key: t.value for t in inp.tags}["mlflow.data.context"] == "training"
 
 
 @pytest.mark.parametrize("name", ["seed-256", "seed-512"])

@@ -1,5 +1,6 @@
 """The Great Expectations gate on real aligned faces: a clean set passes; planted defects each trip the one
-expectation meant for them, in both modes; quarantine, JSON summary, Data Docs and MLflow artifacts."""
+expectation meant for them, in both modes; quarantine, JSON summary, Data Docs and MLflow artifacts; a run writes
+only the paths it is given (no Great Expectations project file in the repository)."""
 
 from __future__ import annotations
 
@@ -49,16 +50,33 @@ def faces_dir(tmp_path_factory):
             face_clip(root / "raw" / who / f"walk{k}.mp4", who, seconds=2.0, fps=8, seed=10 * k + len(who))
     extract_frames(root / "raw", root / "frames", ("a", "b"), every=1)
     p = _params()
-    align_faces(root / "frames", root / "faces", MtcnnDetector("cpu", min_face_size=40),
-                AlignParams(min_face_size=40), p.split, size=SIZE, progress=False)
+    aligned = align_faces(root / "frames", root / "faces", MtcnnDetector("cpu", min_face_size=40),
+                          AlignParams(min_face_size=40), p.split, size=SIZE, progress=False)
+    write_manifest(aligned.rows, root / "faces" / "manifest.parquet")  # what stage align writes
     return root / "faces"
 
 
-def _run(faces, tmp_path, params, mode, **kw):
-    from faceswap.validation import run_validation
+def _paths(tmp_path, report=None) -> dict[str, str]:
+    """Every path the stage writes, under ``tmp_path`` (the layout of the default params)."""
+    return {"paths.accepted": str(tmp_path / "validated" / "faces.parquet"),
+            "paths.quarantine": str(tmp_path / "validated" / "quarantine.parquet"),
+            "paths.validation_report": str(report or tmp_path / "reports" / "validation"),
+            "paths.validation_metrics": str(tmp_path / "metrics" / "validation.json")}
 
-    return run_validation(faces, tmp_path / "validated", params, report_dir=tmp_path / "reports" / "validation",
-                          metrics_path=tmp_path / "metrics" / "validation.json", project_dir=tmp_path, mode=mode, **kw)
+
+def _run(faces, tmp_path, params, mode, mlflow: bool | None = None, report=None):
+    from faceswap.config import with_overrides
+    from faceswap.stages import validate
+
+    p = with_overrides(params, {"paths.faces": str(faces), **_paths(tmp_path, report), "validate.mode": mode,
+                                "validate.mlflow": mlflow}, "test")
+    return validate.run(p)
+
+
+def _cli_paths(tmp_path) -> list[str]:
+    return ["--accepted", str(tmp_path / "validated" / "faces.parquet"),
+            "--quarantine", str(tmp_path / "validated" / "quarantine.parquet"),
+            "--report", str(tmp_path / "reports"), "--metrics", str(tmp_path / "m.json")]
 
 
 def _write(df: pd.DataFrame, path) -> None:
@@ -137,16 +155,56 @@ def test_validate_params_are_checked():
 
 def test_cli_does_not_import_great_expectations():
     code = (
-        "import sys; import faceswap.cli, faceswap.validation, faceswap.validation.checks; "
+        "import sys; import faceswap.cli, faceswap.validation, faceswap.validation.checks, "
+        "faceswap.validation.gate, faceswap.stages.validate; "
         "heavy = [m for m in ('great_expectations', 'mlflow') if m in sys.modules]; assert not heavy, heavy"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)
 
 
 def test_cli_without_manifest_fails_clearly(tmp_path):
-    res = CliRunner().invoke(app, ["validate", str(tmp_path), "--out", str(tmp_path / "v"),
+    res = CliRunner().invoke(app, ["validate", str(tmp_path), *_cli_paths(tmp_path),
                                    "--params", str(REPO / "params.yaml")])
     assert res.exit_code == 1 and "run `faceswap align` first" in res.output
+    assert not any(tmp_path.iterdir())  # nothing written
+
+
+def test_cli_options_are_params_keys(tmp_path, monkeypatch):
+    """Each option sets one params key (None: unset); a bad --mode is the params error, exit 2."""
+    from faceswap.stages import validate
+
+    seen = {}
+
+    def run(p):  # stop before the gate: only the params matter here
+        seen["p"] = p
+        raise SystemExit(0)
+
+    monkeypatch.setattr(validate, "run", run)
+    res = CliRunner().invoke(app, ["validate", "f", "--accepted", "a.parquet", "--mode", "fail",
+                                   "--params", str(REPO / "params.yaml")])
+    assert res.exit_code == 0, res.output
+    p, default = seen["p"], parse_params({})
+    assert (p.paths.faces, p.paths.accepted, p.validation.mode) == ("f", "a.parquet", "fail")
+    assert (p.paths.quarantine, p.paths.validation_report) == (default.paths.quarantine,
+                                                               default.paths.validation_report)
+    res = CliRunner().invoke(app, ["validate", "--mode", "strict", "--params", str(REPO / "params.yaml")])
+    assert res.exit_code == 2 and "validate.mode = 'strict': must be one of fail, filter" in res.output
+
+
+def test_record_round_trips_through_its_json():
+    from faceswap.stages.validate import ValidationRecord
+    from faceswap.validation.gate import Failure
+
+    r = ValidationRecord(False, "filter", 10, 7, 3, 84,
+                         (Failure("score", "row", "detector score high enough", "score", "expected ≥ 0.95", 3,
+                                  ("a__x (score = 0.5)",)),
+                          Failure("train_faces", "table", "enough training faces", "train_faces", "expected ≥ 5",
+                                  1, ("b (train_faces = 3)",))),
+                         {"score": 3}, {"a": {"train": 5, "val": 1, "test": 1}}, None, "q.parquet", "m.json",
+                         "r/index.html", {"total": 1.0})
+    d = json.loads(json.dumps(r.to_json()))
+    assert d["failed"]["score"]["count"] == 3 and d["failed_expectations"] == 2 and d["accepted_fraction"] == 0.7
+    assert ValidationRecord.from_json(d) == r
 
 
 @pytest.mark.slow
@@ -155,6 +213,9 @@ def test_real_faces_pass_and_everything_is_written(faces_dir, tmp_path, monkeypa
     monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "validate-test")
     r = _run(faces_dir, tmp_path, _params(), "fail")
     assert r.success and not r.failures, [f.key for f in r.failures]
+    from dataclasses import replace
+
+    from faceswap.stages.validate import ValidationRecord
     manifest = pd.read_parquet(faces_dir / "manifest.parquet")
     accepted = pd.read_parquet(tmp_path / "validated" / "faces.parquet")
     pd.testing.assert_frame_equal(accepted, manifest)  # every column, both splits, unchanged
@@ -163,11 +224,11 @@ def test_real_faces_pass_and_everything_is_written(faces_dir, tmp_path, monkeypa
     summary = json.loads((tmp_path / "metrics" / "validation.json").read_text())
     assert summary["success"] and summary["accepted"] == len(manifest) and summary["quarantined"] == 0
     assert set(summary["rejected_by"]) >= {"score", "relative_sharpness", "jitter", "split_leak", "near_duplicate"}
-    assert (tmp_path / "reports" / "validation" / "index.html").is_file()
-    for f in ("expectations/faces.json", "expectations/identities.json", "checkpoints/validate_faces.json"):
-        assert (tmp_path / "gx" / f).is_file()
-    suite = json.loads((tmp_path / "gx" / "expectations" / "faces.json").read_text())
-    assert {e["meta"]["key"] for e in suite["expectations"]} >= {"file_exists", "image_shape", "score", "jitter"}
+    assert ValidationRecord.from_json(summary) == replace(r, mlflow_run_id=None)  # the file is written before logging
+    docs = tmp_path / "reports" / "validation"
+    assert r.docs_index == str(docs / "index.html") and (docs / "index.html").is_file()
+    suite_page = (docs / "expectations" / "faces.html").read_text()  # the suite, with its thresholds, is in Data Docs
+    assert "crop file exists" in suite_page and "detector score high enough" in suite_page
 
     import mlflow
 
@@ -179,7 +240,7 @@ def test_real_faces_pass_and_everything_is_written(faces_dir, tmp_path, monkeypa
 @pytest.mark.parametrize("mode", ["fail", "filter"])
 def test_planted_defects_trip_exactly_their_expectation(faces_dir, tmp_path, mode):
     planted = plant_defects(faces_dir, tmp_path / "faces")
-    r = _run(tmp_path / "faces", tmp_path, _params(), mode, log_mlflow=False)
+    r = _run(tmp_path / "faces", tmp_path, _params(), mode, mlflow=False)
     assert not r.success  # too few faces for b is table-level: it fails the gate in both modes
     failed = {f.key: f for f in r.failures}
     assert set(failed) == set(planted), {k: failed[k].examples for k in set(failed) - set(planted)}
@@ -193,9 +254,9 @@ def test_planted_defects_trip_exactly_their_expectation(faces_dir, tmp_path, mod
     assert failed["train_faces"].level == "table" and failed["train_faces"].examples[0].startswith("b ")
     assert r.identities["b"]["train"] == 3
     assert not (tmp_path / "validated" / "faces.parquet").exists()  # a closed gate leaves no accepted list
-    from faceswap.validation import format_summary
+    from faceswap.stages.validate import format_record
 
-    text = format_summary(r)
+    text = format_record(r)
     for key, ids in planted.items():
         assert f"✗ {key}:" in text
         if len(ids) == 1:
@@ -207,9 +268,7 @@ def test_planted_defects_trip_exactly_their_expectation(faces_dir, tmp_path, mod
 @pytest.mark.slow
 def test_filter_mode_quarantines_rows_and_passes(faces_dir, tmp_path):
     planted = plant_defects(faces_dir, tmp_path / "faces", too_few=False)
-    res = CliRunner().invoke(app, ["validate", str(tmp_path / "faces"), "--out", str(tmp_path / "validated"),
-                                   "--report", str(tmp_path / "reports"), "--metrics", str(tmp_path / "m.json"),
-                                   "--project", str(tmp_path), "--mode", "filter",
+    res = CliRunner().invoke(app, ["validate", str(tmp_path / "faces"), *_cli_paths(tmp_path), "--mode", "filter",
                                    "--params", str(_write_params(tmp_path))])
     assert res.exit_code == 0, res.output
     bad = set().union(*planted.values())
@@ -225,9 +284,7 @@ def test_filter_mode_quarantines_rows_and_passes(faces_dir, tmp_path):
     assert "quarantined" in res.output and "split_leak" in res.output
 
     # the same defects in fail mode: exit 1, nothing accepted, the quarantine still lists them
-    res = CliRunner().invoke(app, ["validate", str(tmp_path / "faces"), "--out", str(tmp_path / "validated"),
-                                   "--report", str(tmp_path / "reports"), "--metrics", str(tmp_path / "m.json"),
-                                   "--project", str(tmp_path), "--mode", "fail",
+    res = CliRunner().invoke(app, ["validate", str(tmp_path / "faces"), *_cli_paths(tmp_path), "--mode", "fail",
                                    "--params", str(_write_params(tmp_path))])
     assert res.exit_code == 1 and "validation gate closed" in res.output
     assert not (tmp_path / "validated" / "faces.parquet").exists()
@@ -240,3 +297,39 @@ def _write_params(tmp_path):
     path = tmp_path / "params.yaml"
     path.write_text(yaml.safe_dump(_params(mlflow=False).model_dump(by_alias=True)))
     return path
+
+
+def _files(root) -> set[str]:
+    return {str(f.relative_to(root)) for f in root.rglob("*") if f.is_file()}
+
+
+@pytest.mark.slow
+def test_a_run_writes_only_its_paths_and_no_project_file(faces_dir, tmp_path, monkeypatch):
+    """No Great Expectations project in the repository: the context lives in memory, so a run rewrites no tracked
+    file, two runs share no file, and each report folder gets its own Data Docs."""
+    assert not (REPO / "gx").exists()  # the suite is defined in code (faceswap.validation.suite) only
+    monkeypatch.chdir(REPO)  # where dvc runs the stage
+    first = _run(faces_dir, tmp_path / "one", _params(), "filter", mlflow=False)
+    index_one = (tmp_path / "one" / "reports" / "validation" / "index.html").read_bytes()
+    elsewhere = tmp_path / "cwd"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    second = _run(faces_dir, tmp_path / "two", _params(), "filter", mlflow=False,
+                  report=tmp_path / "two" / "docs")
+    assert not any(elsewhere.iterdir())  # nothing lands in the working directory
+
+    assert (first.success, first.accepted) == (second.success, second.accepted)
+    for run, docs in ((first, "reports/validation"), (second, "docs")):
+        root = tmp_path / ("one" if run is first else "two")
+        assert run.docs_index == str(root / docs / "index.html")
+        written = _files(root)
+        assert {"validated/faces.parquet", "validated/quarantine.parquet", "metrics/validation.json",
+                f"{docs}/index.html"} <= written
+        assert all(f.startswith(("validated/", "metrics/", f"{docs}/")) for f in written), written
+        assert len({f for f in written if f.startswith(f"{docs}/validations/")}) == 2  # this run's two results
+    assert (tmp_path / "one" / "reports" / "validation" / "index.html").read_bytes() == index_one  # untouched
+
+    status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=all", "--ignored", "--", "gx"],
+                            cwd=REPO, capture_output=True, text=True, check=True).stdout
+    assert not [line for line in status.splitlines() if "D" not in line[:2]], status  # nothing added or modified
+    assert not (REPO / "gx").exists()

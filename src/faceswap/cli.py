@@ -28,7 +28,11 @@ ParamsOpt = Annotated[Path, typer.Option("--params", help="Parameters file.")]
 
 
 def _params(path: Path, overrides: dict[str, Any] | None = None, options: str = "options"):
-    """The validated params file (missing or invalid: a one-line ConfigError), with command-line overrides."""
+    """The validated params file (missing or invalid: a one-line ConfigError), with command-line overrides.
+
+    The one way a command's options reach a stage: each option is a dotted params key (``paths.faces``,
+    ``train.steps``); ``None`` means "not given", so 0 or an empty value is never mistaken for unset.
+    """
     from faceswap.config import load_params, with_overrides
 
     p = load_params(path)
@@ -38,10 +42,10 @@ def _params(path: Path, overrides: dict[str, Any] | None = None, options: str = 
 
 
 def _check_variant(variant: str) -> None:
-    from faceswap.config import upsample_variants
+    from faceswap import names
 
-    if variant not in (valid := upsample_variants()):
-        fail(f"unknown variant {variant!r}; valid: {', '.join(valid)}", 2)
+    if variant not in names.VARIANTS:
+        fail(f"unknown variant {variant!r}; valid: {', '.join(names.VARIANTS)}", 2)
 
 
 @app.command("model-info")
@@ -57,16 +61,13 @@ def model_info(
     """Per-stage shapes, parameter counts, GFLOPs and compression ratio of the autoencoder."""
     from faceswap.model.info import describe_model, format_model_info
 
-    p = _params(params)
-    cfg_kwargs = {
-        "image_size": image_size or p.base.image_size,
-        "width": width or p.model.width,
-        "bottleneck_channels": bottleneck_channels or p.model.bottleneck_channels,
-        "encoder_stages": encoder_stages if encoder_stages is not None else p.model.encoder_stages,
-        "decoder": decoder,
-    }
+    _check_variant(decoder)
+    p = _params(params, {"base.image_size": image_size, "model.width": width,
+                         "model.bottleneck_channels": bottleneck_channels, "model.encoder_stages": encoder_stages})
     try:
-        info = describe_model(**cfg_kwargs)
+        info = describe_model(image_size=p.base.image_size, width=p.model.width,
+                              bottleneck_channels=p.model.bottleneck_channels,
+                              encoder_stages=p.model.encoder_stages, decoder=decoder)
     except ValueError as err:
         fail(str(err), 2)
     typer.echo(json.dumps(info, indent=2) if as_json else format_model_info(info))
@@ -171,107 +172,66 @@ def weights_cmd(
 
 @app.command("demo-data")
 def demo_data_cmd(
-    out: Annotated[Path | None, typer.Option(help="Output folder (default: params data.demo.out).")] = None,
+    out: Annotated[Path | None, typer.Option(help="Output folder (default: params paths.demo).")] = None,
     clips: Annotated[int | None, typer.Option(help="Clips per identity (default: params).")] = None,
     seconds: Annotated[float | None, typer.Option(help="Seconds per clip (default: params).")] = None,
     seed: Annotated[int | None, typer.Option(help="Seed (default: params base.seed).")] = None,
     params: ParamsOpt = Path("params.yaml"),
 ) -> None:
     """Write demo clips <out>/<identity>/clipNN.mp4 filmed from two public-domain face photos."""
-    p = _params(params, {"data.demo.clips": clips or None, "data.demo.seconds": seconds or None})
-    d = p.data.demo
-    from faceswap.data.demo import make_demo
+    p = _params(params, {"paths.demo": out, "data.demo.clips": clips, "data.demo.seconds": seconds,
+                         "base.seed": seed})
+    from faceswap.stages import demo
 
-    target = out or Path(d.out)
-    try:
-        paths = make_demo(target, identities=p.base.identities, clips=d.clips, seconds=d.seconds, fps=d.fps,
-                          width=d.width, height=d.height, seed=p.base.seed if seed is None else seed)
-    except (OSError, ValueError) as err:
-        fail(str(err))
-    typer.echo(f"demo data → {target}: {len(paths)} clips ({d.clips} per identity, {d.seconds:g} s, "
-               f"{d.width}×{d.height} @ {d.fps} fps)")
+    typer.echo(demo.format_record(demo.run(p)))
 
 
 @app.command("extract")
 def extract_cmd(
-    raw_dir: Annotated[Path, typer.Argument(help="Videos as <raw_dir>/<identity>/*.mp4.")],
-    out: Annotated[Path, typer.Option(help="Output folder for frames, frames.parquet and report.json.")] = Path(
-        "data/frames"
-    ),
+    raw_dir: Annotated[
+        str | None, typer.Argument(help="Videos as <raw_dir>/<identity>/*.mp4 (default: params paths.raw).")
+    ] = None,
+    out: Annotated[
+        str | None, typer.Option(help="Frames, frames.parquet and report.json go here (default: params paths.frames).")
+    ] = None,
     every: Annotated[int | None, typer.Option(help="Keep every N-th frame (default: params extract.every).")] = None,
     max_frames: Annotated[int | None, typer.Option(help="Cap per video (default: params extract.max_frames).")] = None,
     workers: Annotated[int | None, typer.Option(help="Videos decoded in parallel (default: CPU count).")] = None,
     params: ParamsOpt = Path("params.yaml"),
 ) -> None:
     """Sample frames from every video of every identity; bad files are reported, not fatal."""
-    p = _params(params)
-    from tqdm import tqdm
+    p = _params(params, {"paths.raw": raw_dir, "paths.frames": out, "extract.every": every,
+                         "extract.max_frames": max_frames, "extract.workers": workers})
+    from faceswap.stages import extract
 
-    from faceswap.data.video import extract_frames, find_videos, format_summary
-
-    n_videos = sum(len(find_videos(raw_dir, i)[0]) for i in p.base.identities) if raw_dir.is_dir() else 0
-    bar = tqdm(total=n_videos, unit="video", desc="extract", file=sys.stderr, disable=None)
-
-    def tick(res) -> None:
-        bar.update(1)
-        bar.set_postfix_str(f"{res.identity}/{res.video}: {res.frames_kept} frames")
-
-    try:
-        summary = extract_frames(
-            raw_dir, out, p.base.identities,
-            every=every or p.extract.every,
-            max_frames=max_frames or p.extract.max_frames,
-            workers=workers or p.extract.workers,
-            jpeg_quality=p.extract.jpeg_quality,
-            progress=tick,
-        )
-    finally:
-        bar.close()
-    typer.echo(format_summary(summary))
+    typer.echo(extract.format_record(extract.run(p)))
 
 
 @app.command("align")
 def align_cmd(
-    frames_dir: Annotated[Path, typer.Argument(help="Output of `faceswap extract` (holds frames.parquet).")],
-    out: Annotated[Path, typer.Option(help="Output folder for crops, manifest.parquet, report.json.")] = Path(
-        "data/faces"
-    ),
+    frames_dir: Annotated[
+        str | None, typer.Argument(help="Output of `faceswap extract`, holds frames.parquet (default: paths.frames).")
+    ] = None,
+    out: Annotated[
+        str | None, typer.Option(help="Crops, manifest.parquet and report.json go here (default: paths.faces).")
+    ] = None,
     detector: Annotated[
         str | None,
         typer.Option(help="auto | retinaface | retinaface_r50 | mtcnn (default: params align.detector)."),
     ] = None,
     size: Annotated[int | None, typer.Option(help="Crop side (default: params align.size or base.image_size).")] = None,
     device: Annotated[str | None, typer.Option(help="auto | cpu | cuda (default: params align.device).")] = None,
-    metrics: Annotated[Path | None, typer.Option(help="Also write the headline figures here (JSON, for DVC).")] = None,
+    metrics: Annotated[
+        str | None, typer.Option(help="The headline figures, JSON for DVC (default: params paths.align_metrics).")
+    ] = None,
     params: ParamsOpt = Path("params.yaml"),
 ) -> None:
     """Detect, select, align (5-point similarity) and crop faces; write manifest.parquet and a report."""
-    p = _params(params, {"align.detector": detector or None, "align.device": device or None,
-                         "align.size": size or None})
-    a = p.align
-    from faceswap.data.align import align_faces, format_align_summary
-    from faceswap.data.detect import create_detector
+    p = _params(params, {"paths.frames": frames_dir, "paths.faces": out, "align.detector": detector,
+                         "align.size": size, "align.device": device, "paths.align_metrics": metrics})
+    from faceswap.stages import align
 
-    choice = create_detector(
-        a.detector, device=a.device, retinaface_weights=a.retinaface_weights, min_face_size=a.min_face_size
-    )
-    summary = align_faces(
-        frames_dir, out, choice.detector, a, p.split,
-        size=a.size or p.base.image_size, detector_reason=choice.reason,
-    )
-    typer.echo(format_align_summary(summary))
-    if metrics:
-        metrics.parent.mkdir(parents=True, exist_ok=True)
-        head = {k: getattr(summary, k) for k in ("faces", "frames_read", "mean_residual_px", "jitter_px",
-                                                 "crop_jitter_px", "frames_per_second", "detector",
-                                                 "detector_weights", "roll_retried", "roll_turned",
-                                                 "roll_recovered")}
-        head["rejected"] = summary.rejected
-        head["identities"] = summary.identities
-        metrics.write_text(json.dumps(head, indent=2) + "\n")
-    empty = [i for i, d in summary.identities.items() if d["faces"] == 0]
-    if empty or not summary.identities:
-        fail(f"no face found for identity {', '.join(empty) or '(any)'}; see {out / 'report.json'}")
+    typer.echo(align.format_record(align.run(p)))
 
 
 # --- training ---
@@ -280,35 +240,36 @@ def align_cmd(
 @app.command("train")
 def train_cmd(
     variant: Annotated[str, typer.Option(help="Decoder up-sampling variant to train.")],
-    out: Annotated[Path | None, typer.Option(help="Output folder (default: models/<variant>/seed<seed>).")] = None,
-    data: Annotated[Path | None, typer.Option(help="Accepted face manifest (default: params train.data).")] = None,
-    faces_dir: Annotated[
-        Path | None, typer.Option(help="Folder the manifest's crop paths are relative to (default: params).")
-    ] = None,
-    steps: Annotated[int | None, typer.Option(help="Override params train.steps.")] = None,
     seed: Annotated[int | None, typer.Option(help="Seed of weights and augmentation (default: base.seed).")] = None,
-    metrics: Annotated[Path | None, typer.Option(help="Write the run's summary here (JSON, for DVC).")] = None,
-    curves: Annotated[Path | None, typer.Option(help="Write loss curves (train.csv, val.csv) here, for DVC.")] = None,
+    steps: Annotated[int | None, typer.Option(help="Override params train.steps.")] = None,
+    data: Annotated[Path | None, typer.Option(help="Accepted face manifest (params paths.accepted).")] = None,
+    faces_dir: Annotated[
+        Path | None, typer.Option(help="Folder the manifest's crop paths are relative to (params paths.faces).")
+    ] = None,
+    out: Annotated[Path | None, typer.Option(help="The run folder <models>/<variant>/seed<seed> (sets paths.models).")
+                   ] = None,
+    metrics: Annotated[Path | None, typer.Option(
+        help="The DVC metrics file <train_metrics>/<variant>/seed<seed>.json (sets paths.train_metrics).")] = None,
+    curves: Annotated[Path | None, typer.Option(
+        help="The loss curves' folder <train_curves>/<variant>/seed<seed> (sets paths.train_curves).")] = None,
     params: ParamsOpt = Path("params.yaml"),
 ) -> None:
-    """Train one decoder variant (resumes from its checkpoints; Ctrl-C/SIGTERM save and stop)."""
-    p = _params(params, {"train.steps": steps}, "--steps")
+    """Train one decoder variant (resumes from its checkpoints; Ctrl-C/SIGTERM save and stop: exit 128+signal)."""
+    from faceswap.stages import train as stage
+
+    given = {"--steps": steps, "--data": data, "--faces-dir": faces_dir, "--out": out, "--metrics": metrics,
+             "--curves": curves}
+    p = _params(params, {"train.steps": steps, "paths.accepted": data, "paths.faces": faces_dir,
+                         **stage.location_overrides(out=out, metrics=metrics, curves=curves)},
+                " ".join(k for k, v in given.items() if v is not None))
     _check_variant(variant)
-    from faceswap.train import train
-
-    kwargs = {} if faces_dir is None else {"faces_dir": faces_dir}
-    from faceswap.layout import run_dir
-
-    run_out = out or run_dir("models", variant, p.base.seed if seed is None else seed)
-    r = train(p, variant, run_out, data=data, metrics_path=metrics, curves_dir=curves,
-              seed=seed, **kwargs)
+    seed = p.base.seed if seed is None else seed
+    stage.check_locations(p, variant, seed, out=out, metrics=metrics, curves=curves)
+    r = stage.run(p, variant, seed)
     if r.interrupted is not None:
-        typer.echo(f"interrupted at step {r.step}/{r.steps}; rerun the same command to resume", err=True)
+        typer.echo(stage.format_record(r), err=True)
         raise typer.Exit(128 + r.interrupted)
-    best = f"{r.best_val_loss:.4f} @ step {r.best_step}" if r.best_val_loss is not None else "n/a"
-    typer.echo(f"trained {variant}: {r.step} steps, best val loss {best}, {r.images_per_s:.0f} images/s, "
-               f"{r.wall_s:.0f} s → {r.out_dir}" + (f" (MLflow run {r.mlflow_run_id})" if r.mlflow_run_id else ""))
-
+    typer.echo(stage.format_record(r))
 
 
 @app.command("profile")
@@ -319,18 +280,17 @@ def profile_cmd(
     """Print a params preset as `-S key=value` overrides: `dvc exp run $(faceswap profile seed-256)`."""
     import yaml
 
-    from faceswap.config import DEFAULT_PARAMS, load_params, parse_params, set_key
+    from faceswap.config import DEFAULT_PARAMS, load_params, with_overrides
 
     path = folder / f"{name}.yaml"
     if not path.is_file():
         known = ", ".join(sorted(p.stem for p in folder.glob("*.yaml"))) or "none"
         fail(f"no profile {name!r} in {folder} (known: {known})", 2)
     overrides = yaml.safe_load(path.read_text()) or {}
-    load_params(DEFAULT_PARAMS)  # a missing or invalid params.yaml is named as such, not blamed on the profile
-    raw = yaml.safe_load(DEFAULT_PARAMS.read_text())
-    for key, value in overrides.items():  # validate the merged result before DVC sees it
-        set_key(raw, key, value)
-    parse_params(raw, f"{DEFAULT_PARAMS} + {path}")
+    if not isinstance(overrides, dict):
+        fail(f"{path} must hold a mapping of dotted keys to values (train.steps: 2000)", 2)
+    # a missing or invalid params.yaml is named as such; the merged result is validated before DVC sees it
+    with_overrides(load_params(DEFAULT_PARAMS), overrides, f"{DEFAULT_PARAMS} + {path}", unset=object())
 
     def scalar(v: object) -> str:  # no spaces or quotes: $(...) word-splits but does not unquote
         return yaml.safe_dump(v).strip().removesuffix("...").strip()
@@ -342,31 +302,29 @@ def profile_cmd(
 
 @app.command("validate")
 def validate_cmd(
-    faces_dir: Annotated[Path, typer.Argument(help="Output of `faceswap align` (holds manifest.parquet).")],
-    out: Annotated[Path, typer.Option(help="Accepted faces.parquet and quarantine.parquet go here.")] = Path(
-        "data/validated"
-    ),
-    report: Annotated[Path, typer.Option(help="Great Expectations Data Docs (HTML) go here.")] = Path(
-        "reports/validation"
-    ),
-    metrics: Annotated[Path | None, typer.Option(help="JSON summary (DVC metrics).")] = Path(
-        "metrics/validation.json"
-    ),
+    faces_dir: Annotated[str | None, typer.Argument(
+        help="Output of `faceswap align`, holding manifest.parquet (default: params paths.faces).")] = None,
+    accepted: Annotated[str | None, typer.Option(
+        help="Accepted faces parquet, written when the gate passes (default: params paths.accepted).")] = None,
+    quarantine: Annotated[str | None, typer.Option(
+        help="Quarantined faces parquet, with reasons (default: params paths.quarantine).")] = None,
+    report: Annotated[str | None, typer.Option(
+        help="Great Expectations Data Docs (HTML) go here (default: params paths.validation_report).")] = None,
+    metrics: Annotated[str | None, typer.Option(
+        help="JSON summary, DVC metrics (default: params paths.validation_metrics).")] = None,
     mode: Annotated[str | None, typer.Option(help="fail | filter (default: params validate.mode).")] = None,
-    project: Annotated[Path, typer.Option(help="Folder holding the Great Expectations project gx/.")] = Path("."),
     params: ParamsOpt = Path("params.yaml"),
 ) -> None:
     """Great Expectations gate over the face manifest and crops: quarantine or fail, Data Docs, JSON summary."""
-    p = _params(params)
-    if mode is not None and mode not in ("fail", "filter"):
-        fail(f"--mode must be 'fail' or 'filter', got {mode!r}", 2)
-    from faceswap.validation import format_summary, run_validation
+    p = _params(params, {"paths.faces": faces_dir, "paths.accepted": accepted, "paths.quarantine": quarantine,
+                         "paths.validation_report": report, "paths.validation_metrics": metrics,
+                         "validate.mode": mode})
+    from faceswap.stages import validate
 
-    result = run_validation(faces_dir, out, p, report_dir=report, metrics_path=metrics, project_dir=project, mode=mode)
-    typer.echo(format_summary(result))
-    if not result.success:
-        why = "failed expectations" if result.mode == "fail" else "table-level expectations failed"
-        fail(f"validation gate closed ({result.mode} mode: {why}); see {result.quarantine_path} and {report}")
+    record = validate.run(p)
+    typer.echo(validate.format_record(record))
+    if not record.success:
+        fail(validate.closed_line(record, p.paths.validation_report))
 
 
 # --- evaluation and registry ---
@@ -374,58 +332,42 @@ def validate_cmd(
 
 @app.command("identity-reference")
 def identity_reference_cmd(
-    out: Annotated[Path, typer.Option(help="Writes reference.npz here.")] = Path("data/identity"),
-    metrics: Annotated[Path | None, typer.Option(help="Write the baseline summary here (JSON, for DVC).")] = None,
+    out: Annotated[Path | None, typer.Option(help="Writes reference.npz here (default: paths.identity).")] = None,
+    metrics: Annotated[
+        Path | None, typer.Option(help="Baseline summary, JSON for DVC (default: params paths.identity_metrics).")
+    ] = None,
     params: ParamsOpt = Path("params.yaml"),
 ) -> None:
     """Each identity's face-recognition centroid (training crops) and the test faces' baseline (stage identity)."""
-    from faceswap.identity_reference import identity_stage
+    from faceswap.stages import identity
 
-    s = identity_stage(_params(params), out, metrics)
-    typer.echo(f"identity reference → {out}: centroids from {s['train_faces']} training crops; test faces nearer "
-               f"their own centroid: {s['truth_identity_success']:.1%} (centroids {s['centroid_distance']:.3f} apart; "
-               f"{s['seconds']:.0f} s)")
+    p = _params(params, {"paths.identity": out, "paths.identity_metrics": metrics})
+    typer.echo(identity.format_record(identity.run(p)))
 
 
 @app.command("evaluate")
 def evaluate_cmd(
-    variant: Annotated[str, typer.Option(help="Variant to evaluate (reads models/<variant>/seed<k>/ for every seed).")],
-    models: Annotated[Path, typer.Option(help="Folder holding models/<variant>/.")] = Path("models"),
-    metrics_dir: Annotated[Path, typer.Option("--metrics-dir", help="Writes <variant>.json here.")] = Path("metrics"),
-    reports_dir: Annotated[
-        Path, typer.Option("--reports-dir", help="Writes <variant>/ (pictures) and evaluations/<variant>.json.")
-    ] = Path("reports"),
+    variant: Annotated[str, typer.Option(help="Variant to evaluate (every seed's run under params paths.models).")],
     no_mlflow: Annotated[bool, typer.Option("--no-mlflow", help="Do not log to MLflow.")] = False,
     params: ParamsOpt = Path("params.yaml"),
 ) -> None:
     """Held-out metrics and pictures of one variant; logged to its MLflow run (docs/metrics.md)."""
     p = _params(params, {"evaluate.mlflow": False if no_mlflow else None}, "--no-mlflow")
     _check_variant(variant)
-    from faceswap.evaluate import evaluate_variant, format_evaluation
+    from faceswap.stages import evaluate
 
-    r = evaluate_variant(variant, p, models, metrics_dir, reports_dir)
-    typer.echo(format_evaluation(r))
+    typer.echo(evaluate.format_record(evaluate.run(p, variant), p))
 
 
 @app.command("register")
-def register_cmd(
-    reports_dir: Annotated[Path, typer.Option("--reports-dir", help="Reads evaluations/<variant>.json here.")] = Path(
-        "reports"
-    ),
-    out: Annotated[Path, typer.Option(help="The outcome, for the orchestration flow (JSON).")] = Path(
-        "metrics/register.json"
-    ),
-    summary: Annotated[Path, typer.Option(help="Markdown table of every variant.")] = Path("reports/summary.md"),
-    params: ParamsOpt = Path("params.yaml"),
-) -> None:
+def register_cmd(params: ParamsOpt = Path("params.yaml")) -> None:
     """Pick the best variant by the rule in params.yaml, register it as a pyfunc and move the aliases."""
-    p = _params(params)
-    from faceswap.registry import format_register, register_best
+    from faceswap.stages import register
 
-    r = register_best(p, reports_dir, out, summary)
-    typer.echo(format_register(r))
-    if r.record["version"] is None:
-        typer.secho(f"warning: nothing registered: {r.record['reason']}", fg=typer.colors.YELLOW, err=True)
+    rec = register.run(_params(params))
+    typer.echo(register.format_record(rec))
+    if rec.version is None:
+        typer.secho(f"warning: nothing registered: {rec.reason}", fg=typer.colors.YELLOW, err=True)
 
 
 @app.command("ui")

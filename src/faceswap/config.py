@@ -6,13 +6,15 @@ load time with the key, the value and what is allowed, instead of deep inside a 
 
 from __future__ import annotations
 
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Annotated, Any
 
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from faceswap import names
 from faceswap.errors import FaceswapError
+from faceswap.names import RANKABLE
 
 DEFAULT_PARAMS = Path("params.yaml")
 
@@ -53,16 +55,6 @@ class RuleError(FaceswapError, ValueError):
         self.key, self.rule = key, rule
 
 
-def upsample_variants() -> tuple[str, ...]:
-    """The decoder variants, as registered beside their classes (``@upsampler`` in faceswap/model/blocks.py).
-
-    Imported on first use: the registry needs torch, which the commands that never build a model skip.
-    """
-    from faceswap.model.blocks import UPSAMPLERS
-
-    return tuple(UPSAMPLERS)
-
-
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -95,14 +87,12 @@ class ModelParams(_Section):
         None, ge=1, le=8, description="Stride-2 encoder stages; null derives it so the bottleneck is 3×3."
     )
     max_channels: int = Field(1024, ge=8, le=4096, description="Cap on encoder channels.")
-    variants: tuple[str, ...] = Field(
-        default_factory=upsample_variants, description="Decoder variants trained and compared."
-    )
+    variants: tuple[str, ...] = Field(names.VARIANTS, description="Decoder variants trained and compared.")
 
     @field_validator("variants")
     @classmethod
     def _known_variants(cls, v: tuple[str, ...]) -> tuple[str, ...]:
-        allowed = upsample_variants()
+        allowed = names.VARIANTS  # read on use: a variant added at run time (tests) is known
         unknown = [name for name in v if name not in allowed]
         if unknown or not v:
             raise ValueError(f"unknown or empty variant list {list(v)}; allowed: {', '.join(allowed)}")
@@ -136,7 +126,6 @@ DEVICES = ("auto", "cpu", "cuda")
 class DemoParams(_Section):
     """Synthetic demo clips made from the public-domain faces (``faceswap demo-data``)."""
 
-    out: str = Field("data/demo/raw", min_length=1, description="Where the demo stage writes its clips.")
     clips: int = Field(3, ge=1, le=20, description="Clips per identity.")
     seconds: float = Field(8.0, gt=0.5, le=60.0, description="Length of each clip.")
     fps: int = Field(25, ge=5, le=60)
@@ -145,11 +134,8 @@ class DemoParams(_Section):
 
 
 class DataParams(_Section):
-    """Where the raw videos come from: ``<raw_dir>/<identity>/*.mp4``."""
+    """The bundled demo data (where the raw videos come from is ``paths.raw``)."""
 
-    raw_dir: str = Field(
-        "data/demo/raw", min_length=1, description="data/demo/raw (the demo stage) or data/raw (your own, dvc add)."
-    )
     demo: DemoParams = DemoParams()
 
 
@@ -315,10 +301,6 @@ class AugmentParams(_Section):
 class TrainParams(_Section):
     """The training loop (``faceswap train``); see docs/training.md."""
 
-    data: str = Field("data/validated/faces.parquet", min_length=1, description="Accepted face manifest.")
-    faces_dir: str | None = Field(
-        "data/faces", description="Folder the manifest's crop paths are relative to; null = the manifest's folder."
-    )
     seeds: tuple[int, ...] = Field(
         (0, 1), min_length=1, description="Training seeds: every variant is trained once per seed (DVC matrix)."
     )
@@ -381,10 +363,6 @@ EVAL_LPIPS_NETS = ("alex", "vgg")
 class EvaluateParams(_Section):
     """Held-out evaluation of every variant (``faceswap evaluate``); metrics are defined in docs/metrics.md."""
 
-    data: str = Field("data/validated/faces.parquet", min_length=1, description="Accepted faces (test split).")
-    faces_dir: str | None = Field(
-        "data/faces", description="Folder the manifest's crop paths are relative to; null = the manifest's folder."
-    )
     max_faces: int | None = Field(200, ge=2, le=100_000, description="Held-out faces per identity; null = all.")
     batch_size: int = Field(32, ge=1, le=4096)
     device: OneOf[EVAL_DEVICES] = Field("auto", description="auto | cpu | cuda.")
@@ -395,8 +373,6 @@ class EvaluateParams(_Section):
         "alex", description="alex (evaluation) | vgg; alex keeps the loss network out."
     )
     identity: bool = Field(True, description="Measure identity transfer of swaps (dlib face descriptor).")
-    identity_reference: str = Field("data/identity/reference.npz", min_length=1,
-                                    description="Centroids from training crops (stage `identity`).")
     identity_train_faces: int | None = Field(64, ge=2, description="Training crops per identity in its centroid.")
     landmarks: bool = Field(True, description="Measure landmark preservation of swaps (MTCNN).")
     landmark_faces: int | None = Field(64, ge=1, description="Faces per swap direction checked; null = all.")
@@ -435,8 +411,6 @@ class RegisterParams(_Section):
     @field_validator("primary")
     @classmethod
     def _rankable(cls, v: str) -> str:
-        from faceswap.metrics.catalog import RANKABLE
-
         if v not in RANKABLE:
             raise ValueError(f"must be a lower- or higher-is-better metric: {', '.join(RANKABLE)}")
         return v
@@ -543,22 +517,6 @@ class ScheduleParams(_Section):
         return v
 
 
-class FlowArtifactsParams(_Section):
-    """Files the flow turns into Prefect artifacts (paths relative to the repository; missing files are reported)."""
-
-    validation: str = Field("metrics/validation.json", min_length=1, description="Validation gate summary.")
-    variant_metrics: str = Field("metrics/{variant}.json", description="Held-out metrics of one variant.")
-    register_record: str = Field("metrics/register.json", min_length=1, description="The register stage's record.")
-    run: str = Field("reports/evaluations/{variant}.json", description="Names the variant's MLflow run.")
-
-    @field_validator("variant_metrics", "run")
-    @classmethod
-    def _per_variant(cls, v: str) -> str:
-        if "{variant}" not in v:
-            raise ValueError("must contain {variant}")
-        return v
-
-
 class FlowParams(_Section):
     """How the Prefect flow runs the DVC stages (``faceswap flow run``, ``python -m pipelines.flow``)."""
 
@@ -576,7 +534,6 @@ class FlowParams(_Section):
     mlflow_ui: str | None = Field(
         None, description="MLflow UI base URL for run links; null = $MLFLOW_UI_URL, else the tracking URI if http."
     )
-    artifacts: FlowArtifactsParams = FlowArtifactsParams()
     schedule: ScheduleParams = ScheduleParams()
 
 
@@ -595,14 +552,74 @@ class MlflowParams(_Section):
     )
 
 
+# --- every file and folder the stages read and write, stated once (dvc.yaml reads them as ${paths.*}) ---
+
+
+def _a_path(v: str) -> str:
+    if not v.strip() or "\n" in v:
+        raise ValueError("must be a file or folder path (relative to the repository root, or absolute)")
+    return v
+
+
+RepoPath = Annotated[str, AfterValidator(_a_path)]
+
+
+class PathsParams(_Section):
+    """Where each stage reads and writes: dvc.yaml's deps and outs and the stage modules read these keys, and no
+    code holds a default path. Per-variant and per-seed files go below the folders named here
+    (``<models>/<variant>/seed<k>``, ``<evaluations>/<variant>.json``, ``<pictures>/<variant>/preview.png``,
+    ``<train_metrics>/<variant>/seed<k>.json``, ``<variant_metrics>/<variant>.json``)."""
+
+    demo: RepoPath = "data/demo/raw"
+    raw: RepoPath = "data/demo/raw"
+    frames: RepoPath = "data/frames"
+    faces: RepoPath = "data/faces"
+    accepted: RepoPath = "data/validated/faces.parquet"
+    quarantine: RepoPath = "data/validated/quarantine.parquet"
+    validation_report: RepoPath = "reports/validation"
+    identity: RepoPath = "data/identity"
+    models: RepoPath = "models"
+    evaluations: RepoPath = "reports/evaluations"
+    pictures: RepoPath = "reports"
+    summary: RepoPath = "reports/summary.md"
+    align_metrics: RepoPath = "metrics/align.json"
+    validation_metrics: RepoPath = "metrics/validation.json"
+    identity_metrics: RepoPath = "metrics/identity.json"
+    train_metrics: RepoPath = "metrics/train"
+    train_curves: RepoPath = "metrics/train/curves"
+    variant_metrics: RepoPath = "metrics"
+    register_record: RepoPath = "metrics/register.json"
+
+    def run_dir(self, variant: str, seed: int) -> Path:
+        """``<models>/<variant>/seed<k>``: one training run (model.pt, run.json, checkpoints, previews)."""
+        return Path(self.models) / variant / f"seed{seed}"
+
+    def train_metrics_file(self, variant: str, seed: int) -> Path:
+        return Path(self.train_metrics) / variant / f"seed{seed}.json"
+
+    def train_curves_dir(self, variant: str, seed: int) -> Path:
+        return Path(self.train_curves) / variant / f"seed{seed}"
+
+    def variant_metrics_file(self, variant: str) -> Path:
+        return Path(self.variant_metrics) / f"{variant}.json"
+
+    def evaluation_record(self, variant: str) -> Path:
+        """``<evaluations>/<variant>.json``: everything the register stage reads about one variant."""
+        return Path(self.evaluations) / f"{variant}.json"
+
+    def pictures_dir(self, variant: str) -> Path:
+        return Path(self.pictures) / variant
+
+
 class Params(_Section):
     """The whole ``params.yaml``."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
     base: BaseParams = BaseParams()
+    paths: PathsParams = PathsParams()
     mlflow: MlflowParams = MlflowParams()
-    model: ModelParams = Field(default_factory=ModelParams)  # built on use: its default variants need torch
+    model: ModelParams = ModelParams()
     metrics: MetricsParams = MetricsParams()
     data: DataParams = DataParams()
     extract: ExtractParams = ExtractParams()
@@ -654,12 +671,13 @@ def set_key(raw: dict[str, Any], key: str, value: Any) -> None:
     node[leaf] = value
 
 
-def with_overrides(params: Params, overrides: dict[str, Any], source: str) -> Params:
-    """``params`` with dotted keys replaced (``None`` values skipped), validated again as a whole."""
+def with_overrides(params: Params, overrides: dict[str, Any], source: str, unset: object = None) -> Params:
+    """``params`` with dotted keys replaced, validated again as a whole. Values equal to ``unset`` are skipped:
+    command-line options pass ``None`` for "not given"; a profile passes a sentinel, so its nulls are values."""
     raw = params.model_dump(by_alias=True)
     for key, value in overrides.items():
-        if value is not None:
-            set_key(raw, key, value)
+        if value is not unset:
+            set_key(raw, key, str(value) if isinstance(value, PurePath) else value)  # a --out Path is a path key
     return parse_params(raw, source)
 
 

@@ -47,3 +47,11 @@ def atomic_write(path: str | Path, write: Callable[[BinaryIO], object]) -> Path:
             os.unlink(tmp)
         raise
     return path
+
+
+def write_json(path: str | Path, obj: object) -> Path:
+    """A stage's record or DVC metrics file: indented JSON with a final newline, written atomically."""
+    import json
+
+    text = json.dumps(obj, indent=2) + "\n"
+    return atomic_write(path, lambda f: f.write(text.encode()))

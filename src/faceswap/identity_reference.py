@@ -1,19 +1,18 @@
-"""The identity reference (``faceswap identity-reference``, stage ``identity``): what each person looks like to a
-face-recognition network, measured once for every variant's evaluation.
+"""The identity reference (built by stage ``identity``, :mod:`faceswap.stages.identity`): what each person looks
+like to a face-recognition network, measured once for every variant's evaluation.
 
 Each identity's centroid is the mean dlib descriptor of its *training* crops (never test faces), and the test
 crops' own descriptors give the baseline ``truth_identity_success``: the share of real faces nearer their own
-centroid than the other's. A swap metric is only worth reading where that baseline is ≈ 1. Written to
-``data/identity/reference.npz`` (centroids, the crop coverage they assume, face ids) and ``metrics/identity.json``.
+centroid than the other's. A swap metric is only worth reading where that baseline is ≈ 1. Saved as
+``<paths.identity>/reference.npz`` (centroids, the crop coverage they assume, the per-face baseline).
 """
 
 from __future__ import annotations
 
 import json
-import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -70,9 +69,10 @@ def _evenly(images: np.ndarray, k: int | None) -> np.ndarray:
     return images[np.unique(np.linspace(0, len(images) - 1, k).round().astype(int))]
 
 
-def build_reference(params: Params, train_faces: int | None = None) -> IdentityReference:
+def build_reference(params: Params, manifest: str | Path, faces_dir: str | Path | None,
+                    train_faces: int | None = None) -> IdentityReference:
     """Centroids from training crops (at most ``evaluate.identity_train_faces`` each, evenly spaced) and the
-    test crops' baseline."""
+    test crops' baseline, from the accepted ``manifest`` (crops relative to ``faces_dir``; None: its folder)."""
     from faceswap.data.dataset import load_faces
     from faceswap.metrics.identity import identity_centroids, shared_encoder, transfer_scores
 
@@ -82,8 +82,8 @@ def build_reference(params: Params, train_faces: int | None = None) -> IdentityR
         raise IdentityReferenceError(f"identity transfer needs exactly two identities, params has {list(ids)}")
     k = cfg.identity_train_faces if train_faces is None else train_faces
     size, coverage = params.base.image_size, params.align.coverage
-    train = load_faces(cfg.data, ids, "train", size, cfg.faces_dir)
-    test = load_faces(cfg.data, ids, "test", size, cfg.faces_dir)
+    train = load_faces(manifest, ids, "train", size, faces_dir)
+    test = load_faces(manifest, ids, "test", size, faces_dir)
     enc = shared_encoder()
     picked = {i: _evenly(train[i].images, k) for i in ids}
     centroids = identity_centroids(picked, coverage, enc)
@@ -94,26 +94,3 @@ def build_reference(params: Params, train_faces: int | None = None) -> IdentityR
         success[i] = s["success_per_face"].astype(np.float64)
         margin[i] = s["margin_per_face"].astype(np.float64)
     return IdentityReference(ids, centroids, coverage, {i: len(picked[i]) for i in ids}, success, margin)
-
-
-def identity_stage(params: Params, out_dir: str | Path, metrics_path: str | Path | None) -> dict[str, Any]:
-    """Build and write the reference; return (and write) its summary."""
-    t0 = time.perf_counter()
-    ref = build_reference(params)
-    out = Path(out_dir)
-    ref.save(out / REFERENCE_NAME)
-    summary = {
-        "truth_identity_success": float(np.mean([ref.truth_success[i].mean() for i in ref.identities])),
-        **{f"truth_identity_success_{i}": float(ref.truth_success[i].mean()) for i in ref.identities},
-        **{f"truth_identity_margin_{i}": float(ref.truth_margin[i].mean()) for i in ref.identities},
-        "centroid_distance": float(np.linalg.norm(ref.centroids[ref.identities[0]] - ref.centroids[ref.identities[1]])),
-        "train_faces": ref.train_faces,
-        "test_faces": {i: len(ref.truth_success[i]) for i in ref.identities},
-        "coverage": ref.coverage,
-        "seconds": round(time.perf_counter() - t0, 1),
-    }
-    if metrics_path:
-        mp = Path(metrics_path)
-        mp.parent.mkdir(parents=True, exist_ok=True)
-        mp.write_text(json.dumps(summary, indent=2) + "\n")
-    return summary

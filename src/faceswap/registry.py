@@ -1,4 +1,4 @@
-"""Pick the best variant by the rule in params.yaml and register it (``faceswap register``, stage ``register``).
+"""The registry's rule and its MLflow side; :mod:`faceswap.stages.register` is the stage that runs them.
 
 The rule (``register`` in params.yaml), on each variant's mean over its training seeds:
 
@@ -22,14 +22,14 @@ champion. A winner that is already registered (same checkpoint, same evaluation)
 
 from __future__ import annotations
 
-import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from faceswap.errors import FaceswapError
-from faceswap.metrics.catalog import EVAL_METRICS, HIGHER, RANKABLE
+from faceswap.evaluation.record import EvaluationRecord, MetricView
+from faceswap.names import EVAL_METRICS, RANKABLE, best_word, bound_word
 
 if TYPE_CHECKING:
     from faceswap.config import Params, RegisterParams
@@ -58,32 +58,27 @@ class RegisterError(FaceswapError, RuntimeError):
 
 @dataclass
 class Candidate:
+    """One variant (or a registered version) as the rule sees it: its metrics with their 95% estimates, and the
+    evaluation record behind them when there is one."""
+
     variant: str
-    metrics: dict[str, float | None]
-    evaluation: dict[str, Any] = field(default_factory=dict)  # reports/evaluations/<variant>.json
+    view: MetricView
+    record: EvaluationRecord | None = None
     qualifies: bool = False
     rank: int | None = None
     note: str = ""
 
-    def interval(self, name: str) -> tuple[float, float] | None:
-        """The 95% CI of ``name`` as 'lower is better' numbers (None when the evaluation has none)."""
-        e = self.evaluation.get("estimates", {}).get(name)
-        if not e:
-            return None
-        lo, hi = float(e["ci_lo"]), float(e["ci_hi"])
-        return (-hi, -lo) if EVAL_METRICS[name][0] == HIGHER else (lo, hi)
+    @classmethod
+    def of(cls, record: EvaluationRecord) -> Candidate:
+        return cls(record.variant, record.view, record)
 
-
-def _value(metrics: dict[str, float | None], name: str) -> float:
-    """The metric as a 'lower is better' number; a missing or non-finite value ranks last."""
-    v = metrics.get(name)
-    if v is None or not math.isfinite(float(v)):
-        return math.inf
-    return -float(v) if EVAL_METRICS[name][0] == HIGHER else float(v)
+    @property
+    def metrics(self) -> dict[str, float | None]:
+        return self.view.metrics
 
 
 def _bound(name: str, threshold: float) -> str:
-    return f"{name} {'≥' if EVAL_METRICS[name][0] == HIGHER else '≤'} {threshold:g}"
+    return f"{name} {bound_word(name)} {threshold:g}"
 
 
 def gate_failures(metrics: dict[str, float | None], rule: RegisterParams) -> list[str]:
@@ -93,7 +88,7 @@ def gate_failures(metrics: dict[str, float | None], rule: RegisterParams) -> lis
         v = metrics.get(name)
         if v is None or not math.isfinite(float(v)):
             out.append(f"{name} missing (needs {_bound(name, threshold)})")
-        elif _value(metrics, name) > _value({name: threshold}, name):
+        elif MetricView(metrics).lower(name) > MetricView({name: threshold}).lower(name):
             out.append(f"{name} {float(v):.4f} fails {_bound(name, threshold)}")
     return out
 
@@ -105,30 +100,28 @@ def passes_gate(metrics: dict[str, float | None], rule: RegisterParams) -> bool:
 def describe_rule(rule: RegisterParams) -> str:
     fb = "register the best primary anyway" if rule.fallback else "register nothing"
     gates = " and ".join(_bound(n, t) for n, t in rule.gates.items()) or "(no gate)"
-    prefer = ", then ".join(f"{_dir_word(n)} {n}" for n in rule.prefer)
-    return (f"qualify: {gates}; best: {_dir_word(rule.primary)} {rule.primary}; overlapping 95% CIs are a tie, "
+    prefer = ", then ".join(f"{best_word(n)} {n}" for n in rule.prefer)
+    return (f"qualify: {gates}; best: {best_word(rule.primary)} {rule.primary}; overlapping 95% CIs are a tie, "
             f"decided by {prefer}; none qualifies: {fb}")
 
 
-def _dir_word(name: str) -> str:
-    return "highest" if EVAL_METRICS[name][0] == HIGHER else "lowest"
-
-
 def _fmt_est(c: Candidate, name: str, spec: str = ".4f", missing: str = "missing") -> str:
-    """``mean [lo, hi]`` (the 95% CI; a range over seeds for set scores), or the mean alone."""
-    v = c.metrics.get(name)
-    if v is None:
-        return missing
-    e = c.evaluation.get("estimates", {}).get(name)
-    return f"{format(v, spec)} [{format(e['ci_lo'], spec)}, {format(e['ci_hi'], spec)}]" if e else format(v, spec)
+    return c.view.format(name, spec, missing)
 
 
 def _tied(a: Candidate, b: Candidate, name: str) -> bool:
     """Same value, or overlapping CIs (a variant without a CI only ties on an equal value)."""
-    ia, ib = a.interval(name), b.interval(name)
+    ia, ib = a.view.interval(name), b.view.interval(name)
     if ia is None or ib is None:
-        return _value(a.metrics, name) == _value(b.metrics, name)
+        return a.view.lower(name) == b.view.lower(name)
     return ia[0] <= ib[1] and ib[0] <= ia[1]
+
+
+def _order(c: Candidate, rule: RegisterParams, in_tie: bool) -> tuple:
+    """The rule's order, written once: a tie on primary is decided by ``prefer`` in order, then primary, then
+    name; outside a tie primary decides."""
+    prefs = tuple(c.view.lower(n) for n in rule.prefer) if in_tie else ()
+    return (0 if in_tie else 1, *prefs, c.view.lower(rule.primary), c.variant)
 
 
 def select(candidates: list[Candidate], rule: RegisterParams) -> tuple[Candidate | None, str]:
@@ -146,15 +139,9 @@ def select(candidates: list[Candidate], rule: RegisterParams) -> tuple[Candidate
                 + "; nothing registered (set register.fallback: true to register the best anyway)"
             )
         pool, fallback = list(candidates), True
-    leader = min(pool, key=lambda c: (_value(c.metrics, rule.primary), c.variant))
+    leader = min(pool, key=lambda c: (c.view.lower(rule.primary), c.variant))
     tied = [c for c in pool if _tied(c, leader, rule.primary)]
-
-    def key(c: Candidate) -> tuple:
-        in_tie = c in tied
-        prefs = tuple(_value(c.metrics, n) for n in rule.prefer) if in_tie else ()
-        return (0 if in_tie else 1, *prefs, _value(c.metrics, rule.primary), c.variant)
-
-    ranked = sorted(pool, key=key)
+    ranked = sorted(pool, key=lambda c: _order(c, rule, c in tied))
     for i, c in enumerate(ranked, 1):
         c.rank = i
     win = ranked[0]
@@ -162,7 +149,7 @@ def select(candidates: list[Candidate], rule: RegisterParams) -> tuple[Candidate
     if len(tied) > 1:
         others = [c for c in tied if c is not win]
         reason += (f"; its 95% CI overlaps {', '.join(c.variant for c in others)} (a tie the data cannot decide), "
-                   f"decided by {_dir_word(rule.prefer[0])} {rule.prefer[0]}: {win.variant} "
+                   f"decided by {best_word(rule.prefer[0])} {rule.prefer[0]}: {win.variant} "
                    f"{_fmt_est(win, rule.prefer[0])} vs "
                    + ", ".join(f"{c.variant} {_fmt_est(c, rule.prefer[0])}" for c in others))
     else:
@@ -182,46 +169,36 @@ def select(candidates: list[Candidate], rule: RegisterParams) -> tuple[Candidate
 
 
 def beats(new: Candidate, old: Candidate, rule: RegisterParams) -> tuple[bool, str]:
-    """Whether ``new`` beats ``old`` by the rule: gates, then primary beyond overlapping CIs, then preference."""
+    """Whether ``new`` beats ``old`` by the same rule as :func:`select`: gates, then primary beyond overlapping
+    CIs, then ``prefer``; a full tie keeps the champion."""
     gn, go = passes_gate(new.metrics, rule), passes_gate(old.metrics, rule)
     if gn != go:
         return gn, f"{'only the newcomer' if gn else 'only the champion'} passes the gates"
-    name = rule.primary
-    if not _tied(new, old, name):
-        better = _value(new.metrics, name) < _value(old.metrics, name)
+    name, tied = rule.primary, _tied(new, old, rule.primary)
+    kn, ko = _order(new, rule, tied)[1:-1], _order(old, rule, tied)[1:-1]  # the rule's keys, without the names
+    better = kn < ko
+    if not tied:
         return better, (f"{name} {_fmt_est(new, name)} (new) vs {_fmt_est(old, name)} (champion): "
                         f"{'new is better' if better else 'champion is better'}")
-    for pref in rule.prefer:
-        pn, po = _value(new.metrics, pref), _value(old.metrics, pref)
-        if pn != po:
-            better = pn < po
-            return better, (f"{name} tied (overlapping CIs); {pref} {_fmt_est(new, pref)} (new) vs "
-                            f"{_fmt_est(old, pref)} (champion): {'new is better' if better else 'champion stays'}")
-    return False, f"{name} and {', '.join(rule.prefer)} tied: champion stays"
+    pref = next((p for p in rule.prefer if new.view.lower(p) != old.view.lower(p)), None)
+    if pref is None:
+        return False, f"{name} and {', '.join(rule.prefer)} tied: champion stays"
+    return better, (f"{name} tied (overlapping CIs); {pref} {_fmt_est(new, pref)} (new) vs "
+                    f"{_fmt_est(old, pref)} (champion): {'new is better' if better else 'champion stays'}")
 
 
 # --- inputs -------------------------------------------------------------------------------------------
 
 
-def load_candidates(variants: tuple[str, ...], reports_dir: str | Path) -> list[Candidate]:
-    """Every variant's evaluation record (``reports/evaluations/<variant>.json``); a clear error if one is missing."""
-    from faceswap.evaluate import evaluation_record_path
-
-    out, missing = [], []
-    for v in variants:
-        path = evaluation_record_path(reports_dir, v)
-        if not path.is_file():
-            missing.append(v)
-            continue
-        evaluation = json.loads(path.read_text())
-        metrics = {k: val for k, val in evaluation.get("metrics", {}).items() if k in EVAL_METRICS}
-        out.append(Candidate(v, metrics, evaluation))
+def load_candidates(variants: tuple[str, ...], records: dict[str, Path]) -> list[Candidate]:
+    """Every variant's evaluation record; a clear error naming the ones that are missing."""
+    missing = [v for v in variants if not records[v].is_file()]
     if missing:
         raise RegisterError(
-            f"no evaluation for {', '.join(missing)} (expected {evaluation_record_path(reports_dir, '<variant>')}); "
-            f"run `dvc repro evaluate` (or `faceswap evaluate --variant V`) first"
+            f"no evaluation for {', '.join(missing)} (expected {', '.join(str(records[v]) for v in missing)}); "
+            "run `dvc repro evaluate` (or `faceswap evaluate --variant V`) first"
         )
-    return out
+    return [Candidate.of(EvaluationRecord.load(records[v])) for v in variants]
 
 
 # --- summary ------------------------------------------------------------------------------------------
@@ -243,7 +220,8 @@ def summary_table(candidates: list[Candidate], winner: str | None) -> str:
     return "\n".join(lines)
 
 
-def write_summary(path: Path, candidates: list[Candidate], rule: RegisterParams, result: dict[str, Any]) -> None:
+def summary_markdown(candidates: list[Candidate], rule: RegisterParams, result: RegisterRecord) -> str:
+    """The summary page (``paths.summary``): every variant's table, the rule, the choice and why not the others."""
     faces = next((c.metrics for c in candidates), {})
     lines = [
         "# Variant comparison",
@@ -254,25 +232,24 @@ def write_summary(path: Path, candidates: list[Candidate], rule: RegisterParams,
         "↑ higher is better; definitions in docs/metrics.md. Real test faces read as their own identity: "
         f"{_fmt(faces.get('truth_identity_success'), '.2f')}.",
         "",
-        summary_table(candidates, result.get("variant")),
+        summary_table(candidates, result.variant),
         "",
         f"**Rule**: {describe_rule(rule)}.",
         "",
-        f"**Choice**: {result['reason']}",
+        f"**Choice**: {result.reason}",
         "",
         "**Why not the others**:",
         "",
-        *[f"- {c.variant}: {c.note}" for c in candidates if c.variant != result.get("variant")],
+        *[f"- {c.variant}: {c.note}" for c in candidates if c.variant != result.variant],
         "",
     ]
-    if result.get("version"):
-        lines.append(f"**Registry**: `{result['model_name']}` version {result['version']} → alias "
-                     f"`{result['alias']}`; champion is version {result['champion_version']}"
-                     f"{' (moved)' if result['champion_changed'] else ' (unchanged)'}. {result['alias_reason']}")
+    if result.version:
+        lines.append(f"**Registry**: `{result.model_name}` version {result.version} → alias "
+                     f"`{result.alias}`; champion is version {result.champion_version}"
+                     f"{' (moved)' if result.champion_changed else ' (unchanged)'}. {result.alias_reason}")
     else:
         lines.append("**Registry**: nothing registered.")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(lines) + "\n")
+    return "\n".join(lines) + "\n"
 
 
 # --- registry -----------------------------------------------------------------------------------------
@@ -281,7 +258,7 @@ def write_summary(path: Path, candidates: list[Candidate], rule: RegisterParams,
 def _metric_tags(c: Candidate) -> dict[str, str]:
     """Metrics (and the CIs of the ranked ones) as version tags, so a later run can compare with this one."""
     tags = {f"metric.{k}": repr(float(v)) for k, v in c.metrics.items() if v is not None and k in EVAL_METRICS}
-    for k, e in c.evaluation.get("estimates", {}).items():
+    for k, e in c.view.estimates.items():
         if k in RANKABLE:
             tags[f"ci.{k}"] = f"{float(e['ci_lo'])!r},{float(e['ci_hi'])!r}"
     return tags
@@ -302,7 +279,7 @@ def _candidate_from_tags(variant: str, tags: dict[str, str]) -> Candidate:
             except ValueError:
                 continue
             estimates[k.removeprefix("ci.")] = {"ci_lo": lo, "ci_hi": hi}
-    return Candidate(variant, metrics, {"estimates": estimates})
+    return Candidate(variant, MetricView(metrics, estimates))
 
 
 def _champion(client: Any, name: str) -> Any | None:
@@ -350,11 +327,11 @@ def reevaluate_version(tracking_uri: str, name: str, version: str, params: Param
     device = resolve_device(params.evaluate.device, "evaluate.device")
     model, _ = load_model(found[0], device)
     cfg = params.evaluate
-    faces = load_eval_faces(cfg.data, tuple(model.config.identities), model.config.image_size, cfg.faces_dir,
-                            cfg.max_faces)
+    faces = load_eval_faces(params.paths.accepted, tuple(model.config.identities), model.config.image_size,
+                            params.paths.faces, cfg.max_faces)
     ev = evaluate_model(model, faces, cfg, params.metrics.checkerboard.periods, device)
     metrics, estimates = aggregate([SeedRun(0, found[0], {}, {}, ev)])
-    return Candidate(f"version {version}", metrics, {"estimates": estimates})
+    return Candidate(f"version {version}", MetricView(metrics, estimates))
 
 
 def log_and_register(win: Candidate, rule: RegisterParams, tracking_uri: str, reason: str,
@@ -367,16 +344,18 @@ def log_and_register(win: Candidate, rule: RegisterParams, tracking_uri: str, re
     from faceswap.serving import pyfunc
     from faceswap.tracking import connect, ensure_experiment
 
-    ev = win.evaluation
-    ckpt = Path(ev["checkpoint"])
+    ev = win.record
+    if ev is None:
+        raise RegisterError(f"{win.variant} has no evaluation record to register")
+    ckpt = Path(ev.checkpoint)
     if not ckpt.is_file():
         raise RegisterError(f"checkpoint of {win.variant} not found: {ckpt}")
     from faceswap.files import file_sha256
 
-    if file_sha256(ckpt) != ev["checkpoint_sha256"]:
+    if file_sha256(ckpt) != ev.checkpoint_sha256:
         raise RegisterError(f"{ckpt} changed since it was evaluated; run `dvc repro evaluate@{win.variant}` again")
     client = connect(tracking_uri)
-    run_id = (ev.get("mlflow") or {}).get("run_id")
+    run_id = ev.mlflow.run_id if ev.mlflow else None
     if not run_id:
         exp_id = ensure_experiment(client, params, tracking_uri)
         run = client.create_run(exp_id, run_name=f"{win.variant}-register", tags={"variant": win.variant})
@@ -384,28 +363,18 @@ def log_and_register(win: Candidate, rule: RegisterParams, tracking_uri: str, re
     example = _example_faces(ev, read_rgb)
     tags = {
         "variant": win.variant,
-        "data_version": str(ev.get("data_version") or "unknown"),
-        "git_commit": str(ev.get("git_commit") or "unknown"),
-        "eval_fingerprint": ev["eval_fingerprint"],
-        "checkpoint_sha256": ev["checkpoint_sha256"],
-        "step": str(ev.get("step")),
+        "data_version": str(ev.data_version or "unknown"),
+        "git_commit": str(ev.git_commit or "unknown"),
+        "eval_fingerprint": ev.eval_fingerprint,
+        "checkpoint_sha256": ev.checkpoint_sha256,
+        "step": str(ev.step),
         "rule": describe_rule(rule),
         "selection": reason,
         **_metric_tags(win),
     }
-    import faceswap
-
     with mlflow.start_run(run_id=run_id):
-        info = mlflow.pyfunc.log_model(
-            name=MODEL_ARTIFACT,
-            python_model=pyfunc.FaceSwapModel(),
-            artifacts={"checkpoint": str(ckpt)},
-            code_paths=[str(Path(faceswap.__file__).parent)],
-            signature=pyfunc.signature(),
-            input_example=pyfunc.input_example(*example) if example else None,
-            pip_requirements=pyfunc.pip_requirements(),
-            tags={"variant": win.variant},
-        )
+        info = pyfunc.log_pyfunc(ckpt, MODEL_ARTIFACT, pyfunc.input_example(*example) if example else None,
+                                 tags={"variant": win.variant})
         mlflow.set_tags({"registered_as": rule.model_name, "variant": win.variant})
     from mlflow.exceptions import MlflowException
 
@@ -420,117 +389,118 @@ def log_and_register(win: Candidate, rule: RegisterParams, tracking_uri: str, re
     return client.get_model_version(rule.model_name, mv.version)
 
 
-def _example_faces(ev: dict[str, Any], read_rgb: Any) -> tuple | None:
+def _example_faces(ev: EvaluationRecord, read_rgb: Any) -> tuple | None:
     """The first held-out crop of each identity, for the model's input example (None if unavailable)."""
     from faceswap.data.dataset import resolve_crop
     from faceswap.data.manifest import read_manifest
 
     try:
-        manifest = Path(ev["manifest"])
-        faces_dir = Path(ev["faces_dir"]) if ev.get("faces_dir") else None
+        manifest = Path(ev.manifest)
+        faces_dir = Path(ev.faces_dir) if ev.faces_dir else None
         df = read_manifest(manifest)
         faces = []
-        for ident in ev["identities"]:
-            rel = df.loc[df["face_id"] == ev["face_ids"][ident][0], "path"].iloc[0]
+        for ident in ev.identities:
+            rel = df.loc[df["face_id"] == ev.face_ids[ident][0], "path"].iloc[0]
             faces.append(read_rgb(resolve_crop(rel, manifest, faces_dir)))
         return tuple(faces)
     except (KeyError, IndexError, OSError, ValueError):
         return None
 
 
-@dataclass
-class RegisterResult:
-    record: dict[str, Any]
-    table: str
+@dataclass(frozen=True)
+class CandidateRow:
+    """One variant's line in the register record."""
+
+    variant: str
+    qualifies: bool
+    rank: int | None
+    note: str
+    metrics: dict[str, float | None]
 
 
-def register_best(
-    params: Params,
-    reports_dir: str | Path = "reports",
-    out_json: str | Path = "metrics/register.json",
-    summary_md: str | Path = "reports/summary.md",
-) -> RegisterResult:
-    """The ``register`` stage: rank, register the winner, move the aliases, write register.json + summary.md."""
-    from faceswap.tracking import connect, tracking_uri
+@dataclass(frozen=True)
+class RegisterRecord:
+    """What stage ``register`` decided: the rule, the choice and why, and where the aliases point (the flow and
+    the README read it)."""
 
-    rule = params.registry
-    candidates = load_candidates(params.model.variants, reports_dir)
-    win, reason = select(candidates, rule)
-    record: dict[str, Any] = {
-        "model_name": rule.model_name, "version": None, "run_id": None, "variant": None, "alias": None,
-        "champion_version": None, "champion_changed": False, "reason": reason, "alias_reason": "",
-        "rule": describe_rule(rule), "tracking_uri": None,
-        "candidates": [],
-    }
-    if win is not None:
-        uri = tracking_uri(params)
-        logged = (win.evaluation.get("mlflow") or {}).get("tracking_uri")
-        if logged and logged != uri:
-            raise RegisterError(
-                f"the evaluation of {win.variant} logged to {logged}, but the tracking URI is now {uri} "
-                "($MLFLOW_TRACKING_URI, else mlflow.tracking_uri); point it back or evaluate again"
-            )
-        record["tracking_uri"] = uri
-        client = connect(uri)
-        ev = win.evaluation
-        champ = _champion(client, rule.model_name)
-        mv = _existing_version(client, rule.model_name, ev["checkpoint_sha256"], ev["eval_fingerprint"])
-        if mv is None:
-            mv = log_and_register(win, rule, uri, reason, params)
-        else:
-            reason += f" (already registered as version {mv.version}; not registered again)"
-            record["reason"] = reason
-        if champ is None:
-            alias, why = CHAMPION, "first registered model: it becomes champion"
-        elif str(champ.version) == str(mv.version):
-            alias, why = CHAMPION, f"version {mv.version} already holds the champion alias"
-        else:
-            if champ.tags.get("eval_fingerprint") == ev["eval_fingerprint"]:
-                champ_c = _candidate_from_tags(champ.tags.get("variant", "champion"), champ.tags)
-                basis = "same evaluation data"
-            else:
-                champ_c = reevaluate_version(uri, rule.model_name, champ.version, params)
-                basis = "champion re-evaluated on the current test faces"
-            better, why = beats(win, champ_c, rule)
-            alias = CHAMPION if better else CHALLENGER
-            why = (f"beats champion version {champ.version} ({basis}): {why}" if better
-                   else f"champion version {champ.version} stays ({basis}): {why}")
-        client.set_registered_model_alias(rule.model_name, alias, mv.version)
-        if alias == CHAMPION:
-            from mlflow.exceptions import MlflowException
+    model_name: str
+    rule: str
+    reason: str
+    candidates: tuple[CandidateRow, ...]
+    version: str | None = None
+    run_id: str | None = None
+    variant: str | None = None
+    alias: str | None = None
+    champion_version: str | None = None
+    champion_changed: bool = False
+    alias_reason: str = ""
+    tracking_uri: str | None = None
+    table: str = ""  # the printed comparison (with CIs); not part of the file
 
-            try:  # a version cannot usefully be both; the old challenger alias may point at it
-                if str(client.get_model_version_by_alias(rule.model_name, CHALLENGER).version) == str(mv.version):
-                    client.delete_registered_model_alias(rule.model_name, CHALLENGER)
-            except MlflowException:  # no challenger alias yet: nothing to remove
-                pass
-        record.update(
-            version=str(mv.version), run_id=mv.run_id, variant=win.variant, alias=alias,
-            champion_version=str(mv.version) if alias == CHAMPION else str(champ.version),
-            champion_changed=alias == CHAMPION and (champ is None or str(champ.version) != str(mv.version)),
-            alias_reason=why,
-        )
-    record["candidates"] = [
-        {"variant": c.variant, "qualifies": c.qualifies, "rank": c.rank, "note": c.note,
-         "metrics": {k: c.metrics.get(k) for k in RANKABLE if k in c.metrics}}
-        for c in candidates
-    ]
-    out_json = Path(out_json)
-    out_json.parent.mkdir(parents=True, exist_ok=True)
-    out_json.write_text(json.dumps(record, indent=2) + "\n")
-    write_summary(Path(summary_md), candidates, rule, record)
-    return RegisterResult(record, summary_table(candidates, record["variant"]))
+    def to_json(self) -> dict[str, Any]:
+        from dataclasses import asdict
+
+        d = asdict(self) | {"candidates": [asdict(c) for c in self.candidates]}
+        d.pop("table")
+        return d
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> RegisterRecord:
+        return cls(**{**d, "candidates": tuple(CandidateRow(**c) for c in d.get("candidates", []))})
 
 
-def format_register(r: RegisterResult) -> str:
-    rec = r.record
-    lines = [r.table, "", f"rule: {rec['rule']}", f"choice: {rec['reason']}"]
-    if rec["version"]:
-        lines.append(f"registered {rec['model_name']} version {rec['version']} (run {rec['run_id']}) → "
-                     f"@{rec['alias']}; champion: version {rec['champion_version']}"
-                     f"{' (moved)' if rec['champion_changed'] else ' (unchanged)'}")
-        lines.append(f"why: {rec['alias_reason']}")
-        lines.append(f"load: mlflow.pyfunc.load_model('models:/{rec['model_name']}@champion')  ({rec['tracking_uri']})")
+@dataclass(frozen=True)
+class Aliases:
+    """Where the registry's aliases point after a registration, and why."""
+
+    version: str
+    run_id: str
+    alias: str
+    champion_version: str
+    champion_changed: bool
+    why: str
+
+
+def register_winner(win: Candidate, params: Params, uri: str, reason: str) -> tuple[Aliases, str]:
+    """Register ``win`` (unless the same checkpoint and evaluation already are) and move the aliases by the rule;
+    returns the aliases and the reason, extended when nothing new was registered."""
+    from faceswap.tracking import connect
+
+    rule, ev = params.registry, win.record
+    assert ev is not None  # candidates from evaluation records always carry one
+    client = connect(uri)
+    champ = _champion(client, rule.model_name)
+    mv = _existing_version(client, rule.model_name, ev.checkpoint_sha256, ev.eval_fingerprint)
+    if mv is None:
+        mv = log_and_register(win, rule, uri, reason, params)
     else:
-        lines.append("nothing registered")
-    return "\n".join(lines)
+        reason += f" (already registered as version {mv.version}; not registered again)"
+    if champ is None:
+        alias, why = CHAMPION, "first registered model: it becomes champion"
+    elif str(champ.version) == str(mv.version):
+        alias, why = CHAMPION, f"version {mv.version} already holds the champion alias"
+    else:
+        if champ.tags.get("eval_fingerprint") == ev.eval_fingerprint:
+            champ_c = _candidate_from_tags(champ.tags.get("variant", "champion"), champ.tags)
+            basis = "same evaluation data"
+        else:
+            champ_c = reevaluate_version(uri, rule.model_name, champ.version, params)
+            basis = "champion re-evaluated on the current test faces"
+        better, why = beats(win, champ_c, rule)
+        alias = CHAMPION if better else CHALLENGER
+        why = (f"beats champion version {champ.version} ({basis}): {why}" if better
+               else f"champion version {champ.version} stays ({basis}): {why}")
+    client.set_registered_model_alias(rule.model_name, alias, mv.version)
+    if alias == CHAMPION:
+        from mlflow.exceptions import MlflowException
+
+        try:  # a version cannot usefully be both; the old challenger alias may point at it
+            if str(client.get_model_version_by_alias(rule.model_name, CHALLENGER).version) == str(mv.version):
+                client.delete_registered_model_alias(rule.model_name, CHALLENGER)
+        except MlflowException:  # no challenger alias yet: nothing to remove
+            pass
+    return Aliases(
+        version=str(mv.version), run_id=mv.run_id, alias=alias,
+        champion_version=str(mv.version) if alias == CHAMPION else str(champ.version),
+        champion_changed=alias == CHAMPION and (champ is None or str(champ.version) != str(mv.version)), why=why,
+    ), reason

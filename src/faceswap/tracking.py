@@ -10,6 +10,8 @@
 - **The runs** (:func:`open_run`): train, validate, evaluate and register all log through one :class:`Tracker`
   into the one experiment, tagged so the MLflow 3 UI opens on its training runs; training runs are named
   ``<variant>-seed<k>`` and tagged ``variant`` and ``seed``.
+- **The data** (:func:`log_manifest_input`): the face manifest a run trained or was evaluated on is logged as the
+  run's MLflow dataset input (the UI's *Dataset* column), its digest the file's DVC md5, tagged with the commit.
 
 No other module sets the tracking URI or builds an ``MlflowClient`` (tests/test_tracking.py checks this).
 ``import mlflow`` happens inside functions only (it costs ~3 s).
@@ -17,6 +19,7 @@ No other module sets the tracking URI or builds an ``MlflowClient`` (tests/test_
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import time
@@ -26,6 +29,8 @@ from typing import TYPE_CHECKING, Any
 from faceswap.files import file_digest
 
 if TYPE_CHECKING:
+    from mlflow.entities import Dataset
+
     from faceswap.config import MlflowParams, Params
 
 GROUP_ENV = "FACESWAP_PIPELINE_RUN"
@@ -251,3 +256,51 @@ def start_run(
     if tracker.run is not None and run_id and tracker.run_id == run_id:
         tracker.client.update_run(run_id, status="RUNNING")
     return tracker
+
+
+TRAINING, EVALUATION = "training", "evaluation"  # dataset contexts (the UI shows them beside the dataset)
+COMMIT_TAG = "git_commit"
+
+
+def _manifest_dataset(manifest: Path, digest: str) -> Dataset:
+    """The manifest as an ``mlflow.data`` dataset: named by its path (relative to the repository root, the working
+    directory of every stage), sourced at its absolute path, with schema and row count; ``digest`` as given."""
+    import warnings
+
+    import mlflow.data
+    import pandas as pd
+    from mlflow.data.dataset_source_registry import get_dataset_source_from_json
+
+    path = manifest.resolve()
+    try:
+        name = str(path.relative_to(Path.cwd().resolve()))
+    except ValueError:
+        name = str(path)
+    # the source named outright: a plain path resolves two ways ("" and file:, both local) and MLflow warns
+    source = get_dataset_source_from_json(json.dumps({"uri": str(path)}), "local")
+    dataset = mlflow.data.from_pandas(pd.read_parquet(path), source=source, name=name, digest=digest)
+    with warnings.catch_warnings():  # the schema's "integer columns cannot hold missing values" hint is for serving
+        warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer", category=UserWarning)
+        return dataset._to_mlflow_entity()
+
+
+def log_manifest_input(
+    tracker: Tracker, manifest: str | Path, context: str, dvc_hash: str | None = None, commit: str | None = None,
+) -> str | None:
+    """Log the validated face manifest (parquet) as a dataset input of the tracker's run, so the MLflow UI says
+    what the run trained (``context="training"``) or was evaluated on (``"evaluation"``).
+
+    The digest is ``dvc_hash`` (the md5 DVC recorded for it), else the file's md5 (DVC's hash of a file: the same
+    number); the input carries ``commit`` (default: :func:`git_commit`), so ``dvc checkout`` at that commit
+    restores exactly this data. Returns the digest (None when tracking is off).
+    """
+    if not tracker.run:
+        return None
+    from mlflow.entities import DatasetInput, InputTag
+    from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
+
+    manifest = Path(manifest)
+    digest = dvc_hash or file_md5(manifest)
+    tags = [InputTag(MLFLOW_DATASET_CONTEXT, context), InputTag(COMMIT_TAG, commit or git_commit())]
+    tracker.client.log_inputs(tracker.run_id, datasets=[DatasetInput(_manifest_dataset(manifest, digest), tags)])
+    return digest

@@ -1,4 +1,5 @@
-"""Training loop for one decoder variant: ``train(params, variant, out_dir)``, shared by CLI, Prefect and tests.
+"""Training loop for one decoder variant: ``train(params, variant, out_dir, manifest=..., faces_dir=...)``, the
+library under the ``train`` stage (:mod:`faceswap.stages.train`), benchmarks and tests.
 
 Each step reconstructs a batch of every identity through its own decoder (shared encoder), on warped
 inputs against clean targets. One code path serves every device:
@@ -9,15 +10,15 @@ inputs against clean targets. One code path serves every device:
 * DDP under ``torchrun`` (NCCL on GPUs, gloo on CPU): ranks read disjoint slices of one deterministic
   data stream; only ``is_main`` logs, previews, validates and saves.
 * checkpoints (atomic, ``faceswap.checkpoint``) every N steps, the last K kept plus ``best.pt``, each a
-  full training state that loads with ``weights_only=True``. A rerun resumes from the newest readable
-  checkpoint with the same config fingerprint (a corrupt one falls back to the previous with a
-  warning); a changed config starts fresh and says so.
+  full :class:`~faceswap.checkpoint.TrainingState` that loads with ``weights_only=True``. A rerun resumes
+  from the newest readable checkpoint with the same config fingerprint (a corrupt one falls back to the
+  previous with a warning); a changed config starts fresh and says so (:func:`find_resume`).
 * a non-finite loss or non-finite gradients skip the step with a warning; ``max_nonfinite`` in a row stop the run
   (:class:`TrainingError`) and leave the last good checkpoint; SIGINT/SIGTERM save and stop cleanly.
 
-Outputs in ``out_dir``: ``model.pt`` (the best-by-validation weights: ``model``, ``model_config``,
-``step``, ``val_loss``, ``variant``), ``checkpoints/``, ``previews/``, ``run.json``; optionally a
-metrics JSON and loss-curve CSVs for DVC.
+Outputs in ``out_dir``: ``model.pt`` (the best-by-validation weights, a :class:`~faceswap.checkpoint.ModelFile`),
+``checkpoints/``, ``previews/``, ``run.json``. The stage's records (DVC metrics, loss curves) are written by
+:mod:`faceswap.stages.train` from the :class:`TrainResult`.
 """
 
 from __future__ import annotations
@@ -31,7 +32,8 @@ import signal
 import sys
 import time
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
+from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -39,7 +41,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from faceswap.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from faceswap.checkpoint import (
+    CheckpointError,
+    CheckpointVersionError,
+    ModelFile,
+    TrainingState,
+    load_training_state,
+    save_checkpoint,
+)
 from faceswap.compute import ComputeError, ComputePlan, plan_compute
 from faceswap.config import Params, TrainParams
 from faceswap.data.dataset import FaceSet, StepBatches, SwapPairs, load_faces, stack_faces, to_float, worker_init
@@ -56,29 +65,76 @@ if TYPE_CHECKING:
 # (precision and layout are how the same arithmetic runs: a run resumes across them, e.g. an fp32 CPU checkpoint
 # continued under bf16, and the reverse)
 OPERATIONAL_KEYS = ("val_every", "checkpoint_every", "keep_checkpoints", "preview_every", "preview_rows", "log_every",
-                    "workers", "max_nonfinite", "mlflow", "compile", "data", "faces_dir", "seeds", "precision",
-                    "channels_last")
+                    "workers", "max_nonfinite", "mlflow", "compile", "seeds", "precision", "channels_last")
 
 
 class TrainingError(FaceswapError, RuntimeError):
     """Training cannot go on (e.g. too many non-finite losses in a row); the last good checkpoint is kept."""
 
 
-@dataclass
-class TrainResult:
-    variant: str
-    out_dir: str
-    step: int
-    steps: int
-    best_val_loss: float | None
-    best_step: int | None
-    resumed_from: int | None
+@dataclass(frozen=True)
+class Outcome:
+    """Where the loop stopped, and why."""
+
+    step: int  # the last step taken
+    steps: int  # train.steps
+    resumed_from: int | None  # the checkpoint's step this call continued from
     interrupted: int | None  # the signal number that stopped the run, if any
-    nonfinite_skipped: int
-    images_per_s: float
-    wall_s: float
+    nonfinite_skipped: int  # steps skipped for a non-finite loss or gradients, over the whole run
+
+
+@dataclass(frozen=True)
+class Best:
+    """The best validation loss and its step (the weights of ``model.pt``); None before the first validation."""
+
+    val_loss: float | None
+    step: int | None
+
+
+@dataclass(frozen=True)
+class Speed:
+    images_per_s: float  # over this call's steps, all ranks together
+    wall_s: float  # this call's loop
+    world_size: int
+
+
+@dataclass(frozen=True)
+class Curves:
+    """The loss history: the mean training loss every ``log_every`` steps, and at every validation the
+    validation loss and the same loss on clean training faces (NaN where a resumed older checkpoint lacks it)."""
+
+    step: tuple[int, ...]
+    loss: tuple[float, ...]
+    val_step: tuple[int, ...]
+    val_loss: tuple[float, ...]
+    train_clean_loss: tuple[float, ...]
+
+    @classmethod
+    def from_history(cls, h: dict[str, list[float]]) -> Curves:
+        clean = list(h.get("train_clean_loss", []))
+        clean = [float("nan")] * (len(h["val_step"]) - len(clean)) + clean
+        return cls(step=tuple(int(s) for s in h["step"]), loss=tuple(h["loss"]),
+                   val_step=tuple(int(s) for s in h["val_step"]), val_loss=tuple(h["val_loss"]),
+                   train_clean_loss=tuple(clean))
+
+    @property
+    def final_train_loss(self) -> float | None:
+        return self.loss[-1] if self.loss else None
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What one call of :func:`train` did: everything the stage's metrics file and curves are made of."""
+
+    variant: str
+    seed: int
+    out_dir: Path
+    outcome: Outcome
+    best: Best
+    speed: Speed
+    curves: Curves = field(repr=False)
     mlflow_run_id: str | None
-    history: dict[str, list[float]] = field(default_factory=dict, repr=False)
+    main: bool  # rank 0, the process that wrote the outputs (under DDP the others return too)
 
 
 # --- setup helpers -------------------------------------------------------------------------------------
@@ -169,18 +225,48 @@ def _step_checkpoints(folder: Path) -> list[Path]:
     return sorted(folder.glob("step_*.pt"), reverse=True)
 
 
-def find_resume(folder: Path, fp: str) -> tuple[dict[str, Any] | None, str]:
-    """Newest readable checkpoint with fingerprint ``fp``; returns (state or None, what happened)."""
-    for path in _step_checkpoints(folder):
+class ResumeReason(Enum):
+    """Why a run starts where it does."""
+
+    NONE_FOUND = "none_found"  # no step checkpoint: a new run
+    UNREADABLE = "unreadable"  # step checkpoints, none readable (each warned about): a new run beside them
+    RESUMED = "resumed"  # the newest readable checkpoint has this config's fingerprint: continue it
+    CONFIG_CHANGED = "config_changed"  # it has another: the old run's files are deleted, a new run starts
+
+
+@dataclass(frozen=True)
+class Resume:
+    """What :func:`find_resume` found: the reason, the line the run logs, and the state to continue from."""
+
+    reason: ResumeReason
+    message: str
+    state: TrainingState | None = field(default=None, repr=False)  # set when RESUMED
+    path: Path | None = None  # the checkpoint the decision was made on
+
+
+def find_resume(folder: Path, fp: str) -> Resume:
+    """The newest readable checkpoint in ``folder`` decides: fingerprint ``fp`` resumes it, another starts fresh.
+
+    A damaged checkpoint falls back to the previous one with a warning; one of a layout this code does not read
+    (:class:`~faceswap.checkpoint.CheckpointVersionError`) stops the run instead, as starting fresh would
+    overwrite a run that is not damaged."""
+    paths = _step_checkpoints(folder)
+    for path in paths:
         try:
-            state = load_checkpoint(path)
+            state = load_training_state(path)
+        except CheckpointVersionError as err:
+            raise CheckpointVersionError(f"{err}; or delete {folder} to start this run afresh") from None
         except CheckpointError as err:
             warnings.warn(f"{err}; falling back to an older checkpoint", RuntimeWarning, stacklevel=2)
             continue
-        if state.get("fingerprint") != fp:
-            return None, f"config changed since {path} (fingerprint {state.get('fingerprint')} → {fp}): starting fresh"
-        return state, f"resuming from {path} (step {state['step']})"
-    return None, "no checkpoint: starting fresh"
+        if state.fingerprint != fp:
+            return Resume(ResumeReason.CONFIG_CHANGED,
+                          f"config changed since {path} (fingerprint {state.fingerprint} → {fp}): starting fresh",
+                          path=path)
+        return Resume(ResumeReason.RESUMED, f"resuming from {path} (step {state.step})", state, path)
+    if paths:
+        return Resume(ResumeReason.UNREADABLE, f"no readable checkpoint ({len(paths)} damaged): starting fresh")
+    return Resume(ResumeReason.NONE_FOUND, "no checkpoint: starting fresh")
 
 
 def _prune(folder: Path, keep: int) -> None:
@@ -305,7 +391,7 @@ def setup_runtime(t: TrainParams) -> Runtime:
     return Runtime(device, dist, plan)
 
 
-@dataclass
+@dataclass(frozen=True)
 class RunData:
     """The faces one run reads: the training stream's source and the fixed sets for validation and previews."""
 
@@ -323,7 +409,52 @@ def load_run_data(params: Params, manifest: Path, faces_dir: str | Path | None) 
     ids, size = params.base.identities, params.base.image_size
     train = load_faces(manifest, ids, "train", size, faces_dir)  # first: its errors name a bad manifest clearly
     val = load_faces(manifest, ids, "val", size, faces_dir)
-    return RunData(manifest, file_md5(manifest), manifest_detector(manifest), train, val)
+    return RunData(manifest=manifest, version=file_md5(manifest), detector=manifest_detector(manifest), train=train,
+                   val_faces=val)
+
+
+@dataclass(frozen=True)
+class RunSetup:
+    """What one run is, decided once before its first step: the params, variant and seed, the run folder, where
+    the arithmetic runs, the faces it reads, and its config with the fingerprint a resume must match."""
+
+    params: Params
+    variant: str
+    seed: int
+    out: Path
+    rt: Runtime
+    data: RunData
+    cfg: dict[str, Any]  # run_config: what the checkpoints and MLflow record
+    fp: str  # fingerprint(cfg)
+
+    @property
+    def t(self) -> TrainParams:
+        return self.params.train
+
+    @property
+    def ckpt_dir(self) -> Path:
+        return self.out / "checkpoints"
+
+
+def setup_run(params: Params, variant: str, out_dir: str | Path, *, manifest: str | Path,
+              faces_dir: str | Path | None, seed: int | None = None) -> RunSetup:
+    """Device and compute plan (joining DDP under torchrun), the run's faces, its config and fingerprint."""
+    rt = setup_runtime(params.train)
+    data = load_run_data(params, Path(manifest), faces_dir)
+    seed = params.base.seed if seed is None else seed
+    cfg = run_config(params, variant, data.version, seed)
+    return RunSetup(params=params, variant=variant, seed=seed, out=Path(out_dir), rt=rt, data=data, cfg=cfg,
+                    fp=fingerprint(cfg))
+
+
+@dataclass(frozen=True)
+class Trainables:
+    """What a step changes: the model (and the config that rebuilds it), the optimiser and the loss scaler."""
+
+    model: FaceSwapAutoencoder
+    mcfg: ModelConfig
+    opt: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
 
 
 def build_model(params: Params, variant: str, rt: Runtime) -> tuple[FaceSwapAutoencoder, ModelConfig]:
@@ -357,12 +488,12 @@ def default_workers(device: torch.device) -> int:
     return max(0, min(16, (os.cpu_count() or 1) - 1))
 
 
-def make_loader(faces: dict[str, FaceSet], t: TrainParams, seed: int, start: int,
-                rt: Runtime) -> torch.utils.data.DataLoader:
+def make_loader(setup: RunSetup, start: int) -> torch.utils.data.DataLoader:
     """This rank's slice of the deterministic batch stream from step ``start`` (so a resume continues it)."""
+    t, rt = setup.t, setup.rt
     workers = t.workers if t.workers is not None else default_workers(rt.device)
     return torch.utils.data.DataLoader(
-        SwapPairs(faces, t.augment, seed),
+        SwapPairs(setup.data.train, t.augment, setup.seed),
         batch_sampler=StepBatches(start, t.steps, t.batch_size, rt.dist.rank, rt.dist.world),
         num_workers=workers, pin_memory=rt.device.type == "cuda",
         prefetch_factor=4 if workers else None, persistent_workers=False, worker_init_fn=worker_init,
@@ -406,38 +537,40 @@ class Progress:
         "step": [], "loss": [], "val_step": [], "val_loss": [], "train_clean_loss": []})
 
 
-def resume(out: Path, fp: str, variant: str, model: nn.Module, opt: torch.optim.Optimizer,
-           scaler: torch.amp.GradScaler, rt: Runtime) -> Progress:
-    """Load the newest checkpoint with fingerprint ``fp`` into model, optimizer, scaler and RNG, or start fresh;
-    a changed config first deletes the old run's files so they cannot be mistaken for this run's."""
-    ckpt_dir = out / "checkpoints"
-    state, how = find_resume(ckpt_dir, fp)
-    if state is None and rt.dist.is_main and "config changed" in how:
-        for p in [*ckpt_dir.glob("*.pt"), *(out / "previews").glob("*.png"), out / "model.pt", out / "run.json"]:
+def resume(setup: RunSetup, parts: Trainables) -> Progress:
+    """Load the newest checkpoint with the run's fingerprint into model, optimizer, scaler and RNG, or start
+    fresh; a changed config first deletes the old run's files so they cannot be mistaken for this run's."""
+    rt, out, variant = setup.rt, setup.out, setup.variant
+    found = find_resume(setup.ckpt_dir, setup.fp)
+    if found.reason is ResumeReason.CONFIG_CHANGED and rt.dist.is_main:
+        old = [*setup.ckpt_dir.glob("*.pt"), *(out / "previews").glob("*.png"), out / "model.pt", out / "run.json"]
+        for p in old:
             p.unlink(missing_ok=True)
-    _log(f"train {variant}: {how}", rt.dist)
+    _log(f"train {variant}: {found.message}", rt.dist)
     if rt.dist.enabled:
         torch.distributed.barrier()  # nobody reads checkpoints the main rank is deleting
-    if state is None:
+    state = found.state
+    if found.reason is not ResumeReason.RESUMED or state is None:
         return Progress(LossWindow(rt.device))
-    model.load_state_dict(state["model"])  # copies into the parameters: they keep this run's memory format
-    opt.load_state_dict(state["optimizer"])
-    _match_layouts(opt)
-    if state.get("scaler") and scaler.is_enabled():  # an fp32/bf16 checkpoint has no scale: fp16 starts its own
-        scaler.load_state_dict(state["scaler"])
-    written = (state.get("precision"), state.get("channels_last"))
+    parts.model.load_state_dict(state.model)  # copies into the parameters: they keep this run's memory format
+    parts.opt.load_state_dict(state.optimizer)
+    _match_layouts(parts.opt)
+    if state.scaler and parts.scaler.is_enabled():  # an fp32/bf16 checkpoint has no scale: fp16 starts its own
+        parts.scaler.load_state_dict(state.scaler)
+    written = (state.precision, state.channels_last)
     if written[0] and written != (rt.precision, rt.channels_last):
-        def how(prec: str, cl: bool) -> str:
+        def how(prec: str, cl: bool | None) -> str:
             return f"{prec}{', channels-last' if cl else ''}"
 
         _log(f"train {variant}: checkpoint written in {how(*written)}, continuing in "
              f"{how(rt.precision, rt.channels_last)}", rt.dist)
-    torch.set_rng_state(state["rng"]["torch"])
-    if rt.device.type == "cuda" and state["rng"].get("cuda") is not None:
-        torch.cuda.set_rng_state(state["rng"]["cuda"], rt.device)
-    p = Progress(LossWindow(rt.device, *state.get("loss_window", (0.0, 0))), state["step"], state["best_val_loss"],
-                 state["best_step"], state["nonfinite_total"], state.get("mlflow_run_id"), state["step"])
-    p.history.update({k: list(v) for k, v in state["history"].items()})
+    torch.set_rng_state(state.rng["torch"])
+    if rt.device.type == "cuda" and state.rng.get("cuda") is not None:
+        torch.cuda.set_rng_state(state.rng["cuda"], rt.device)
+    p = Progress(window=LossWindow(rt.device, *state.loss_window), step=state.step, best_val=state.best_val_loss,
+                 best_step=state.best_step, nonfinite_total=state.nonfinite_total,
+                 mlflow_run_id=state.mlflow_run_id, resumed_from=state.step)
+    p.history.update({k: list(v) for k, v in state.history.items()})
     return p
 
 
@@ -451,12 +584,12 @@ def _match_layouts(opt: torch.optim.Optimizer) -> None:
                     opt.state[p][k] = torch.empty_like(p, dtype=v.dtype).copy_(v)
 
 
-def start_tracking(params: Params, cfg: dict[str, Any], fp: str, data: RunData, rt: Runtime,
-                   run_id: str | None) -> tuple[Tracker, str]:
+def start_tracking(setup: RunSetup, run_id: str | None) -> tuple[Tracker, str]:
     """Open (or reopen, on resume) the MLflow run on the main rank, tagged so runs group by variant, seed and
     experiment; returns the tracker and the git commit."""
     from faceswap.tracking import GROUP_ENV, git_commit, start_run
 
+    params, cfg, fp, data, rt = setup.params, setup.cfg, setup.fp, setup.data, setup.rt
     commit = git_commit()
     group = os.environ.get(GROUP_ENV) or hashlib.sha256(json.dumps(
         [commit, data.version, {k: v for k, v in cfg.items() if k != "variant"}], sort_keys=True).encode()
@@ -469,6 +602,10 @@ def start_tracking(params: Params, cfg: dict[str, Any], fp: str, data: RunData, 
     if rt.dist.is_main:
         tracker.log_params({**cfg, **rt.plan.params(), "data_path": str(data.manifest),
                             "train_faces": {i: len(f) for i, f in data.train.items()}})
+        if run_id is None:  # a new run: what it trains on, as the UI's Dataset column (a resume has it already)
+            from faceswap.tracking import TRAINING, log_manifest_input
+
+            log_manifest_input(tracker, data.manifest, TRAINING, dvc_hash=data.version, commit=commit)
     return tracker, commit
 
 
@@ -517,17 +654,10 @@ class Run:
     preview, checkpoint. Only the main rank writes or logs: ``save`` checks the rank itself, the loop calls
     ``validate`` and ``preview`` on the main rank only, and the tracker is a no-op elsewhere."""
 
-    out: Path
-    t: TrainParams
-    cfg: dict[str, Any]
-    fp: str
-    rt: Runtime
-    model: FaceSwapAutoencoder
-    mcfg: ModelConfig
-    opt: torch.optim.Optimizer
-    scaler: torch.amp.GradScaler
+    setup: RunSetup
+    parts: Trainables
     tracker: Tracker
-    data: RunData
+    commit: str  # the git commit, recorded in run.json
     progress: Progress
     consecutive_nonfinite: int = 0
     val: dict[str, torch.Tensor] = field(init=False)
@@ -535,40 +665,53 @@ class Run:
     preview_faces: dict[str, torch.Tensor] = field(init=False)
 
     def __post_init__(self) -> None:
-        n = self.t.val_images
-        self.val = {i: stack_faces(fs, n) for i, fs in self.data.val_faces.items()}
+        n, data = self.t.val_images, self.setup.data
+        self.val = {i: stack_faces(fs, n) for i, fs in data.val_faces.items()}
         # the same loss on unaugmented training faces: a gap to the (augmented) training loss means the model
         # is learning the augmentation, a gap to val_loss means it is overfitting
-        self.train_clean = {i: stack_faces(fs, n) for i, fs in self.data.train.items()}
-        self.preview_faces = {i: stack_faces(fs, self.t.preview_rows) for i, fs in self.data.val_faces.items()}
+        self.train_clean = {i: stack_faces(fs, n) for i, fs in data.train.items()}
+        self.preview_faces = {i: stack_faces(fs, self.t.preview_rows) for i, fs in data.val_faces.items()}
+
+    @property
+    def t(self) -> TrainParams:
+        return self.setup.t
+
+    @property
+    def rt(self) -> Runtime:
+        return self.setup.rt
+
+    @property
+    def model(self) -> FaceSwapAutoencoder:
+        return self.parts.model
 
     @property
     def ckpt_dir(self) -> Path:
-        return self.out / "checkpoints"
+        return self.setup.ckpt_dir
 
     @property
     def run_id(self) -> str | None:
         return self.tracker.run_id or self.progress.mlflow_run_id
 
-    def state_dict(self, step: int) -> dict[str, Any]:
+    def training_state(self, step: int) -> TrainingState:
         """A full training state (loads with ``weights_only=True``): what a resume needs to continue exactly."""
         rng = {"torch": torch.get_rng_state()}
         if self.rt.device.type == "cuda":
             rng["cuda"] = torch.cuda.get_rng_state(self.rt.device)
-        p, t = self.progress, self.t
-        return {"model": self.model.state_dict(), "model_config": self.mcfg.to_dict(),
-                "optimizer": self.opt.state_dict(), "scaler": self.scaler.state_dict(),
-                "schedule": {"kind": t.decay, "step": step, "lr": lr_at(step, t)}, "step": step,
-                "variant": self.cfg["variant"], "precision": self.rt.precision, "channels_last": self.rt.channels_last,
-                "best_val_loss": p.best_val, "best_step": p.best_step,
-                "nonfinite_total": p.nonfinite_total, "rng": rng, "config": self.cfg, "fingerprint": self.fp,
-                "mlflow_run_id": self.run_id, "history": p.history, "loss_window": p.window.state()}
+        p, t, parts, s = self.progress, self.t, self.parts, self.setup
+        total, n = p.window.state()
+        return TrainingState(
+            model=parts.model.state_dict(), model_config=parts.mcfg.to_dict(), optimizer=parts.opt.state_dict(),
+            scaler=parts.scaler.state_dict(), schedule={"kind": t.decay, "step": step, "lr": lr_at(step, t)},
+            step=step, variant=s.variant, precision=self.rt.precision, channels_last=self.rt.channels_last,
+            best_val_loss=p.best_val, best_step=p.best_step, nonfinite_total=p.nonfinite_total, rng=rng,
+            config=s.cfg, fingerprint=s.fp, mlflow_run_id=self.run_id, history=p.history,
+            loss_window=(total, n))
 
     def save(self, step: int, best: bool = False) -> None:
         """Checkpoint ``step`` (keeping the newest ``keep_checkpoints``), and as ``best.pt`` when it is the best."""
         if not self.rt.dist.is_main:
             return
-        st = self.state_dict(step)
+        st = self.training_state(step)
         save_checkpoint(self.ckpt_dir / f"step_{step:07d}.pt", st)
         _prune(self.ckpt_dir, self.t.keep_checkpoints)
         if best:
@@ -625,7 +768,7 @@ class Run:
         """The preview grid of held-out pairs at ``step``, to ``previews/`` and MLflow (main rank)."""
         from faceswap.imageio import write_rgb
 
-        path = self.out / "previews" / f"step_{step:07d}.png"
+        path = self.setup.out / "previews" / f"step_{step:07d}.png"
         write_rgb(path, training_preview(self.model, self.preview_faces, self.rt.device))
         self.tracker.log_artifact(path, "previews")
 
@@ -638,40 +781,35 @@ def train(
     variant: str,
     out_dir: str | Path,
     *,
-    data: str | Path | None = None,
-    faces_dir: str | Path | None = "params",
-    metrics_path: str | Path | None = None,
-    curves_dir: str | Path | None = None,
-    progress: bool | None = None,
+    manifest: str | Path,
+    faces_dir: str | Path | None,
     seed: int | None = None,
+    progress: bool | None = None,
 ) -> TrainResult:
-    """Train ``variant`` on the accepted faces and write its outputs to ``out_dir`` (see the module doc).
+    """Train ``variant`` on the accepted faces of ``manifest`` and write its outputs to ``out_dir`` (module doc).
 
-    ``data``/``faces_dir`` default to ``params.train``; ``progress`` None shows a bar only on a terminal;
-    ``seed`` (default ``base.seed``) seeds the weights and the augmentation stream of this run.
+    ``faces_dir``: the folder the manifest's crop paths are relative to (None: the manifest's own folder);
+    ``seed`` (default ``base.seed``) seeds the weights and the augmentation stream of this run; ``progress``
+    None shows a bar only on a terminal.
     """
     from tqdm import tqdm
 
     # setup: device and precision, data, model and optimizer, resume, tracking
-    t, out = params.train, Path(out_dir)
-    rt = setup_runtime(t)
+    setup = setup_run(params, variant, out_dir, manifest=manifest, faces_dir=faces_dir, seed=seed)
+    t, rt = params.train, setup.rt
     dist, device = rt.dist, rt.device
-    rd = load_run_data(params, Path(data if data is not None else t.data),
-                       t.faces_dir if faces_dir == "params" else faces_dir)
-    seed = params.base.seed if seed is None else seed
-    cfg = run_config(params, variant, rd.version, seed)
-    fp = fingerprint(cfg)
-    torch.manual_seed(seed)
+    torch.manual_seed(setup.seed)
     model, mcfg = build_model(params, variant, rt)
     opt = _optimizer(model, t, device)
     scaler = torch.amp.GradScaler(device.type, enabled=rt.precision == "fp16")
+    trainables = Trainables(model=model, mcfg=mcfg, opt=opt, scaler=scaler)
     _log(f"train {variant}: {rt.plan.describe()}", dist)
-    prog = resume(out, fp, variant, model, opt, scaler, rt)
+    prog = resume(setup, trainables)
     start = prog.step
     net = wrap_model(model, t, rt)
-    loader = make_loader(rd.train, t, seed, start, rt)
-    tracker, commit = start_tracking(params, cfg, fp, rd, rt, prog.mlflow_run_id)
-    run = Run(out, t, cfg, fp, rt, model, mcfg, opt, scaler, tracker, rd, prog)
+    loader = make_loader(setup, start)
+    tracker, commit = start_tracking(setup, prog.mlflow_run_id)
+    run = Run(setup=setup, parts=trainables, tracker=tracker, commit=commit, progress=prog)
 
     identities = params.base.identities
     images_per_step = t.batch_size * len(identities) * dist.world
@@ -729,12 +867,17 @@ def train(
                 if dist.is_main and _due(step, t.preview_every, t.steps):
                     run.preview(step)
 
-        # finish: model.pt, run.json, metrics and curves (or a resumable stop on a signal)
+        # finish: model.pt and run.json (or a resumable stop on a signal)
         bar.close()
         wall = time.perf_counter() - t_start
-        result = TrainResult(variant, str(out), step, t.steps, prog.best_val, prog.best_step, prog.resumed_from,
-                             flag.signum, prog.nonfinite_total, (step - start) * images_per_step / max(wall, 1e-9),
-                             wall, run.run_id, prog.history)
+        result = TrainResult(
+            variant=variant, seed=setup.seed, out_dir=setup.out,
+            outcome=Outcome(step=step, steps=t.steps, resumed_from=prog.resumed_from, interrupted=flag.signum,
+                            nonfinite_skipped=prog.nonfinite_total),
+            best=Best(val_loss=prog.best_val, step=prog.best_step),
+            speed=Speed(images_per_s=(step - start) * images_per_step / max(wall, 1e-9), wall_s=wall,
+                        world_size=dist.world),
+            curves=Curves.from_history(prog.history), mlflow_run_id=run.run_id, main=dist.is_main)
         if flag.signum is not None:
             _log(f"train {variant}: stopped by signal {flag.signum} at step {step}; checkpoint saved, rerun to resume",
                  dist)
@@ -743,8 +886,7 @@ def train(
         if dist.enabled:
             _check_ranks_agree(model)
         if dist.is_main:
-            _finish(out, model, mcfg, variant, result, cfg, tracker, commit, t, metrics_path, curves_dir, dist,
-                    rd.detector)
+            _finish(run, result)
         status = "FINISHED"
         return result
     finally:
@@ -768,38 +910,19 @@ def _check_ranks_agree(model: nn.Module) -> None:
         raise TrainingError(f"DDP replicas diverged: weights differ by up to {spread:g} between ranks")
 
 
-def _finish(out: Path, model: FaceSwapAutoencoder, mcfg: ModelConfig, variant: str, result: TrainResult,
-            cfg: dict, tracker: Any, commit: str, t: TrainParams, metrics_path: Any, curves_dir: Any,
-            dist: Dist, detector: dict | None = None) -> None:
-    """model.pt (best weights), run.json, metrics and curves; the final checkpoint to MLflow."""
-    best = out / "checkpoints" / "best.pt"
-    weights = load_checkpoint(best)["model"] if best.is_file() else model.state_dict()
-    save_checkpoint(out / "model.pt", {"model": weights, "model_config": mcfg.to_dict(), "step": result.best_step,
-                                       "val_loss": result.best_val_loss, "variant": variant, "config": cfg,
-                                       "detector": detector})
+def _finish(run: Run, result: TrainResult) -> None:
+    """model.pt (best weights) and run.json, both also to MLflow with the run's summary metrics."""
+    setup, tracker, out = run.setup, run.tracker, run.setup.out
+    best = run.ckpt_dir / "best.pt"
+    weights = load_training_state(best).model if best.is_file() else run.model.state_dict()
+    save_checkpoint(out / "model.pt", ModelFile(
+        model=weights, model_config=run.parts.mcfg.to_dict(), step=result.best.step, val_loss=result.best.val_loss,
+        variant=setup.variant, config=setup.cfg, detector=setup.data.detector))
     tracker.log_artifact(out / "model.pt", "model")
-    run = {"variant": variant, "mlflow_run_id": tracker.run_id, "mlflow_experiment_id": tracker.experiment_id,
-           "tracking_uri": tracker.uri,
-           "data_version": cfg["data_version"], "git_commit": commit, "steps": result.step,
-           "best_val_loss": result.best_val_loss, "best_step": result.best_step}
-    (out / "run.json").write_text(json.dumps(run, indent=2) + "\n")
+    info = {"variant": setup.variant, "mlflow_run_id": tracker.run_id, "mlflow_experiment_id": tracker.experiment_id,
+            "tracking_uri": tracker.uri, "data_version": setup.cfg["data_version"], "git_commit": run.commit,
+            "steps": result.outcome.step, "best_val_loss": result.best.val_loss, "best_step": result.best.step}
+    (out / "run.json").write_text(json.dumps(info, indent=2) + "\n")
     tracker.log_artifact(out / "run.json")
-    summary = {k: v for k, v in asdict(result).items() if k not in ("history", "out_dir")}
-    summary["final_train_loss"] = result.history["loss"][-1] if result.history["loss"] else None
-    summary["world_size"] = dist.world
-    tracker.log_metrics({"best_val_loss": result.best_val_loss or float("nan"), "train_images_per_s":
-                         result.images_per_s}, result.step)
-    if metrics_path:
-        mp = Path(metrics_path)
-        mp.parent.mkdir(parents=True, exist_ok=True)
-        mp.write_text(json.dumps(summary, indent=2) + "\n")
-    if curves_dir:
-        cd = Path(curves_dir)
-        cd.mkdir(parents=True, exist_ok=True)
-        h = result.history
-        (cd / "train.csv").write_text("step,loss\n" + "".join(f"{s},{v:.6f}\n" for s, v in
-                                                              zip(h["step"], h["loss"], strict=True)))
-        clean = h.get("train_clean_loss", [])
-        clean = [float("nan")] * (len(h["val_step"]) - len(clean)) + clean  # resumed from an older checkpoint
-        (cd / "val.csv").write_text("step,val_loss,train_clean_loss\n" + "".join(
-            f"{s},{v:.6f},{c:.6f}\n" for s, v, c in zip(h["val_step"], h["val_loss"], clean, strict=True)))
+    tracker.log_metrics({"best_val_loss": result.best.val_loss or float("nan"),
+                         "train_images_per_s": result.speed.images_per_s}, result.outcome.step)

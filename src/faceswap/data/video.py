@@ -4,23 +4,25 @@ Layout in: ``<raw>/<identity>/**/<video>.<ext>``. Layout out::
 
     <out>/<identity>/<video>/<frame_index:06d>.jpg   sampled frames
     <out>/frames.parquet                             one row per frame (see FRAME_COLUMNS)
-    <out>/report.json                                per video: what happened, frames decoded and kept
+
+and :func:`extract_frames` returns what happened to every video (:class:`ExtractResult`); the stage
+(:mod:`faceswap.stages.extract`) writes it as ``<out>/report.json``.
 
 Videos are decoded sequentially; frames that are not sampled are only *grabbed* (demuxed and decoded
 by FFmpeg, but never converted to BGR or copied into Python), and videos are processed in parallel
 threads (OpenCV releases the GIL while decoding and encoding). A bad file never stops the stage: it is
-reported. Only an identity left with no frame at all is an error.
+reported (the stage calls an identity left with no frame at all an error).
 """
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import shutil
-from collections.abc import Callable, Iterator, Sequence
+import sys
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -34,7 +36,7 @@ os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
 VIDEO_EXTENSIONS = frozenset({".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".wmv", ".flv"})
 FRAME_COLUMNS = ("identity", "video", "frame_index", "timestamp_s", "path", "width", "height", "fps")
 INDEX_NAME = "frames.parquet"
-REPORT_NAME = "report.json"
+REPORT_NAME = "report.json"  # the stage's report, next to the frames (and what marks a folder as this stage's)
 
 
 class ExtractError(FaceswapError, RuntimeError):
@@ -54,7 +56,6 @@ class VideoResult:
     frames_expected: int | None = None  # from the container header; None when it does not say
     frames_decoded: int = 0  # frames read (grabbed) before the end or an error
     frames_kept: int = 0
-    rows: list[dict] = field(default_factory=list, repr=False)
 
 
 def find_videos(raw_dir: Path, identity: str) -> tuple[list[Path], list[Path]]:
@@ -133,11 +134,13 @@ def iter_sampled_frames(
 
 def _extract_one(
     raw_dir: Path, out: Path, identity: str, path: Path, every: int, max_frames: int | None, quality: int
-) -> VideoResult:
+) -> tuple[VideoResult, list[dict]]:
+    """One video's sampled frames written under ``out``: what happened to it, and its rows of the frame index."""
     import cv2
 
     name = video_name(raw_dir, identity, path)
     res = VideoResult(identity, name, str(path))
+    rows: list[dict] = []
     folder = out / identity / name
     try:
         for index, ts, frame in iter_sampled_frames(path, every, max_frames, res):
@@ -146,7 +149,7 @@ def _extract_one(
             if not cv2.imwrite(str(out / rel), frame, [cv2.IMWRITE_JPEG_QUALITY, quality]):
                 raise OSError(f"cannot write {out / rel}")
             h, w = frame.shape[:2]
-            res.rows.append(
+            rows.append(
                 {
                     "identity": identity,
                     "video": name,
@@ -160,7 +163,7 @@ def _extract_one(
             )
     except OSError as err:  # the output side failing is not the video's fault: stop the stage
         raise ExtractError(str(err)) from err
-    return res
+    return res, rows
 
 
 def prepare_out_dir(out: Path, markers: Sequence[str]) -> None:
@@ -174,16 +177,13 @@ def prepare_out_dir(out: Path, markers: Sequence[str]) -> None:
     out.mkdir(parents=True, exist_ok=True)
 
 
-@dataclass
-class ExtractSummary:
-    out: str
-    identities: dict[str, dict]
-    videos: list[dict]
-    ignored_files: list[str]
+@dataclass(frozen=True)
+class ExtractResult:
+    """What :func:`extract_frames` did: every video's outcome (sorted by identity, then video) and the files it
+    passed over (not videos by their extension)."""
 
-    @property
-    def frames(self) -> int:
-        return sum(v["frames"] for v in self.identities.values())
+    videos: tuple[VideoResult, ...]
+    ignored_files: tuple[str, ...]
 
 
 def extract_frames(
@@ -195,10 +195,12 @@ def extract_frames(
     max_frames: int | None = 500,
     workers: int | None = None,
     jpeg_quality: int = 95,
-    progress: Callable[[VideoResult], None] | None = None,
-) -> ExtractSummary:
-    """Sample frames of every video of every identity into ``out``; see the module docstring."""
+    progress: bool = True,
+) -> ExtractResult:
+    """Sample frames of every video of every identity into ``out`` (frames and frames.parquet); see the module
+    docstring. ``progress``: a bar of videos on stderr (on a terminal)."""
     import pandas as pd
+    from tqdm import tqdm
 
     raw_dir, out = Path(raw_dir), Path(out)
     if every < 1:
@@ -211,69 +213,23 @@ def extract_frames(
         videos, others = find_videos(raw_dir, ident)
         jobs += [(ident, v) for v in videos]
         ignored += [str(p) for p in others]
-    results: list[VideoResult] = []
-    with ThreadPoolExecutor(max_workers=max(1, min(workers or os.cpu_count() or 1, len(jobs) or 1))) as pool:
-        futures = [
-            pool.submit(_extract_one, raw_dir, out, ident, path, every, max_frames, jpeg_quality)
-            for ident, path in jobs
-        ]
-        for fut in as_completed(futures):
-            res = fut.result()
-            results.append(res)
-            if progress:
-                progress(res)
-    results.sort(key=lambda r: (r.identity, r.video))
-    rows = [row for r in results for row in r.rows]
-    frame_df = pd.DataFrame(rows, columns=list(FRAME_COLUMNS))
+    done: list[tuple[VideoResult, list[dict]]] = []
+    bar = tqdm(total=len(jobs), unit="video", desc="extract", file=sys.stderr, disable=None if progress else True)
+    try:
+        with ThreadPoolExecutor(max_workers=max(1, min(workers or os.cpu_count() or 1, len(jobs) or 1))) as pool:
+            futures = [
+                pool.submit(_extract_one, raw_dir, out, ident, path, every, max_frames, jpeg_quality)
+                for ident, path in jobs
+            ]
+            for fut in as_completed(futures):
+                res, rows = fut.result()
+                done.append((res, rows))
+                bar.update(1)
+                bar.set_postfix_str(f"{res.identity}/{res.video}: {res.frames_kept} frames")
+    finally:
+        bar.close()
+    done.sort(key=lambda d: (d[0].identity, d[0].video))
+    frame_df = pd.DataFrame([row for _, rows in done for row in rows], columns=list(FRAME_COLUMNS))
     frame_df = frame_df.astype({"frame_index": "int64", "width": "int64", "height": "int64", "timestamp_s": "float64"})
     frame_df.to_parquet(out / INDEX_NAME, index=False)
-    per_ident = {}
-    for ident in identities:
-        mine = [r for r in results if r.identity == ident]
-        per_ident[ident] = {
-            "videos": len(mine),
-            "videos_failed": sum(r.status == "failed" for r in mine),
-            "videos_partial": sum(r.status == "partial" for r in mine),
-            "frames": sum(r.frames_kept for r in mine),
-            "folder_exists": (raw_dir / ident).is_dir(),
-        }
-    summary = ExtractSummary(
-        out=str(out),
-        identities=per_ident,
-        videos=[{k: v for k, v in asdict(r).items() if k != "rows"} for r in results],
-        ignored_files=ignored,
-    )
-    (out / REPORT_NAME).write_text(json.dumps(asdict(summary), indent=2) + "\n")
-    empty = [i for i, s in per_ident.items() if s["frames"] == 0]
-    if empty:
-        why = "; ".join(
-            f"{i}: "
-            + (
-                f"no folder {raw_dir / i}"
-                if not per_ident[i]["folder_exists"]
-                else f"{per_ident[i]['videos']} video file(s), none decodable"
-            )
-            for i in empty
-        )
-        raise ExtractError(f"no frames for identity {', '.join(empty)} ({why}); see {out / REPORT_NAME}")
-    return summary
-
-
-def format_summary(summary: ExtractSummary) -> str:
-    """The end-of-stage summary: one line per identity, then every video that was not fully read."""
-    lines = [f"extract → {summary.out}: {summary.frames} frames"]
-    for ident, s in summary.identities.items():
-        lines.append(
-            f"  {ident}: {s['frames']} frames from {s['videos']} videos"
-            f" ({s['videos_failed']} failed, {s['videos_partial']} partial)"
-        )
-    problems = [v for v in summary.videos if v["status"] != "ok" or v["message"]]
-    if problems:
-        lines.append("  problems:")
-        for v in problems:
-            lines.append(f"    {v['status']:7s} {v['path']}: {v['message']} (kept {v['frames_kept']} frames)")
-    if summary.ignored_files:
-        lines.append(
-            f"  ignored {len(summary.ignored_files)} non-video file(s): " + ", ".join(summary.ignored_files[:5])
-        )
-    return "\n".join(lines)
+    return ExtractResult(videos=tuple(res for res, _ in done), ignored_files=tuple(ignored))

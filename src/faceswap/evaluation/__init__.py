@@ -1,9 +1,10 @@
-"""Test-set evaluation in small pieces, one job each; ``faceswap.evaluate`` is the stage that joins them.
+"""Test-set evaluation in small pieces, one job each; :mod:`faceswap.stages.evaluate` is the stage that joins them.
 
 - :mod:`.faces`: the held-out (``test``) faces, through the one face loader (:func:`faceswap.data.dataset.load_faces`);
 - :mod:`.metrics`: running a model on them and every number of docs/metrics.md, and the mean over seeds;
 - :mod:`.pictures`: the preview grid, zoomed flat region and error spectrum people look at;
-- :mod:`.runs`: where the numbers go in MLflow (through :mod:`faceswap.tracking`, like every stage).
+- :mod:`.runs`: where the numbers go in MLflow (through :mod:`faceswap.tracking`, like every stage);
+- :mod:`.record`: the evaluation record, the typed contract between stage evaluate and stage register.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 Reconstruction quality (LPIPS, PSNR, SSIM), the checkerboard score of reconstructions and swaps, identity
 transfer of the swaps, cycle consistency and landmark preservation (with a failure rate). Names and directions:
-:mod:`faceswap.metrics.catalog`; intervals: :mod:`faceswap.stats`.
+:mod:`faceswap.names`; intervals: :mod:`faceswap.stats`.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from faceswap.evaluation import EvaluateError
-from faceswap.metrics.catalog import EVAL_METRICS, INFO
+from faceswap.names import EVAL_METRICS, INFO
 from faceswap.pictures import evenly_spaced, to_uint8
 
 if TYPE_CHECKING:
@@ -182,6 +182,7 @@ def evaluate_model(
                      plan_compute(device, cfg.precision, cfg.channels_last, setting="evaluate"))
     m: dict[str, float | None] = {}
     per: dict[str, list[float]] = {}
+    grid = {"recon": [], "error": [], "swap": []}  # set scores per identity / direction, averaged below
     # A swap into identity t is drawn by t's decoder: its grid reference is t's held-out ground truth (clean
     # real crops of what that decoder learned to draw; they score ≈ 0), never the source face.
     truth_sets = {i: list(_hwc(outs[f"truth_{i}"])) for i in (a, b)}
@@ -206,11 +207,11 @@ def evaluate_model(
         g_swap = decoder_grid_score(list(swap_np), truth_sets[target], periods)
         s_rec, s_swap = g_rec["score"], g_swap["score"]
         m[f"truth_checkerboard_{tag}"] = g_rec["reference_score"]
-        m[f"_recon_cb_{tag}"] = s_rec
+        grid["recon"].append(s_rec)
         m[f"recon_checkerboard_excess_{tag}"] = g_rec["excess"]
-        m[f"_recon_err_cb_{tag}"] = checkerboard_score_set(list(err_np), periods).score
+        grid["error"].append(checkerboard_score_set(list(err_np), periods).score)
         direction = f"{tag}2{'b' if tag == 'a' else 'a'}"
-        m[f"_swap_cb_{direction}"] = s_swap
+        grid["swap"].append(s_swap)
         m[f"swap_checkerboard_excess_{direction}"] = g_swap["excess"]
         pi_truth = truth_pi[ident]
         pi_rec = [checkerboard_score(im, periods).score for im in rec_np]
@@ -223,9 +224,9 @@ def evaluate_model(
     m["recon_lpips"] = _mean(m["recon_lpips_a"], m["recon_lpips_b"])
     m["recon_psnr"] = _mean(m["recon_psnr_a"], m["recon_psnr_b"])
     m["recon_ssim"] = _mean(m["recon_ssim_a"], m["recon_ssim_b"])
-    m["recon_checkerboard"] = _mean(m.pop("_recon_cb_a"), m.pop("_recon_cb_b"))
+    m["recon_checkerboard"] = _mean(*grid["recon"])
     m["recon_checkerboard_excess"] = _mean(m["recon_checkerboard_excess_a"], m["recon_checkerboard_excess_b"])
-    m["recon_error_checkerboard"] = _mean(m.pop("_recon_err_cb_a"), m.pop("_recon_err_cb_b"))
+    m["recon_error_checkerboard"] = _mean(*grid["error"])
     m["recon_checkerboard_image"] = float(np.mean(per["recon_checkerboard_a"] + per["recon_checkerboard_b"]))
     m["recon_checkerboard_excess_image"] = float(
         np.mean(per["recon_checkerboard_excess_a"] + per["recon_checkerboard_excess_b"])
@@ -233,7 +234,7 @@ def evaluate_model(
     m["recon_error_checkerboard_image"] = float(
         np.mean(per["recon_error_checkerboard_a"] + per["recon_error_checkerboard_b"])
     )
-    m["swap_checkerboard"] = _mean(m.pop("_swap_cb_a2b"), m.pop("_swap_cb_b2a"))
+    m["swap_checkerboard"] = _mean(*grid["swap"])
     m["swap_checkerboard_excess"] = max(m["swap_checkerboard_excess_a2b"], m["swap_checkerboard_excess_b2a"])
     m["swap_checkerboard_excess_image"] = float(
         np.mean(per["swap_checkerboard_excess_a2b"] + per["swap_checkerboard_excess_b2a"])
@@ -269,7 +270,7 @@ def evaluate_model(
     m["faces_a"] = float(len(faces.images[a]))
     m["faces_b"] = float(len(faces.images[b]))
     if unknown := set(m) - set(EVAL_METRICS):
-        raise EvaluateError(f"metrics missing from the catalogue (faceswap/metrics/catalog.py): {sorted(unknown)}")
+        raise EvaluateError(f"metrics missing from the catalogue (faceswap/names.py): {sorted(unknown)}")
     ordered = {k: m[k] for k in EVAL_METRICS if k in m}
     return Evaluation(ordered, per, outs, details)
 
@@ -314,7 +315,7 @@ def aggregate(runs: list[SeedRun]) -> tuple[dict[str, float | None], dict[str, d
     Per-face metrics (catalog.PER_FACE) get the hierarchical bootstrap over seeds and test faces; the others
     (set scores, rates) the seeds' range, labelled as such.
     """
-    from faceswap.metrics.catalog import PER_FACE
+    from faceswap.names import PER_FACE
     from faceswap.stats import hierarchical_bootstrap
 
     keys = list(runs[0].evaluation.metrics)

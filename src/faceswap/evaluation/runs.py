@@ -12,6 +12,7 @@ from faceswap.evaluation import EvaluateError
 
 if TYPE_CHECKING:
     from faceswap.config import Params
+    from faceswap.tracking import Tracker
 
 SUMMARY_KIND = "variant-summary"
 
@@ -73,10 +74,6 @@ def log_to_mlflow(
     return {"tracking_uri": uri, "run_id": run_id, "experiment_id": exp_id}
 
 
-def log_record(where: dict[str, str], record: Path, params: Params | None = None) -> None:
-    """The evaluation record (``reports/evaluations/<variant>.json``) into the variant's summary run."""
-    from faceswap.tracking import open_run
-
-    run = open_run(params, "", where["run_id"])
+def log_record(run: Tracker, record: Path) -> None:
+    """The evaluation record file into the variant's summary run."""
     run.log_artifact(record, "evaluation")
-    run.end()

@@ -7,8 +7,9 @@ variants differ only in how they up-sample. Each has two geometries:
 * ``first=True``: the step out of the b×b bottleneck, H' = 2b + 2 (3→8 for the 3×3 bottleneck,
   7→16 for the seed's day-13 7×7 one), so that a chain of ×2 steps then lands on the input size.
 
-Adding a variant is one class with this constructor, decorated ``@upsampler("name")``, plus its name in
-params.yaml ``model.variants``; params validation, the CLI and the model all read ``UPSAMPLERS``.
+Adding a variant is one class with this constructor, decorated ``@upsampler("name")``, its name in
+``faceswap.names.VARIANTS`` (the torch-free list that params validation and the CLI read, so loading params
+never imports this module) and, to train it, in params.yaml ``model.variants``.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from faceswap import names
+
 UPSAMPLERS: dict[str, type[nn.Module]] = {}  # filled by @upsampler, in definition order
 
 
@@ -25,6 +28,8 @@ def upsampler(name: str) -> Callable[[type[nn.Module]], type[nn.Module]]:
     """Register a block class as the decoder variant ``name`` (params ``model.variants``, ``--variant``)."""
 
     def register(cls: type[nn.Module]) -> type[nn.Module]:
+        if name not in names.VARIANTS:
+            raise ValueError(f"decoder variant {name!r} is not in faceswap/names.py VARIANTS; add it there too")
         if UPSAMPLERS.get(name, cls) is not cls:
             raise ValueError(f"decoder variant {name!r} is already registered as {UPSAMPLERS[name].__name__}")
         UPSAMPLERS[name] = cls

@@ -37,7 +37,9 @@ section of params.yaml, handed over by ``faceswap serve`` in ``$FACESWAP_SERVE_P
 ``serve`` and ``align`` sections); without it the defaults apply.
 
 The model's only artifact is the training checkpoint (``checkpoint``), rebuilt with
-:func:`faceswap.checkpoint.load_model`.
+:func:`faceswap.checkpoint.load_model` (tensors only: ``torch.load(weights_only=True)``). The model itself is
+logged as code (MLflow's *models from code*, :mod:`faceswap.serving.model_code`), never as a pickle, so loading
+it never unpickles code; the ``faceswap`` package travels with it as its code path.
 """
 
 from __future__ import annotations
@@ -46,20 +48,27 @@ import base64
 import binascii
 import io
 import json
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import mlflow.pyfunc
 import numpy as np
+import pandas as pd  # at module level: MLflow resolves predict's type hints in this module's namespace
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+from mlflow.pyfunc import PythonModelContext
 
 from faceswap.errors import FaceswapError
 from faceswap.serving.swapper import DIRECTIONS
+
+if TYPE_CHECKING:
+    from mlflow.models.model import ModelInfo
 
 INPUT_COLUMNS = ("image", "direction", "aligned")
 OUTPUT_COLUMNS = ("image", "direction", "identity", "variant", "size", "resized", "aligned", "face_found", "score",
                   "box", "width", "height", "error")
 PARAMS_ENV = "FACESWAP_SERVE_PARAMS"
+MODEL_CODE = Path(__file__).with_name("model_code.py")  # the file MLflow logs as the model (models from code)
 
 
 class RowError(FaceswapError, ValueError):
@@ -191,9 +200,10 @@ class FaceSwapModel(mlflow.pyfunc.PythonModel):
             image = cv2.resize(image, (self.size, self.size), interpolation=interp)
         return image, direction, True, resized
 
-    def predict(self, context, model_input, params=None):  # untyped: MLflow reads hints as a schema
-        import pandas as pd
-
+    def predict(self, context: PythonModelContext | None, model_input: pd.DataFrame,
+                params: dict[str, Any] | None = None) -> pd.DataFrame:
+        """One output row per input row. A DataFrame hint gives MLflow no schema of its own (nor a conversion of
+        the input), so the explicit :func:`signature` stays the one the scoring server validates against."""
         df = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)
         if len(df) > self.serve.max_rows:  # before any image is decoded: a large request costs nothing
             raise RequestError(f"{len(df)} rows in one request; the limit is {self.serve.max_rows} (serve.max_rows): "
@@ -254,10 +264,8 @@ def signature():
     return ModelSignature(inputs=inputs, outputs=outputs)
 
 
-def input_example(face_a: np.ndarray, face_b: np.ndarray):
+def input_example(face_a: np.ndarray, face_b: np.ndarray) -> pd.DataFrame:
     """Two real aligned crops, one per direction."""
-    import pandas as pd
-
     return pd.DataFrame({"image": [encode_png(face_a), encode_png(face_b)], "direction": ["a2b", "b2a"],
                          "aligned": [True, True]})
 
@@ -285,3 +293,27 @@ def pip_requirements() -> list[str]:
             continue
         reqs.append(f"{pkg}=={v.split('+')[0]}")
     return reqs
+
+
+def _model_args(checkpoint: str | Path, example: pd.DataFrame | None) -> dict[str, Any]:
+    """What logging and saving share: the model as code (no pickle), the checkpoint as its one artifact, the
+    ``faceswap`` package as code path (importable under ``--env-manager virtualenv``), schema and pins."""
+    import faceswap
+
+    return {
+        "python_model": str(MODEL_CODE), "artifacts": {"checkpoint": str(checkpoint)},
+        "code_paths": [str(Path(faceswap.__file__).parent)], "signature": signature(), "input_example": example,
+        "pip_requirements": pip_requirements(),
+    }
+
+
+def log_pyfunc(checkpoint: str | Path, name: str, example: pd.DataFrame | None = None,
+               tags: dict[str, str] | None = None) -> ModelInfo:
+    """Log ``checkpoint`` as the served pyfunc ``name`` into the active run (``register`` opens the evaluation's)."""
+    return mlflow.pyfunc.log_model(name=name, tags=tags, **_model_args(checkpoint, example))
+
+
+def save_pyfunc(checkpoint: str | Path, path: str | Path) -> Path:
+    """Save ``checkpoint`` as a local pyfunc model folder, exactly as :func:`log_pyfunc` logs it."""
+    mlflow.pyfunc.save_model(path=str(path), **_model_args(checkpoint, None))
+    return Path(path)

@@ -57,20 +57,12 @@ def package_checkpoint(checkpoint: str | Path, out: str | Path) -> Path:
     """Save a training checkpoint as a local pyfunc model folder (what ``register`` would log), for serving."""
     import shutil
 
-    import mlflow
-
-    import faceswap
-    from faceswap.serving import pyfunc
+    from faceswap.serving.pyfunc import save_pyfunc
 
     out = Path(out)
     if out.exists():
         shutil.rmtree(out)
-    mlflow.pyfunc.save_model(
-        path=str(out), python_model=pyfunc.FaceSwapModel(), artifacts={"checkpoint": str(checkpoint)},
-        code_paths=[str(Path(faceswap.__file__).parent)], signature=pyfunc.signature(),
-        pip_requirements=pyfunc.pip_requirements(),
-    )
-    return out
+    return save_pyfunc(checkpoint, out)
 
 
 def mlflow_executable() -> str:

@@ -1,26 +1,10 @@
-"""Great Expectations gate between ``align`` and training (``faceswap validate``).
+"""The Great Expectations gate between ``align`` and training (the library of stage ``validate``).
 
 - :mod:`.checks`: measurements on the crops and clips (no GX);
 - :mod:`.suite`: the expectations, built from ``params.yaml`` (read and extend it there);
-- :mod:`.stage`: :func:`run_validation`, the stage itself (GX is imported only when it runs).
+- :mod:`.gate`: :func:`~faceswap.validation.gate.check_faces` runs them in an in-memory GX context and returns
+  the verdict, the accepted and the quarantined rows; :func:`~faceswap.validation.gate.build_data_docs` writes
+  the run's Data Docs into a given folder. GX is imported only when the gate runs.
+
+The stage (which paths, which files, the record) is :mod:`faceswap.stages.validate`.
 """
-
-from faceswap.validation.stage import (
-    ACCEPTED_NAME,
-    QUARANTINE_NAME,
-    Failure,
-    ValidationResult,
-    ValidationStageError,
-    format_summary,
-    run_validation,
-)
-
-__all__ = [
-    "ACCEPTED_NAME",
-    "QUARANTINE_NAME",
-    "Failure",
-    "ValidationResult",
-    "ValidationStageError",
-    "format_summary",
-    "run_validation",
-]

@@ -3,15 +3,16 @@
 This is the place to read what the gate checks and to extend it. Each expectation carries:
 
 - ``description``: one line shown in Data Docs and in the terminal summary (why a face was rejected);
-- ``meta.key``: a short stable name (summary, ``metrics/validation.json``, quarantine's ``expectation``);
+- ``meta.key``: a short stable name (summary, the validation metrics file, quarantine's ``expectation``);
 - ``meta.level``: ``row`` (a failing face can be quarantined in ``filter`` mode) or ``table`` (fails the
   stage in both modes);
 - ``meta.param``: the ``params.yaml`` key that sets its threshold, where there is one.
 
 To add a check, append one more ``_e(...)`` below. Row-level expectations must be column-map
 expectations (``ExpectColumnValues...``) so that Great Expectations can name the failing rows; a column
-that the manifest lacks can be derived in :mod:`faceswap.validation.checks`. Ids are derived from the
-key so that the suite files under ``gx/`` stay the same from run to run (a diff shows a real change).
+that the manifest lacks can be derived in :mod:`faceswap.validation.checks`. This module is the suite's only
+definition (no ``gx/`` project holds a copy): each run builds it here and runs it in an in-memory context. Ids
+are derived from the key, so every run's results and Data Docs name an expectation the same way.
 """
 
 from __future__ import annotations

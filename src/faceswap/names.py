@@ -1,11 +1,18 @@
-"""Every evaluation metric by name, with its direction and a one-line meaning.
+"""The project's vocabulary: decoder variant names and every evaluation metric with its direction.
 
-One table, read by the evaluation (to write ``metrics/<variant>.json`` and the MLflow run), by the
-registry rule (which may only rank by a known lower/higher-is-better metric) and by the config's
-validation. ``docs/metrics.md`` defines each one in full. Importing this module is cheap.
+A torch-free table that the config validates against, so that loading params.yaml (which every stage does)
+imports no model or metric code: a decoder edit then reruns only the stages that build models. The decoder
+registry (``@upsampler`` in faceswap/model/blocks.py) must list exactly ``VARIANTS`` (tests/test_names.py);
+the evaluation writes only metrics named in ``EVAL_METRICS``; the registry ranks by ``direction()``.
+``docs/metrics.md`` defines each metric in full.
 """
 
 from __future__ import annotations
+
+# Decoder up-sampling variants, in the order they are reported. Adding one: this name, its class in
+# faceswap/model/blocks.py (``@upsampler(name)``) and, to train it, params.yaml ``model.variants``.
+VARIANTS: tuple[str, ...] = ("convtranspose", "resize_nearest", "resize_bilinear", "pixelshuffle",
+                             "pixelshuffle_icnr")
 
 LOWER, HIGHER, INFO = "lower", "higher", "info"
 
@@ -74,6 +81,20 @@ PER_FACE: dict[str, tuple[str, ...]] = {
 }
 
 RANKABLE = tuple(name for name, (d, _) in EVAL_METRICS.items() if d in (LOWER, HIGHER))
+
+
+def as_lower(name: str, value: float) -> float:
+    """``value`` of metric ``name`` as a lower-is-better number (negated for higher-is-better metrics)."""
+    return -value if direction(name) == HIGHER else value
+
+
+def bound_word(name: str) -> str:
+    """How a gate on ``name`` reads: '≥' for higher-is-better metrics, '≤' otherwise."""
+    return "≥" if direction(name) == HIGHER else "≤"
+
+
+def best_word(name: str) -> str:
+    return "highest" if direction(name) == HIGHER else "lowest"
 
 
 def direction(name: str) -> str:
