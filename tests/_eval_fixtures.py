@@ -114,10 +114,9 @@ def train_tiny(
 def paths_under(root: Path, **paths: str) -> dict[str, str]:
     """Every ``paths.*`` key moved below ``root`` (the tests' own data folder), keeping params.yaml's layout;
     the accepted manifest is ``root/faces.parquet`` beside the crops in ``root/faces``."""
-    from faceswap.config import PathsParams
+    from .conftest import repo_paths
 
-    moved = {k: str(root / v) for k, v in PathsParams().model_dump().items()}
-    return moved | {"accepted": str(root / "faces.parquet"), "faces": str(root / "faces")} | paths
+    return repo_paths(root, accepted=str(root / "faces.parquet"), faces=str(root / "faces"), **paths)
 
 
 def eval_params(root: Path, seeds: tuple[int, ...] = (0,), **evaluate):

@@ -40,3 +40,12 @@ def grace_hopper() -> np.ndarray:
 
     with cbook.get_sample_data("grace_hopper.jpg") as f, Image.open(f) as im:
         return np.asarray(im.convert("RGB"))
+
+
+def repo_paths(root: Path, **overrides: str) -> dict[str, str]:
+    """params.yaml's ``paths:`` (every path is stated there only, the code has no default), each moved below
+    ``root`` so that a test's stage writes into its own folder, with ``overrides`` on top."""
+    import yaml
+
+    stated = yaml.safe_load((REPO / "params.yaml").read_text())["paths"]
+    return {k: str(Path(root) / v) for k, v in stated.items()} | overrides

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from faceswap.cli import app
 from faceswap.errors import FaceswapError
-from tests.conftest import REPO
+from tests.conftest import REPO, repo_paths
 
 
 def _exception_classes() -> dict[str, list[str]]:
@@ -61,8 +61,7 @@ def test_evaluate_of_a_corrupt_checkpoint_is_one_line(tmp_path):
     (tmp_path / "models" / "resize_nearest" / "seed0").mkdir(parents=True)
     (tmp_path / "models" / "resize_nearest" / "seed0" / "model.pt").write_bytes(b"not a zip file")
     params = tmp_path / "params.yaml"
-    params.write_text(yaml.safe_dump({"paths": {"models": str(tmp_path / "models"),
-                                                "variant_metrics": str(tmp_path / "metrics")}}))
+    params.write_text(yaml.safe_dump({"paths": repo_paths(tmp_path)}))  # models/… below tmp_path
     r = CliRunner().invoke(app, ["evaluate", "--variant", "resize_nearest", "--no-mlflow", "--params", str(params)])
     assert r.exit_code == 1 and isinstance(r.exception, SystemExit), r.output
     assert "cannot read checkpoint" in _one_error_line(r.stderr)

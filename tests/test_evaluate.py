@@ -19,6 +19,7 @@ from faceswap.names import EVAL_METRICS
 from faceswap.pictures import evenly_spaced, flattest_window
 
 from ._eval_fixtures import eval_params, make_face_set, make_identity_reference, train_tiny
+from .conftest import repo_paths
 
 VARIANTS = ("convtranspose", "resize_nearest")
 
@@ -241,8 +242,8 @@ def test_cli_register_with_nothing_qualifying(evaluated, tmp_path):
     shutil.copytree(evaluated["root"] / "reports" / "evaluations", reports / "evaluations")
     params = tmp_path / "params.yaml"
     out = tmp_path / "register.json"
-    paths = {"evaluations": str(reports / "evaluations"), "register_record": str(out),
-             "summary": str(tmp_path / "summary.md")}
+    paths = repo_paths(tmp_path, evaluations=str(reports / "evaluations"), register_record=str(out),
+                       summary=str(tmp_path / "summary.md"))
     params.write_text(yaml.safe_dump({"model": {"variants": list(VARIANTS)}, "paths": paths,
                                       "register": {"gates": {"swap_checkerboard_excess": -1.0}}}))
     r = CliRunner().invoke(app, ["register", "--params", str(params)])

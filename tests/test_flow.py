@@ -22,6 +22,8 @@ from tests.conftest import REPO
 
 TINY_PARAMS = {
     "base": {"seed": 0},
+    # the project's layout: the tiny stages below write the files the flow's artifacts read from these paths
+    "paths": yaml.safe_load((REPO / "params.yaml").read_text())["paths"],
     "model": {"variants": ["convtranspose", "pixelshuffle"]},
     "flow": {"retries": 0, "schedule": {"name": "tiny-nightly", "cron": "30 2 * * *", "timezone": "Europe/Berlin"}},
 }

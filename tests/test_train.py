@@ -20,7 +20,7 @@ from faceswap.data.dataset import StepBatches, SwapPairs, load_faces
 from faceswap.train import TrainingError, lr_at
 from faceswap.train import train as train_lib
 from tests._faces import make_face_set
-from tests.conftest import REPO
+from tests.conftest import REPO, repo_paths
 
 
 @pytest.fixture(scope="module")
@@ -34,8 +34,7 @@ def raw_params(tmp_path, **train):
          "workers": 0, "loss": {"lpips_net": "none"},
          "mlflow": False}
     # every file a stage writes lands in tmp_path (the manifest and crops: the tests pass their face set)
-    paths = {"models": str(tmp_path / "models"), "train_metrics": str(tmp_path / "metrics" / "train"),
-             "train_curves": str(tmp_path / "metrics" / "train" / "curves")}
+    paths = repo_paths(tmp_path)
     tracking = {"tracking_uri": f"sqlite:///{tmp_path}/mlflow.db", "artifact_root": str(tmp_path / "mlruns")}
     for k, v in train.items():
         if k in ("tracking", "paths"):

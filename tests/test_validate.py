@@ -8,6 +8,8 @@ import json
 import shutil
 import subprocess
 import sys
+import tempfile
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -16,10 +18,10 @@ import pytest
 from typer.testing import CliRunner
 
 from faceswap.cli import app
-from faceswap.config import ConfigError, Params, parse_params
+from faceswap.config import ConfigError, Params, load_params, parse_params
 from faceswap.data.manifest import column_array, write_manifest
 from tests._clips import face_clip
-from tests.conftest import REPO
+from tests.conftest import REPO, repo_paths
 
 SIZE = 64
 ARRAYS = ("box", "landmarks_src", "landmarks_aligned", "matrix")
@@ -29,6 +31,8 @@ def _params(**validate) -> Params:
     return parse_params(
         {
             "base": {"image_size": SIZE},
+            # the layout, below a folder no test writes to: each test names the files it reads and writes
+            "paths": repo_paths(Path(tempfile.gettempdir()) / "faceswap-validate-unset"),
             "split": {"mode": "tail", "val_fraction": 0.2, "test_fraction": 0.2, "gap_s": 0.2},
             "validate": {"min_train_faces": 5, "min_val_faces": 2, "min_test_faces": 2,
                          "min_relative_sharpness": 0.3, **validate},
@@ -183,7 +187,7 @@ def test_cli_options_are_params_keys(tmp_path, monkeypatch):
     res = CliRunner().invoke(app, ["validate", "f", "--accepted", "a.parquet", "--mode", "fail",
                                    "--params", str(REPO / "params.yaml")])
     assert res.exit_code == 0, res.output
-    p, default = seen["p"], parse_params({})
+    p, default = seen["p"], load_params(REPO / "params.yaml")
     assert (p.paths.faces, p.paths.accepted, p.validation.mode) == ("f", "a.parquet", "fail")
     assert (p.paths.quarantine, p.paths.validation_report) == (default.paths.quarantine,
                                                                default.paths.validation_report)

@@ -568,27 +568,31 @@ class PathsParams(_Section):
     """Where each stage reads and writes: dvc.yaml's deps and outs and the stage modules read these keys, and no
     code holds a default path. Per-variant and per-seed files go below the folders named here
     (``<models>/<variant>/seed<k>``, ``<evaluations>/<variant>.json``, ``<pictures>/<variant>/preview.png``,
-    ``<train_metrics>/<variant>/seed<k>.json``, ``<variant_metrics>/<variant>.json``)."""
+    ``<train_metrics>/<variant>/seed<k>.json``, ``<variant_metrics>/<variant>.json``).
 
-    demo: RepoPath = "data/demo/raw"
-    raw: RepoPath = "data/demo/raw"
-    frames: RepoPath = "data/frames"
-    faces: RepoPath = "data/faces"
-    accepted: RepoPath = "data/validated/faces.parquet"
-    quarantine: RepoPath = "data/validated/quarantine.parquet"
-    validation_report: RepoPath = "reports/validation"
-    identity: RepoPath = "data/identity"
-    models: RepoPath = "models"
-    evaluations: RepoPath = "reports/evaluations"
-    pictures: RepoPath = "reports"
-    summary: RepoPath = "reports/summary.md"
-    align_metrics: RepoPath = "metrics/align.json"
-    validation_metrics: RepoPath = "metrics/validation.json"
-    identity_metrics: RepoPath = "metrics/identity.json"
-    train_metrics: RepoPath = "metrics/train"
-    train_curves: RepoPath = "metrics/train/curves"
-    variant_metrics: RepoPath = "metrics"
-    register_record: RepoPath = "metrics/register.json"
+    No field has a default: the layout is written in params.yaml only (and read by dvc.yaml from there), so a
+    params file without a complete ``paths:`` section cannot run a stage (it may still configure serving).
+    """
+
+    demo: RepoPath
+    raw: RepoPath
+    frames: RepoPath
+    faces: RepoPath
+    accepted: RepoPath
+    quarantine: RepoPath
+    validation_report: RepoPath
+    identity: RepoPath
+    models: RepoPath
+    evaluations: RepoPath
+    pictures: RepoPath
+    summary: RepoPath
+    align_metrics: RepoPath
+    validation_metrics: RepoPath
+    identity_metrics: RepoPath
+    train_metrics: RepoPath
+    train_curves: RepoPath
+    variant_metrics: RepoPath
+    register_record: RepoPath
 
     def run_dir(self, variant: str, seed: int) -> Path:
         """``<models>/<variant>/seed<k>``: one training run (model.pt, run.json, checkpoints, previews)."""
@@ -617,7 +621,8 @@ class Params(_Section):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
     base: BaseParams = BaseParams()
-    paths: PathsParams = PathsParams()
+    # ``paths`` is the params.yaml key; read it as ``params.paths``, which names the missing section clearly
+    where: PathsParams | None = Field(None, alias="paths")
     mlflow: MlflowParams = MlflowParams()
     model: ModelParams = ModelParams()
     metrics: MetricsParams = MetricsParams()
@@ -635,6 +640,14 @@ class Params(_Section):
     serve: ServeParams = ServeParams()
     flow: FlowParams = FlowParams()
 
+    @property
+    def paths(self) -> PathsParams:
+        """Every stage's files (``paths:`` in params.yaml); a clear ConfigError when the file has none."""
+        if self.where is None:
+            raise ConfigError("the params file has no `paths:` section: every stage reads and writes where it "
+                              "says (copy the section from the repository's params.yaml)")
+        return self.where
+
 
 def _format_errors(err: ValidationError, source: str) -> str:
     """One line: the source, then each bad key with its value and the rule it breaks (``; `` between them)."""
@@ -646,6 +659,9 @@ def _format_errors(err: ValidationError, source: str) -> str:
             parts.append(cause.rule.replace("{p}", "".join(f"{p}." for p in loc)))
             continue
         key = ".".join(loc)
+        if e["type"] == "missing":
+            parts.append(f"{key}: missing (every key of this section is required; see the repository's params.yaml)")
+            continue
         if e["type"] == "extra_forbidden":
             parts.append(f"{key}: unknown key (value {e['input']!r}); check the spelling against params.yaml")
             continue
