@@ -173,14 +173,17 @@ def weights_cmd(
 @app.command("demo-data")
 def demo_data_cmd(
     out: Annotated[Path | None, typer.Option(help="Output folder (default: params paths.demo).")] = None,
-    clips: Annotated[int | None, typer.Option(help="Clips per identity (default: params).")] = None,
-    seconds: Annotated[float | None, typer.Option(help="Seconds per clip (default: params).")] = None,
+    source: Annotated[str | None, typer.Option(
+        help="portraits (synthetic clips of two public-domain photos) or talking-heads (real videos from npm); "
+             "default: params data.demo.source.")] = None,
+    clips: Annotated[int | None, typer.Option(help="Clips per identity, portraits (default: params).")] = None,
+    seconds: Annotated[float | None, typer.Option(help="Seconds per clip, portraits (default: params).")] = None,
     seed: Annotated[int | None, typer.Option(help="Seed (default: params base.seed).")] = None,
     params: ParamsOpt = Path("params.yaml"),
 ) -> None:
-    """Write demo clips <out>/<identity>/clipNN.mp4 filmed from two public-domain face photos."""
-    p = _params(params, {"paths.demo": out, "data.demo.clips": clips, "data.demo.seconds": seconds,
-                         "base.seed": seed})
+    """Write the demo's videos as <out>/<identity>/*.mp4 (data.demo.source: portraits or talking-heads)."""
+    p = _params(params, {"paths.demo": out, "data.demo.source": source, "data.demo.clips": clips,
+                         "data.demo.seconds": seconds, "base.seed": seed})
     from faceswap.stages import demo
 
     typer.echo(demo.format_record(demo.run(p)))

