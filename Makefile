@@ -52,8 +52,9 @@ ui: $(STAMP)
 ## readme-picture: the registered champion's preview grid from the last `make pipeline` → docs/img/demo-preview.png
 readme-picture: $(STAMP)
 	@mkdir -p docs/img
-	$(PY) -c "import json, shutil; v = json.load(open('metrics/register.json'))['variant']; \
-	shutil.copyfile(f'reports/{v}/preview.png', 'docs/img/demo-preview.png'); print('docs/img/demo-preview.png ←', v)"
+	$(PY) -c "import json, shutil; from faceswap.config import load_params; w = load_params().paths; \
+	v = json.load(open(w.register_record))['variant']; \
+	shutil.copyfile(w.pictures_dir(v) / 'preview.png', 'docs/img/demo-preview.png'); print('docs/img/demo-preview.png ←', v)"
 
 clean-venv:
 	rm -rf $(VENV)

@@ -1,6 +1,6 @@
 """Validation of the checkerboard score on the demo's real crops (the figures in docs/metrics.md).
 
-    python bench/checkerboard.py [--faces data/faces] [--frames data/frames] [--models models] [--out bench/results]
+    python bench/checkerboard.py [--faces DIR] [--frames DIR] [--models DIR] [--out bench/results]
 
 - clean ground truth: per-image score quantiles and the set score per identity and split, also for the
   same faces re-cut from their frames at other coverages and sizes (when ``--frames`` exists);

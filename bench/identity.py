@@ -1,6 +1,6 @@
 """Does dlib's identity descriptor separate the demo's two people at the demo's crop size? (docs/metrics.md)
 
-    python bench/identity.py [--faces data/faces] [--frames data/frames] [--size 64] [--modes template shape5]
+    python bench/identity.py [--faces DIR] [--frames DIR] [--size 64] [--modes template shape5]
 
 On the aligned crops of the align stage (manifest.parquet: identity, split, path relative to --faces): pairwise
 descriptor distances within a, within b and between a and b; how well they separate (ROC AUC of "different

@@ -5,7 +5,7 @@
 Each run is the DVC stage's own command (``faceswap train --variant V --seed 0``, params.yaml's steps, data and
 MLflow logging into a scratch store), once from a checkout of ``--baseline`` and once from this tree, alternated
 (baseline, current, baseline, ...) so that a change of load on this shared machine hits both alike. Reported:
-the ``images_per_s`` each run writes into its metrics JSON (the figure of ``metrics/train/*/seed*.json``), the
+the ``images_per_s`` each run writes into its metrics JSON (the figure of ``<paths.train_metrics>/*/seed*.json``), the
 median per side and their ratio, and the runs' final validation loss (same data, same model, same steps).
 Writes bench/results/train_stage.json.
 """
