@@ -105,6 +105,22 @@ def test_metrics_json_has_every_key_in_sane_ranges(evaluated):
         for d in ("a2b", "b2a"):
             assert 0.0 <= m[f"swap_identity_success_{d}"] <= 1.0 and m[f"swap_identity_distance_{d}"] > 0.0
             assert len(rec["per_image"]["0"][f"swap_identity_success_{d}"]) == 10
+            # verified needs the success *and* the calibrated floor; untrained swaps are nobody: never verified
+            assert m[f"swap_identity_verified_{d}"] == 0.0 <= m[f"swap_identity_success_{d}"]
+            assert m[f"swap_identity_distance_{d}"] > m["identity_threshold"] + 0.2
+        # truth, recon and swap distances on one footing: real faces sit within the threshold on average, an
+        # untrained model's reconstructions far beyond it; each per-face metric carries its bootstrap CI
+        ident = json.loads((root / "metrics" / "identity.json").read_text())
+        assert m["identity_threshold"] == ident["verify_threshold"]
+        assert m["truth_identity_distance"] < m["identity_threshold"] < m["recon_identity_distance"] - 0.2
+        for k in ("swap_identity_verified", "truth_identity_distance", "recon_identity_distance"):
+            assert rec["estimates"][k]["kind"] == "bootstrap" and rec["estimates"][k]["faces"] == 20, k
+            assert len(rec["per_image"]["0"][f"{k}_{'a2b' if k.startswith('swap') else 'a'}"]) == 10
+        from faceswap.stages.evaluate import format_record
+
+        line = next(x for x in format_record(evaluated["results"][v], evaluated["params"]).splitlines()
+                    if x.strip().startswith("identity"))
+        assert all(w in line for w in ("truth", "recon", "swap", "verified"))
         # every reported number carries its 95% interval (one seed: over the test faces only)
         for k in ("recon_lpips", "recon_psnr", "recon_ssim", "cycle_lpips"):
             assert m[f"{k}_ci_lo"] <= m[k] <= m[f"{k}_ci_hi"] and m[f"{k}_ci_lo"] < m[f"{k}_ci_hi"], k

@@ -48,6 +48,18 @@ EVAL_METRICS: dict[str, tuple[str, str]] = {
     "swap_identity_success": (HIGHER, "share of swaps nearer the target identity's centroid than the source's (mean)"),
     "swap_identity_success_a2b": (HIGHER, "swap_identity_success for a→b"),
     "swap_identity_success_b2a": (HIGHER, "swap_identity_success for b→a"),
+    "swap_identity_verified": (HIGHER, "share of swaps recognised as the target: nearer its centroid than the "
+                               "source's and within the calibrated threshold of it (mean; real faces ≈ 0.95)"),
+    "swap_identity_verified_a2b": (HIGHER, "swap_identity_verified for a→b"),
+    "swap_identity_verified_b2a": (HIGHER, "swap_identity_verified for b→a"),
+    "truth_identity_distance": (INFO, "dlib descriptor distance of real test faces to their own centroid (mean of "
+                                "a, b; the floor the recon and swap distances are read against)"),
+    "truth_identity_distance_a": (INFO, "truth_identity_distance for identity a"),
+    "truth_identity_distance_b": (INFO, "truth_identity_distance for identity b"),
+    "recon_identity_distance": (LOWER, "dlib descriptor distance of reconstructions to their own identity's "
+                                "centroid (mean of a, b)"),
+    "recon_identity_distance_a": (LOWER, "recon_identity_distance for identity a"),
+    "recon_identity_distance_b": (LOWER, "recon_identity_distance for identity b"),
     "swap_identity_distance": (LOWER, "dlib descriptor distance of swaps to the target's centroid (mean)"),
     "swap_identity_distance_a2b": (LOWER, "swap_identity_distance for a→b"),
     "swap_identity_distance_b2a": (LOWER, "swap_identity_distance for b→a"),
@@ -55,6 +67,8 @@ EVAL_METRICS: dict[str, tuple[str, str]] = {
     "swap_identity_margin_a2b": (HIGHER, "swap_identity_margin for a→b"),
     "swap_identity_margin_b2a": (HIGHER, "swap_identity_margin for b→a"),
     "truth_identity_success": (INFO, "share of real test faces nearer their own centroid (the metric's ceiling, ≈ 1)"),
+    "identity_threshold": (INFO, "the verification threshold the verified shares used (stage identity: 95th "
+                           "percentile of real test faces' distances to their own centroid)"),
     "landmark_nme": (LOWER, "5-point landmark error of swap vs source / inter-ocular distance (mean of a2b, b2a)"),
     "landmark_nme_a2b": (LOWER, "landmark_nme for a→b"),
     "landmark_nme_b2a": (LOWER, "landmark_nme for b→a"),
@@ -76,8 +90,11 @@ PER_FACE: dict[str, tuple[str, ...]] = {
     "recon_ssim": ("recon_ssim_a", "recon_ssim_b"),
     "cycle_lpips": ("cycle_lpips_a", "cycle_lpips_b"),
     "swap_identity_success": ("swap_identity_success_a2b", "swap_identity_success_b2a"),
+    "swap_identity_verified": ("swap_identity_verified_a2b", "swap_identity_verified_b2a"),
     "swap_identity_distance": ("swap_identity_distance_a2b", "swap_identity_distance_b2a"),
     "swap_identity_margin": ("swap_identity_margin_a2b", "swap_identity_margin_b2a"),
+    "truth_identity_distance": ("truth_identity_distance_a", "truth_identity_distance_b"),
+    "recon_identity_distance": ("recon_identity_distance_a", "recon_identity_distance_b"),
 }
 
 RANKABLE = tuple(name for name, (d, _) in EVAL_METRICS.items() if d in (LOWER, HIGHER))

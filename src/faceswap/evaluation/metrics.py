@@ -275,26 +275,58 @@ def evaluate_model(
     return Evaluation(ordered, per, outs, details)
 
 
+_truth_descriptors: dict[tuple[str, float], np.ndarray] = {}  # real faces are the same for every seed
+
+
+def _describe(images: np.ndarray, coverage: float, cache: bool = False) -> np.ndarray:
+    import hashlib
+
+    from faceswap.metrics.identity import shared_encoder
+
+    if not cache:
+        return shared_encoder().describe(images, coverage)
+    key = (hashlib.sha256(np.ascontiguousarray(images).tobytes()).hexdigest(), coverage)
+    if key not in _truth_descriptors:
+        if len(_truth_descriptors) >= 4:
+            _truth_descriptors.pop(next(iter(_truth_descriptors)))
+        _truth_descriptors[key] = shared_encoder().describe(images, coverage)
+    return _truth_descriptors[key]
+
+
 def identity_metrics(outs: dict[str, torch.Tensor], identities: tuple[str, str], ref: IdentityReference,
                      per: dict[str, list[float]]) -> dict[str, float | None]:
     """Identity transfer of the swaps in both directions (docs/metrics.md): does a→b look like b to a
-    face-recognition network? Per-face values go into ``per`` for the bootstrap."""
-    from faceswap.metrics.identity import shared_encoder, transfer_scores
+    face-recognition network, relative to a (``success``) and absolutely (``verified``: also within the
+    reference's calibrated threshold of b's centroid)? Beside the swaps' distance to the target's centroid, the
+    real test faces' (``truth``) and the reconstructions' (``recon``) distances to their own identity's centroid,
+    on the same faces, where ``outs`` has them (:func:`run_model` always does; a bench that returns only swaps
+    gets the swap metrics). Per-face values go into ``per`` for the bootstrap."""
+    from faceswap.metrics.identity import transfer_scores
 
     if tuple(ref.identities) != tuple(identities):
         raise EvaluateError(f"the identity reference is for {list(ref.identities)}, the model decodes "
                             f"{list(identities)}; rerun `dvc repro identity`")
     a, b = identities
     m: dict[str, float | None] = {}
+    kinds = [k for k in ("truth", "recon") if all(f"{k}_{i}" in outs for i in identities)]
+    for tag, ident in (("a", a), ("b", b)):
+        for kind in kinds:
+            d = _describe(to_uint8(outs[f"{kind}_{ident}"]), ref.coverage, cache=kind == "truth")
+            dist = np.linalg.norm(d.astype(np.float64) - np.asarray(ref.centroids[ident], np.float64), axis=1)
+            m[f"{kind}_identity_distance_{tag}"] = float(dist.mean()) if len(dist) else None
+            per[f"{kind}_identity_distance_{tag}"] = dist.tolist()
     for tag, src, tgt in (("a2b", a, b), ("b2a", b, a)):
-        s = transfer_scores(shared_encoder().describe(to_uint8(outs[f"swap_{src}"]), ref.coverage), src, tgt,
-                            ref.centroids)
-        for key, name in (("success", "success"), ("distance", "distance"), ("margin", "margin")):
-            m[f"swap_identity_{name}_{tag}"] = s[key]
-            per[f"swap_identity_{name}_{tag}"] = np.asarray(s[f"{key}_per_face"], dtype=float).tolist()
-    for name in ("success", "distance", "margin"):
+        s = transfer_scores(_describe(to_uint8(outs[f"swap_{src}"]), ref.coverage), src, tgt, ref.centroids,
+                            ref.threshold)
+        for name in ("success", "verified", "distance", "margin"):
+            m[f"swap_identity_{name}_{tag}"] = s[name]
+            per[f"swap_identity_{name}_{tag}"] = np.asarray(s[f"{name}_per_face"], dtype=float).tolist()
+    for name in ("success", "verified", "distance", "margin"):
         m[f"swap_identity_{name}"] = _mean(m[f"swap_identity_{name}_a2b"], m[f"swap_identity_{name}_b2a"])
+    for kind in kinds:
+        m[f"{kind}_identity_distance"] = _mean(m[f"{kind}_identity_distance_a"], m[f"{kind}_identity_distance_b"])
     m["truth_identity_success"] = float(np.mean([ref.truth_success[i].mean() for i in identities]))
+    m["identity_threshold"] = ref.threshold
     return m
 
 

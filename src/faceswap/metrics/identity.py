@@ -11,13 +11,19 @@ often too blurry to detect. ``landmarks="shape5"`` instead fits dlib's 5-point p
 rectangle of the crop and lets dlib cut the chip; both were measured on the demo crops (docs/metrics.md).
 
 A swap a→b counts as a *success* when its descriptor is closer to the centroid of b's training crops than to
-the centroid of a's. Per-face values are returned so the caller can bootstrap over faces.
+the centroid of a's. That test is relative and has no floor: a face that is nobody (a heavy blur, ≈ 0.6 from
+both centroids) still "succeeds" if it leans the right way. A swap is *verified* as b when it is also within the
+calibrated threshold of b's centroid (:func:`calibrate_verification`: the 95th percentile of real test faces'
+distances to their own centroid, issue #21), i.e. as close to b as b's own real faces are. Per-face values are
+returned so the caller can bootstrap over faces.
 """
 
 from __future__ import annotations
 
+import math
 import threading
 from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
@@ -25,7 +31,10 @@ import numpy as np
 __all__ = [
     "CHIP_SIZE",
     "SAME_PERSON_THRESHOLD",
+    "VERIFY_QUANTILE",
     "IdentityEncoder",
+    "Verification",
+    "calibrate_verification",
     "face_rectangle",
     "identity_centroids",
     "identity_transfer",
@@ -38,6 +47,10 @@ CHIP_PADDING = 0.25  # dlib.get_face_chip's default, used by dlib's own examples
 SAME_PERSON_THRESHOLD = 0.6  # dlib's pairwise threshold (LFW); a face is nearer its own centroid than that
 MIN_SIDE = 16
 DIM = 128
+# The verification threshold is this quantile of real test faces' distances to their own identity's centroid
+# (both identities pooled): a swap verified as t is as close to t's centroid as 95% of t's real faces are, so
+# real faces are rejected 5% of the time by construction (issue #21; docs/metrics.md).
+VERIFY_QUANTILE = 0.95
 
 # Eye centres (mean of landmarks 36-41 and 42-47), nose tip (30) and mouth corners (48, 54) of the mean face
 # that dlib's get_face_chip_details aligns to (dlib/image_transforms/interpolation.h, landmarks 17-67 on [0, 1]):
@@ -209,9 +222,12 @@ def identity_centroids(
 
 
 def transfer_scores(
-    descriptors: np.ndarray, source_identity: str, target_identity: str, centroids: Mapping[str, np.ndarray]
+    descriptors: np.ndarray, source_identity: str, target_identity: str, centroids: Mapping[str, np.ndarray],
+    threshold: float | None = None,
 ) -> dict[str, Any]:
-    """:func:`identity_transfer` on precomputed (N, 128) descriptors."""
+    """:func:`identity_transfer` on precomputed (N, 128) descriptors; with ``threshold`` (the calibrated
+    :attr:`Verification.threshold`) also ``verified`` and ``verified_per_face``: nearer the target than the
+    source *and* within ``threshold`` of the target's centroid."""
     for ident in (source_identity, target_identity):
         if ident not in centroids:
             raise KeyError(f"no centroid for identity {ident!r}; have {sorted(centroids)}")
@@ -224,7 +240,13 @@ def transfer_scores(
     to_source = np.linalg.norm(d - np.asarray(centroids[source_identity], np.float64), axis=1)
     success = to_target < to_source
     n = len(d)
-    return {
+    out: dict[str, Any] = {}
+    if threshold is not None:
+        if not (isinstance(threshold, int | float) and math.isfinite(threshold) and threshold > 0):
+            raise ValueError(f"threshold must be a positive distance, got {threshold!r}")
+        verified = success & (to_target <= threshold)
+        out = {"verified": float(verified.mean()) if n else None, "verified_per_face": verified}
+    return out | {
         "success": float(success.mean()) if n else None,
         "distance": float(to_target.mean()) if n else None,
         "distance_source": float(to_source.mean()) if n else None,
@@ -237,6 +259,80 @@ def transfer_scores(
     }
 
 
+@dataclass(frozen=True)
+class Verification:
+    """The calibrated "is this person" threshold and how it does on real test faces (issue #21).
+
+    ``own``: distances of each identity's real test faces to its own centroid; ``other``: distances of the other
+    person's real test faces to that centroid (an impostor against it). ``threshold`` is the
+    :data:`VERIFY_QUANTILE` (0.95) quantile of the own distances of both identities pooled (numpy's linear
+    interpolation); ``false_reject``: share of own faces beyond it (≈ 0.05 by construction); ``false_accept``:
+    share of the other person's faces within it of a centroid that is not theirs. ``eer`` / ``eer_threshold``:
+    the equal-error point of the same two distributions, for comparison (where they do not overlap the error is
+    0 and the threshold the middle of the gap). Per-identity rates are keyed by the centroid's identity.
+    """
+
+    threshold: float
+    quantile: float
+    false_accept: float
+    false_reject: float
+    false_accept_per_identity: dict[str, float]
+    false_reject_per_identity: dict[str, float]
+    eer: float
+    eer_threshold: float
+    own_median: float
+    other_median: float
+    own_faces: int
+    other_faces: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Verification:
+        return cls(**d)
+
+
+def _equal_error(own: np.ndarray, other: np.ndarray) -> tuple[float, float]:
+    """(rate, threshold) where the false-reject rate of ``own`` equals the false-accept rate of ``other``.
+
+    Both rates are step functions that change only at the observed distances, constant on [v_k, v_k+1); the
+    point is the middle of the interval (of observed values) where |FAR − FRR| is least."""
+    values = np.unique(np.concatenate([own, other]))
+    frr = (own[None, :] > values[:, None]).mean(axis=1)
+    far = (other[None, :] <= values[:, None]).mean(axis=1)
+    gap = np.abs(far - frr)
+    best = np.flatnonzero(gap == gap.min())
+    lo, hi = values[best[0]], values[min(best[-1] + 1, len(values) - 1)]
+    return float(((far + frr) / 2)[best].min()), float((lo + hi) / 2)
+
+
+def calibrate_verification(own: Mapping[str, np.ndarray], other: Mapping[str, np.ndarray],
+                           quantile: float = VERIFY_QUANTILE) -> Verification:
+    """The verification threshold from real test faces (see :class:`Verification` for ``own`` / ``other``)."""
+    if set(own) != set(other) or not own:
+        raise ValueError(f"own and other distances must be keyed by the same identities, got {sorted(own)} and "
+                         f"{sorted(other)}")
+    if not 0.5 <= quantile < 1:
+        raise ValueError(f"quantile must be in [0.5, 1), got {quantile!r}")
+    o = {i: np.asarray(v, np.float64).ravel() for i, v in own.items()}
+    x = {i: np.asarray(v, np.float64).ravel() for i, v in other.items()}
+    for name, d in (("own", o), ("other", x)):
+        for i, v in d.items():
+            if len(v) == 0 or not np.isfinite(v).all():
+                raise ValueError(f"{name} distances of identity {i!r} are empty or not finite")
+    pooled_own, pooled_other = np.concatenate(list(o.values())), np.concatenate(list(x.values()))
+    thr = float(np.quantile(pooled_own, quantile))
+    eer, eer_thr = _equal_error(pooled_own, pooled_other)
+    return Verification(
+        threshold=thr, quantile=float(quantile),
+        false_accept=float((pooled_other <= thr).mean()), false_reject=float((pooled_own > thr).mean()),
+        false_accept_per_identity={i: float((v <= thr).mean()) for i, v in x.items()},
+        false_reject_per_identity={i: float((v > thr).mean()) for i, v in o.items()},
+        eer=eer, eer_threshold=eer_thr, own_median=float(np.median(pooled_own)),
+        other_median=float(np.median(pooled_other)), own_faces=len(pooled_own), other_faces=len(pooled_other))
+
+
 def identity_transfer(
     swaps: np.ndarray | Sequence[np.ndarray],
     source_identity: str,
@@ -245,6 +341,7 @@ def identity_transfer(
     *,
     coverage: float,
     encoder: IdentityEncoder | None = None,
+    threshold: float | None = None,
 ) -> dict[str, Any]:
     """Score swaps source→target (aligned (N, H, H, 3) uint8 crops) against the identities' centroids.
 
@@ -256,10 +353,11 @@ def identity_transfer(
     ceiling, ≈ 1; on the source crops themselves (a "swap" that keeps the source), the floor, ≈ 0.
 
     A blurry swap loses identity altogether: both distances approach ~0.6 and ``success`` drifts towards a coin
-    flip (0.5) with ``margin`` near 0, so read ``success`` together with ``margin`` and ``distance``.
+    flip (0.5) with ``margin`` near 0, so read ``success`` together with ``margin`` and ``distance``, or pass
+    the calibrated ``threshold`` to get ``verified`` (see :func:`transfer_scores`), which such a swap fails.
     """
     desc = shared_encoder(encoder).describe(swaps, coverage)
-    return transfer_scores(desc, source_identity, target_identity, centroids)
+    return transfer_scores(desc, source_identity, target_identity, centroids, threshold)
 
 
 def landmarks68(images: np.ndarray | Sequence[np.ndarray], coverage: float,

@@ -151,7 +151,11 @@ def format_record(r: EvaluationRecord, params: Params) -> str:
         f"  reconstruction  LPIPS {f('recon_lpips')}  PSNR {f('recon_psnr', '.2f')} dB  SSIM {f('recon_ssim')}",
         f"  checkerboard    recon excess {f('recon_checkerboard_excess')}  error {f('recon_error_checkerboard')}"
         f"  swap excess {f('swap_checkerboard_excess')}",
-        f"  identity        swaps nearer the target a→b {f('swap_identity_success_a2b', '.2f')}  "
+        f"  identity        distance to the centroid: truth {f('truth_identity_distance', '.3f')}  recon "
+        f"{f('recon_identity_distance', '.3f')}  swap {f('swap_identity_distance', '.3f')};  swaps verified as the "
+        f"target (within {f('identity_threshold', '.3f')}) a→b {f('swap_identity_verified_a2b', '.2f')}  "
+        f"b→a {f('swap_identity_verified_b2a', '.2f')}",
+        f"                  swaps nearer the target than the source a→b {f('swap_identity_success_a2b', '.2f')}  "
         f"b→a {f('swap_identity_success_b2a', '.2f')}  (real test faces {f('truth_identity_success', '.2f')})",
         f"  swap            cycle LPIPS {f('cycle_lpips')}  landmark NME {f('landmark_nme')}"
         f"  detection failures {f('landmark_failure_rate', '.1%')}",
