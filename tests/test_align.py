@@ -88,6 +88,29 @@ def test_split_tail_with_guard_gap_and_whole_clips():
     assert list(clips[:20]) == ["train"] * 7 + ["val"] * 7 + ["test"] * 6
 
 
+def test_split_blocks_hold_a_long_clip_out_at_several_moments():
+    """One 200-s clip (Franck's length) at 6 frames/s, four blocks: four val and four test segments spread over the
+    clip, each block's shares as one block's, and no training frame within gap_s of a held-out one (a gap also
+    follows each test segment)."""
+    t = np.arange(0, 200, 1 / 6)
+    frames = pd.DataFrame({"identity": "a", "video": "v", "timestamp_s": t})
+    split = SplitParams(mode="tail", val_fraction=0.15, test_fraction=0.25, gap_s=0.5, blocks=4)
+    labels = assign_split(frames, split)
+    held = {s: t[labels == s] for s in ("val", "test")}
+    for name, times in held.items():
+        runs = np.split(times, np.where(np.diff(times) > 1)[0] + 1)
+        assert len(runs) == 4, (name, len(runs))
+        assert [int(r[0] // 50) for r in runs] == [0, 1, 2, 3]  # one segment in each quarter of the clip
+    shares = {s: float(np.mean(labels == s)) for s in ("train", "val", "test")}
+    assert abs(shares["test"] - 0.25) < 0.01 and abs(shares["val"] - 0.15) < 0.01 and shares["train"] > 0.55
+    train = t[labels == "train"]
+    nearest = np.min(np.abs(train[:, None] - np.concatenate(list(held.values()))[None, :]), axis=1)
+    assert nearest.min() >= 0.5 - 1e-9
+    one = assign_split(frames, split.model_copy(update={"blocks": 1}))
+    default = assign_split(frames, SplitParams(mode="tail", val_fraction=0.15, test_fraction=0.25, gap_s=0.5))
+    assert list(one) == list(default)  # blocks: 1 is the tail split as it was
+
+
 # --- detection and alignment on real faces -----------------------------------------------------------
 
 

@@ -97,3 +97,17 @@ def test_a_cross_key_rule_is_one_line_naming_the_key():
     assert "\n" not in str(err.value)
     assert str(err.value).startswith("params.yaml: base.image_size = 100: must be a power of two")
     assert "; validate.min_brightness (200) must be below max_brightness (100)" in str(err.value)
+
+
+def test_the_talking_heads_profile_is_a_valid_override(monkeypatch):
+    """`dvc exp run $(faceswap profile talking-heads)`: the real pair, sampled over whole clips, held out at four
+    moments; the merged params validate (a null is a value in a profile, not 'unset')."""
+    from typer.testing import CliRunner
+
+    from faceswap.cli import app
+
+    monkeypatch.chdir(REPO)
+    res = CliRunner().invoke(app, ["profile", "talking-heads"])
+    assert res.exit_code == 0, res.output
+    assert res.output.split() == ["-S", "data.demo.source=talking-heads", "-S", "extract.every=4",
+                                  "-S", "extract.max_frames=null", "-S", "split.blocks=4"]

@@ -204,6 +204,8 @@ class SplitParams(_Section):
     val_fraction: float = Field(0.15, gt=0.0, lt=1.0, description="Share of each clip's time (tail) or of clips.")
     test_fraction: float = Field(0.25, gt=0.0, lt=1.0, description="Share of each clip's time (tail) or of clips.")
     gap_s: float = Field(0.5, ge=0.0, description="tail: frames this close before the val and test parts are dropped.")
+    blocks: int = Field(1, ge=1, le=100, description="tail: each clip is cut into this many equal spans of time, "
+                        "each train | gap | val | gap | test, so a long clip is held out at several moments.")
 
     @model_validator(mode="after")
     def _room_for_training(self) -> SplitParams:

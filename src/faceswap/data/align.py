@@ -84,17 +84,30 @@ def assign_split(frames, split: SplitParams) -> np.ndarray:
             continue
         for _v, clip in by_ident.groupby("video", sort=True):  # tail (or clips with fewer than three videos)
             locs = np.array([frames.index.get_loc(i) for i in clip.index])
-            t = ts[locs]
-            start, end = t.min(), t.max()
-            test_start = end - split.test_fraction * (end - start)
-            val_end = test_start - split.gap_s
-            val_start = val_end - split.val_fraction * (end - start)
-            labels[locs[t < val_start - split.gap_s]] = "train"
-            labels[locs[(t >= val_start - split.gap_s) & (t < val_start)]] = "gap"
-            labels[locs[(t >= val_start) & (t < val_end)]] = "val"
-            labels[locs[(t >= val_end) & (t < test_start)]] = "gap"
-            labels[locs[t >= test_start]] = "test"
+            _cut_in_time(labels, locs, ts[locs], split)
     return labels
+
+
+def _cut_in_time(labels: np.ndarray, locs: np.ndarray, t: np.ndarray, split: SplitParams) -> None:
+    """One clip as ``split.blocks`` equal spans of time, each train | gap | val | gap | test; a span after the
+    first starts with a gap too, so no training frame is next to the previous span's test frames. One block: the
+    clip's tail is held out; several: a long clip is held out at several moments (talking, smiling, turning)."""
+    start, end = t.min(), t.max()
+    edges = np.linspace(start, end, split.blocks + 1)
+    for k in range(split.blocks):
+        lo, hi = edges[k], edges[k + 1]
+        inside = (t >= lo) & ((t < hi) if k < split.blocks - 1 else (t <= hi))
+        span = hi - lo
+        test_start = hi - split.test_fraction * span
+        val_end = test_start - split.gap_s
+        val_start = val_end - split.val_fraction * span
+        labels[locs[inside & (t < val_start - split.gap_s)]] = "train"
+        labels[locs[inside & (t >= val_start - split.gap_s) & (t < val_start)]] = "gap"
+        labels[locs[inside & (t >= val_start) & (t < val_end)]] = "val"
+        labels[locs[inside & (t >= val_end) & (t < test_start)]] = "gap"
+        labels[locs[inside & (t >= test_start)]] = "test"
+        if k:
+            labels[locs[inside & (t < lo + split.gap_s)]] = "gap"
 
 
 # --- one clip at a time ------------------------------------------------------------------------------
