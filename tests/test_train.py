@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -190,6 +191,62 @@ def test_sigterm_saves_and_resume_matches_an_uninterrupted_run(faces, tmp_path):
         torch.testing.assert_close(b["optimizer"]["state"][s]["exp_avg_sq"], st["exp_avg_sq"], rtol=0, atol=1e-9)
         assert float(b["optimizer"]["state"][s]["step"]) == float(st["step"])
     assert r.curves.loss == pytest.approx(ref.curves.loss, abs=1e-6)
+
+
+def test_grid_curves_and_metrics_are_written_and_leave_the_training_unchanged(faces, tmp_path, monkeypatch):
+    """Every validation scores the decoder grid (recons, swaps, the flat-field probe) into grid.csv and MLflow's
+    val/* metrics; the same run with the grid switched off takes exactly the same steps (the grid code draws no
+    random numbers and changes no state)."""
+    from mlflow import MlflowClient
+
+    import faceswap.train as tr
+    from faceswap.stages import train as stage
+
+    p = params(tmp_path, steps=10, val_every=5, checkpoint_every=10, preview_every=10, mlflow=True,
+               paths=with_faces(faces), tracking={"experiment": "grid"})
+    r = stage.run(p, "convtranspose", 0)
+    rows = [line.split(",") for line in (Path(r.curves) / "grid.csv").read_text().splitlines()]
+    assert rows[0] == ["step", "grid_recon", "grid_swap", "flat_grid"] and [v[0] for v in rows[1:]] == ["5", "10"]
+    values = [float(v) for row in rows[1:] for v in row[1:]]
+    assert all(np.isfinite(v) and 0.0 <= v <= 1.0 for v in values)
+    history = MlflowClient(p.mlflow.tracking_uri).get_metric_history
+    for k in ("grid_recon", "grid_swap", "flat_grid"):
+        logged = history(r.mlflow_run_id, f"val/{k}")
+        assert [m.step for m in logged] == [5, 10]
+        assert [m.value for m in logged] == pytest.approx([float(row[rows[0].index(k)]) for row in rows[1:]], abs=1e-6)
+    out = Path(r.run_dir)
+
+    def no_grid(*args, **kwargs):
+        return dict.fromkeys(tr.GRID_KEYS, float("nan"))
+
+    monkeypatch.setattr(tr, "validation_grid", no_grid)
+    ref = train(params(tmp_path, steps=10, val_every=5, checkpoint_every=10, preview_every=10), "convtranspose",
+                tmp_path / "nogrid", faces)
+    assert ref.outcome.step == 10 and all(np.isnan(ref.curves.grid_swap))
+    a = load_checkpoint(out / "checkpoints" / "step_0000010.pt")
+    b = load_checkpoint(tmp_path / "nogrid" / "checkpoints" / "step_0000010.pt")
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])  # bit for bit
+    assert a["history"]["loss"] == b["history"]["loss"] and a["history"]["val_loss"] == b["history"]["val_loss"]
+    assert torch.equal(a["rng"]["torch"], b["rng"]["torch"])
+    assert len(a["history"]["flat_grid"]) == 2 and all(np.isnan(b["history"]["flat_grid"]))
+
+
+def test_grid_reference_is_decoder_grid_score_and_old_histories_pad_with_nan(faces):
+    from faceswap.metrics.checkerboard import decoder_grid_score, plant_lattice
+    from faceswap.train import Curves, GridReference, _hwc
+
+    val = load_faces(faces, ("a", "b"), "val", 64)
+    truth = {i: _hwc(torch.from_numpy(f.images).permute(0, 3, 1, 2).float() / 255) for i, f in val.items()}
+    gridded = [plant_lattice(x, 0.06, 4) for x in truth["b"]]
+    for outputs in (truth["b"], gridded, truth["a"]):
+        ref = GridReference(truth["b"], (2, 4, 8))
+        assert ref.excess(outputs) == decoder_grid_score(outputs, truth["b"], (2, 4, 8))["excess"]
+    assert GridReference(truth["b"], (2, 4, 8)).excess(gridded) > 0.03
+    old = {"step": [5], "loss": [0.5], "val_step": [5, 10], "val_loss": [0.4, 0.3], "train_clean_loss": [0.3],
+           "grid_swap": [0.01]}  # a checkpoint from before the grid, resumed for one more validation
+    c = Curves.from_history(old)
+    assert np.isnan(c.train_clean_loss[0]) and c.grid_swap[1] == 0.01 and np.isnan(c.grid_swap[0])
+    assert len(c.grid_recon) == 2 and all(np.isnan(c.flat_grid))
 
 
 def test_corrupt_latest_checkpoint_falls_back_and_changed_config_starts_fresh(faces, tmp_path, capsys):

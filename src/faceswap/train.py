@@ -101,21 +101,28 @@ class Speed:
 @dataclass(frozen=True)
 class Curves:
     """The loss history: the mean training loss every ``log_every`` steps, and at every validation the
-    validation loss and the same loss on clean training faces (NaN where a resumed older checkpoint lacks it)."""
+    validation loss, the same loss on clean training faces and the decoder-grid scores of :func:`validation_grid`
+    (``grid_recon``, ``grid_swap``, ``flat_grid``); NaN where a resumed older checkpoint lacks a series."""
 
     step: tuple[int, ...]
     loss: tuple[float, ...]
     val_step: tuple[int, ...]
     val_loss: tuple[float, ...]
     train_clean_loss: tuple[float, ...]
+    grid_recon: tuple[float, ...] = ()
+    grid_swap: tuple[float, ...] = ()
+    flat_grid: tuple[float, ...] = ()
 
     @classmethod
     def from_history(cls, h: dict[str, list[float]]) -> Curves:
-        clean = list(h.get("train_clean_loss", []))
-        clean = [float("nan")] * (len(h["val_step"]) - len(clean)) + clean
+        def per_validation(key: str) -> tuple[float, ...]:  # padded at the front: a resume appends to old runs
+            vals = list(h.get(key, []))
+            return tuple([float("nan")] * (len(h["val_step"]) - len(vals)) + vals)
+
         return cls(step=tuple(int(s) for s in h["step"]), loss=tuple(h["loss"]),
                    val_step=tuple(int(s) for s in h["val_step"]), val_loss=tuple(h["val_loss"]),
-                   train_clean_loss=tuple(clean))
+                   train_clean_loss=per_validation("train_clean_loss"), grid_recon=per_validation("grid_recon"),
+                   grid_swap=per_validation("grid_swap"), flat_grid=per_validation("flat_grid"))
 
     @property
     def final_train_loss(self) -> float | None:
@@ -294,6 +301,71 @@ def validation_loss(model: FaceSwapAutoencoder, val: dict[str, torch.Tensor], t:
             count += len(chunk)
     model.train(was_training)
     return total / max(count, 1)
+
+
+# the decoder-grid series of every validation: history keys, Curves fields, grid.csv columns; MLflow logs them as
+# val/<key>
+GRID_KEYS = ("grid_recon", "grid_swap", "flat_grid")
+
+
+def _hwc(x: torch.Tensor) -> list[np.ndarray]:
+    return list(x.float().permute(0, 2, 3, 1).cpu().numpy())
+
+
+class GridReference:
+    """One identity's clean val truth as the reference of
+    :func:`~faceswap.metrics.checkerboard.decoder_grid_score`, its spectrum computed once per run:
+    ``excess(outputs)`` equals ``decoder_grid_score(outputs, truth, periods)["excess"]`` (tested) without
+    recomputing the fixed truth's spectrum at every validation, for recons and for the swaps into this identity."""
+
+    def __init__(self, truth: list[np.ndarray], periods: tuple[int, ...]) -> None:
+        from faceswap.metrics.checkerboard import _check_periods, _peaks, _set_spectrum
+
+        self.periods = _check_periods(periods)
+        peak, bg, _ = _peaks(_set_spectrum(truth, self.periods)[0], self.periods)
+        self.floor = np.maximum(1.0, peak / np.maximum(bg, np.finfo(float).tiny))
+
+    def excess(self, outputs: list[np.ndarray]) -> float:
+        from faceswap.metrics.checkerboard import _score_power, _set_spectrum
+
+        return _score_power(*_set_spectrum(outputs, self.periods), self.periods, self.floor).score
+
+
+@torch.no_grad()
+def validation_grid(model: FaceSwapAutoencoder, val: dict[str, torch.Tensor], refs: dict[str, GridReference],
+                    device: torch.device, autocast: Any, channels_last: bool) -> dict[str, float]:
+    """The decoder grid at one validation, as evaluation measures it (docs/metrics.md) but on the val faces:
+
+    * ``grid_recon``: each identity's val reconstructions, the ``excess`` of
+      :func:`~faceswap.metrics.checkerboard.decoder_grid_score` over its own val truth, mean over identities
+      (evaluation's ``recon_checkerboard_excess``);
+    * ``grid_swap``: each identity's val faces through every other decoder, excess over the *target's* val truth,
+      the worse direction (evaluation's ``swap_checkerboard_excess``, the registry's gate);
+    * ``flat_grid``: :func:`~faceswap.metrics.flatfield.flat_field_probe`'s ``flat_grid_score`` (flat skin, flat
+      grey and the val faces' mean code through every decoder, the worst): a grid no face texture can hide.
+
+    ``refs``: each identity's val truth (:class:`GridReference`, the periods are its). Eval mode, no gradients, no
+    random numbers: the training computes exactly what it would without this."""
+    from faceswap.metrics.flatfield import flat_field_probe
+
+    was_training = model.training
+    model.eval()
+    try:
+        outs: dict[tuple[str, str], list[np.ndarray]] = {}
+        for src, faces in val.items():
+            for chunk in faces.split(32):
+                x = to_float(chunk, device, channels_last)
+                with autocast():
+                    z = model.encode(x)
+                    for dst in val:
+                        outs.setdefault((src, dst), []).extend(_hwc(model.decode(z, dst)))
+        recon = [refs[i].excess(outs[(i, i)]) for i in val]
+        swap = [refs[d].excess(outs[(s, d)]) for s in val for d in val if s != d]
+        periods = next(iter(refs.values())).periods
+        flat = flat_field_probe(model, val, periods).grid_score
+    finally:
+        model.train(was_training)
+    return {"grid_recon": float(np.mean(recon)), "grid_swap": max(swap, default=float("nan")), "flat_grid": flat}
 
 
 @torch.no_grad()
@@ -534,7 +606,7 @@ class Progress:
     mlflow_run_id: str | None = None
     resumed_from: int | None = None
     history: dict[str, list[float]] = field(default_factory=lambda: {
-        "step": [], "loss": [], "val_step": [], "val_loss": [], "train_clean_loss": []})
+        "step": [], "loss": [], "val_step": [], "val_loss": [], "train_clean_loss": [], **{k: [] for k in GRID_KEYS}})
 
 
 def resume(setup: RunSetup, parts: Trainables) -> Progress:
@@ -661,12 +733,15 @@ class Run:
     progress: Progress
     consecutive_nonfinite: int = 0
     val: dict[str, torch.Tensor] = field(init=False)
+    grid_refs: dict[str, GridReference] = field(init=False, repr=False)
     train_clean: dict[str, torch.Tensor] = field(init=False)
     preview_faces: dict[str, torch.Tensor] = field(init=False)
 
     def __post_init__(self) -> None:
         n, data = self.t.val_images, self.setup.data
         self.val = {i: stack_faces(fs, n) for i, fs in data.val_faces.items()}
+        periods = self.setup.params.metrics.checkerboard.periods
+        self.grid_refs = {i: GridReference(_hwc(faces.float() / 255.0), periods) for i, faces in self.val.items()}
         # the same loss on unaugmented training faces: a gap to the (augmented) training loss means the model
         # is learning the augmentation, a gap to val_loss means it is overfitting
         self.train_clean = {i: stack_faces(fs, n) for i, fs in data.train.items()}
@@ -749,14 +824,19 @@ class Run:
         return mean
 
     def validate(self, step: int, ips: float) -> bool:
-        """Validation and clean-training losses (main rank); True when this is the best validation so far."""
+        """Validation and clean-training losses and the decoder grid (main rank); True when this is the best
+        validation so far (by the loss alone)."""
         t, rt, h, p = self.t, self.rt, self.progress.history, self.progress
         v = validation_loss(self.model, self.val, t, rt.device, rt.autocast, rt.channels_last)
         vc = validation_loss(self.model, self.train_clean, t, rt.device, rt.autocast, rt.channels_last)
+        grid = validation_grid(self.model, self.val, self.grid_refs, rt.device, rt.autocast, rt.channels_last)
         h["val_step"].append(step)
         h["val_loss"].append(v)
         h["train_clean_loss"].append(vc)
-        self.tracker.log_metrics({"val_loss": v, "train_clean_loss": vc}, step)
+        for k in GRID_KEYS:
+            h.setdefault(k, []).append(grid[k])
+        self.tracker.log_metrics({"val_loss": v, "train_clean_loss": vc, **{f"val/{k}": grid[k] for k in GRID_KEYS}},
+                                 step)
         new_best = p.best_val is None or v < p.best_val
         if new_best:
             p.best_val, p.best_step = v, step

@@ -4,7 +4,7 @@ Reads the accepted manifest ``paths.accepted`` (crops under ``paths.faces``) and
 :func:`faceswap.train.train` into the run folder ``paths.run_dir(variant, seed)``, which gets what the library
 writes (``model.pt``, ``run.json``, ``checkpoints/``, ``previews/``: the model itself, and a rerun resumes from
 it). This stage writes the records DVC reads: the metrics file ``paths.train_metrics_file(variant, seed)``
-(:meth:`TrainRecord.to_json`) and the loss curves ``paths.train_curves_dir(variant, seed)/{train,val}.csv``.
+(:meth:`TrainRecord.to_json`) and the curves ``paths.train_curves_dir(variant, seed)/{train,val,grid}.csv``.
 A run stopped by SIGINT/SIGTERM writes neither (it is not finished; rerun to resume), and under DDP only rank 0
 writes them.
 """
@@ -43,7 +43,7 @@ class TrainRecord:
     world_size: int
     run_dir: str
     metrics: str | None = None  # the metrics file written; None when none was (interrupted, or not rank 0)
-    curves: str | None = None  # the folder of train.csv and val.csv, likewise
+    curves: str | None = None  # the folder of train.csv, val.csv and grid.csv, likewise
 
     #: the metrics file's keys, in its order (the layout <train_metrics>/<variant>/seed<k>.json has always had)
     METRICS: ClassVar[tuple[str, ...]] = (
@@ -79,13 +79,18 @@ def run(params: Params, variant: str, seed: int) -> TrainRecord:
 
 
 def write_curves(folder: Path, c: Curves) -> Path:
-    """``train.csv`` (step, loss) and ``val.csv`` (step, val_loss, train_clean_loss): the DVC plots."""
+    """``train.csv`` (step, loss), ``val.csv`` (step, val_loss, train_clean_loss) and ``grid.csv`` (step,
+    grid_recon, grid_swap, flat_grid: the decoder grid at every validation, :func:`faceswap.train.validation_grid`):
+    the DVC plots."""
     def write(name: str, text: str) -> None:
         atomic_write(folder / name, lambda f: f.write(text.encode()))
 
     write("train.csv", "step,loss\n" + "".join(f"{s},{v:.6f}\n" for s, v in zip(c.step, c.loss, strict=True)))
     write("val.csv", "step,val_loss,train_clean_loss\n" + "".join(
         f"{s},{v:.6f},{t:.6f}\n" for s, v, t in zip(c.val_step, c.val_loss, c.train_clean_loss, strict=True)))
+    write("grid.csv", "step,grid_recon,grid_swap,flat_grid\n" + "".join(
+        f"{s},{r:.6f},{w:.6f},{f:.6f}\n"
+        for s, r, w, f in zip(c.val_step, c.grid_recon, c.grid_swap, c.flat_grid, strict=True)))
     return folder
 
 
