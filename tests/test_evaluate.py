@@ -116,6 +116,12 @@ def test_metrics_json_has_every_key_in_sane_ranges(evaluated):
         for k in ("swap_identity_verified", "truth_identity_distance", "recon_identity_distance"):
             assert rec["estimates"][k]["kind"] == "bootstrap" and rec["estimates"][k]["faces"] == 20, k
             assert len(rec["per_image"]["0"][f"{k}_{'a2b' if k.startswith('swap') else 'a'}"]) == 10
+        # expression and pose (metrics/expression.py): untrained swaps and reconstructions are no face, so their
+        # landmarks mostly cannot be fitted, and what is fitted does not follow the source
+        assert m["swap_expression_unfitted"] > 0.5, m["swap_expression_unfitted"]
+        assert -1.0 <= m["swap_expression_corr"] <= 1.0 and abs(m["recon_expression_corr"]) < 0.5
+        assert m["swap_expression_corr"] == pytest.approx((m["swap_expression_corr_a2b"]
+                                                           + m["swap_expression_corr_b2a"]) / 2)
         from faceswap.stages.evaluate import format_record
 
         line = next(x for x in format_record(evaluated["results"][v], evaluated["params"]).splitlines()
@@ -132,6 +138,10 @@ def test_metrics_json_has_every_key_in_sane_ranges(evaluated):
     assert conv["recon_checkerboard_excess"] > near["recon_checkerboard_excess"] + 0.1
     assert conv["swap_checkerboard_excess"] > near["swap_checkerboard_excess"] + 0.1
     assert conv["recon_checkerboard_image"] > near["recon_checkerboard_image"]  # per image too
+    # the flat-field probe reads the same lattice where no face texture can hide it, and none from resize-conv
+    assert conv["flat_grid_score"] > 0.3 and near["flat_grid_score"] < 0.02
+    assert conv["flat_lattice_share"] > 100 * near["flat_lattice_share"]
+    assert conv["flat_grid_score"] == max(conv[f"flat_grid_score_{i}"] for i in ("skin", "grey", "mean_code"))
     # Same faces, same settings → same fingerprint (the registry compares only such evaluations).
     fps = {json.loads((root / "reports" / "evaluations" / f"{v}.json").read_text())["eval_fingerprint"]
            for v in VARIANTS}

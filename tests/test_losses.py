@@ -101,3 +101,31 @@ def test_wrong_shapes_are_refused(batch):
     pred, target = batch
     with pytest.raises(ValueError, match="equal shape"):
         lpips_loss("vgg", "cpu")(pred, target[:, :, :32])
+
+
+def test_phase_control_crops_output_and_target_together_at_a_reproducible_offset(batch):
+    """lpips_shift (issue #22's phase control): the LPIPS term sees both images cropped at the step's offset, the
+    pixel term the whole image; offsets depend on (seed, step) only, cover 0..shift and are not all one phase."""
+    from faceswap.losses import phase_offset, shifted_crop
+
+    pred, target = batch
+    offsets = [phase_offset(0, step, 7) for step in range(400)]
+    assert offsets == [phase_offset(0, step, 7) for step in range(400)]  # a resumed run draws the same
+    assert {dy for dy, _ in offsets} == set(range(8)) and {dx for _, dx in offsets} == set(range(8))
+    assert offsets != [phase_offset(1, step, 7) for step in range(400)]  # another seed, other phases
+    assert phase_offset(3, 5, 0) == (0, 0) and shifted_crop(pred, (0, 0), 0) is pred
+    rng = torch.get_rng_state()
+    phase_offset(0, 1, 7)
+    assert torch.equal(rng, torch.get_rng_state())  # the training's own random stream is untouched
+    assert shifted_crop(pred, (3, 5), 7).shape[-2:] == (57, 57)
+    assert torch.equal(shifted_crop(pred, (3, 5), 7), pred[..., 3:60, 5:62])
+    with pytest.raises(ValueError, match="outside"):
+        shifted_crop(pred, (8, 0), 7)
+    cfg = LossParams(pixel="l1", lpips_net="vgg", lpips_weight=0.1, lpips_every=1, lpips_images=None,
+                     lpips_shift=7)
+    _, parts = reconstruction_loss(pred, target, cfg, with_lpips=True, offset=(3, 5))
+    want = lpips_tensor(pred[..., 3:60, 5:62], target[..., 3:60, 5:62], net="vgg").mean()
+    assert float(parts["lpips"]) == pytest.approx(float(want), rel=1e-5)
+    assert float(parts["pixel"]) == pytest.approx(float((pred - target).abs().mean()), rel=1e-6)
+    unshifted = reconstruction_loss(pred, target, cfg.model_copy(update={"lpips_shift": 0}), with_lpips=True)[1]
+    assert float(unshifted["lpips"]) != pytest.approx(float(parts["lpips"]), rel=1e-4)

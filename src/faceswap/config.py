@@ -289,6 +289,10 @@ class LossParams(_Section):
     lpips_images: int | None = Field(
         4, ge=1, le=4096, description="Images per identity the LPIPS term sees; null = the whole batch."
     )
+    lpips_shift: int = Field(
+        0, ge=0, le=32, description="Phase control (issue #22): the LPIPS term sees output and target cropped "
+        "together at a random offset of 0..shift px per axis, a new one each step; 0 = off."
+    )
 
 
 class AugmentParams(_Section):
@@ -382,6 +386,9 @@ class EvaluateParams(_Section):
     identity_train_faces: int | None = Field(64, ge=2, description="Training crops per identity in its centroid.")
     landmarks: bool = Field(True, description="Measure landmark preservation of swaps (MTCNN).")
     landmark_faces: int | None = Field(64, ge=1, description="Faces per swap direction checked; null = all.")
+    expression: bool = Field(True, description="Measure expression and pose preservation of swaps (dlib 68 points; "
+                             "needs the identity reference's crop coverage).")
+    expression_faces: int | None = Field(64, ge=3, description="Faces per swap direction measured; null = all.")
     landmark_upscale: int = Field(160, ge=32, le=1024, description="Crops are resized to this side for the detector.")
     landmark_min_score: float = Field(0.9, gt=0.0, lt=1.0, description="Least detector confidence for a face.")
     preview_rows: int = Field(4, ge=1, le=32, description="Rows of the preview grid (fixed held-out faces).")

@@ -132,18 +132,44 @@ def uses_lpips(cfg: LossParams, step: int) -> bool:
     return cfg.lpips_net != "none" and cfg.lpips_weight > 0 and step % cfg.lpips_every == 0
 
 
+def phase_offset(seed: int, step: int, shift: int) -> tuple[int, int]:
+    """The phase control's crop offset (dy, dx) in 0..shift for one step: drawn from (seed, step) alone, so a
+    resumed run draws what an uninterrupted one would, and the training's own random streams are untouched."""
+    if shift <= 0:
+        return 0, 0
+    g = torch.Generator().manual_seed(int(seed) * 1_000_003 + int(step) + 0x5EED)
+    dy, dx = torch.randint(0, shift + 1, (2,), generator=g).tolist()
+    return int(dy), int(dx)
+
+
+def shifted_crop(x: torch.Tensor, offset: tuple[int, int], shift: int) -> torch.Tensor:
+    """``x`` (B, C, H, W) cropped to (H − shift, W − shift) from ``offset``: the LPIPS network's own lattice (its
+    strides and pools) then lands at a different phase of the decoder's up-sampling lattice every step."""
+    if shift <= 0:
+        return x
+    dy, dx = offset
+    if not (0 <= dy <= shift and 0 <= dx <= shift):
+        raise ValueError(f"offset {offset} outside 0..{shift}")
+    h, w = x.shape[-2:]
+    return x[..., dy:h - shift + dy, dx:w - shift + dx]
+
+
 def reconstruction_loss(
-    pred: torch.Tensor, target: torch.Tensor, cfg: LossParams, with_lpips: bool, lpips: LpipsLoss | None = None
+    pred: torch.Tensor, target: torch.Tensor, cfg: LossParams, with_lpips: bool, lpips: LpipsLoss | None = None,
+    offset: tuple[int, int] = (0, 0),
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Pixel + weight × LPIPS (on the first ``lpips_images`` faces) → (loss, {pixel, lpips}).
 
     The LPIPS term is ``lpips`` if given (e.g. a compiled one), else the cached :class:`LpipsLoss` for
-    ``cfg.lpips_net`` (channels-last on CUDA, where training runs bf16 + channels-last)."""
+    ``cfg.lpips_net`` (channels-last on CUDA, where training runs bf16 + channels-last). With
+    ``cfg.lpips_shift`` > 0 it sees both images cropped together at ``offset`` (:func:`phase_offset`; the phase
+    control); the pixel term always sees the whole image."""
     parts = {"pixel": pixel_loss(pred, target, cfg.pixel)}
     loss = parts["pixel"]
     if with_lpips and cfg.lpips_net != "none" and cfg.lpips_weight > 0:
         k = cfg.lpips_images or pred.shape[0]
         term = lpips if lpips is not None else lpips_loss(cfg.lpips_net, pred.device)
-        parts["lpips"] = term(pred[:k], target[:k]).mean()
+        s = cfg.lpips_shift
+        parts["lpips"] = term(shifted_crop(pred[:k], offset, s), shifted_crop(target[:k], offset, s)).mean()
         loss = loss + cfg.lpips_weight * parts["lpips"]
     return loss, parts

@@ -42,6 +42,15 @@ EVAL_METRICS: dict[str, tuple[str, str]] = {
     "swap_checkerboard_excess_image": (LOWER, "per-image swap score minus the target truth's mean, both directions"),
     "truth_checkerboard_a": (INFO, "set checkerboard score of identity a's held-out ground truth (a reference; ≈ 0)"),
     "truth_checkerboard_b": (INFO, "set checkerboard score of identity b's held-out ground truth (a reference; ≈ 0)"),
+    "flat_grid_score": (LOWER, "flat-field probe: checkerboard score of flat skin, flat grey and the test faces' mean "
+                        "code decoded by each decoder, the worst (metrics/flatfield.py): a grid no face can hide"),
+    "flat_grid_score_skin": (INFO, "flat_grid_score of the flat skin-colour input (worse decoder)"),
+    "flat_grid_score_grey": (INFO, "flat_grid_score of the flat grey input (worse decoder)"),
+    "flat_grid_score_mean_code": (INFO, "flat_grid_score of the test faces' mean code (worse decoder)"),
+    "flat_lattice_share": (LOWER, "flat-field probe: the lattice's energy over the output's total energy, the worst "
+                           "(its square root: the grid's RMS relative to the image's brightness; is it visible?)"),
+    "flat_offdc_share": (INFO, "flat-field probe: energy off the mean over the total, the worst (how far from "
+                         "flat a flat input comes out at all, grid or not)"),
     "cycle_lpips": (LOWER, "LPIPS-alex between a face and its round trip through the other identity (mean)"),
     "cycle_lpips_a": (LOWER, "cycle_lpips for a → b → a"),
     "cycle_lpips_b": (LOWER, "cycle_lpips for b → a → b"),
@@ -69,6 +78,22 @@ EVAL_METRICS: dict[str, tuple[str, str]] = {
     "truth_identity_success": (INFO, "share of real test faces nearer their own centroid (the metric's ceiling, ≈ 1)"),
     "identity_threshold": (INFO, "the verification threshold the verified shares used (stage identity: 95th "
                            "percentile of real test faces' distances to their own centroid)"),
+    "swap_expression_corr": (HIGHER, "expression and pose kept: Pearson r of mouth and eye opening, yaw, pitch and "
+                             "roll between source faces and their swaps, mean of the five and of a2b, b2a "
+                             "(metrics/expression.py; a swap that ignores its source reads 0)"),
+    "swap_expression_corr_a2b": (HIGHER, "swap_expression_corr for a→b"),
+    "swap_expression_corr_b2a": (HIGHER, "swap_expression_corr for b→a"),
+    "swap_mouth_corr": (HIGHER, "Pearson r of the mouth opening, source vs swap (mean of a2b, b2a)"),
+    "swap_eyes_corr": (HIGHER, "Pearson r of the eye opening, source vs swap (mean of a2b, b2a)"),
+    "swap_yaw_corr": (HIGHER, "Pearson r of the head's yaw, source vs swap (mean of a2b, b2a)"),
+    "swap_pitch_corr": (HIGHER, "Pearson r of the head's pitch, source vs swap (mean of a2b, b2a)"),
+    "swap_roll_corr": (HIGHER, "Pearson r of the head's roll left after alignment, source vs swap (mean)"),
+    "swap_expression_unfitted": (LOWER, "share of swaps whose 68 landmarks could not be fitted to a face (both "
+                                 "directions; the correlations leave them out)"),
+    "swap_expression_no_face": (INFO, "share of swaps in which dlib's HOG detector found no face (blurry swaps "
+                                "mostly; not a gate: the correlations use fitted landmarks)"),
+    "recon_expression_corr": (INFO, "swap_expression_corr of the reconstructions against their own faces: the "
+                              "ceiling the swaps are read against"),
     "landmark_nme": (LOWER, "5-point landmark error of swap vs source / inter-ocular distance (mean of a2b, b2a)"),
     "landmark_nme_a2b": (LOWER, "landmark_nme for a→b"),
     "landmark_nme_b2a": (LOWER, "landmark_nme for b→a"),

@@ -55,7 +55,7 @@ from faceswap.data.dataset import FaceSet, StepBatches, SwapPairs, load_faces, s
 from faceswap.data.manifest import manifest_detector
 from faceswap.devices import resolve_device
 from faceswap.errors import FaceswapError
-from faceswap.losses import reconstruction_loss, uses_lpips
+from faceswap.losses import phase_offset, reconstruction_loss, uses_lpips
 from faceswap.model import FaceSwapAutoencoder, ModelConfig
 
 if TYPE_CHECKING:
@@ -910,9 +910,11 @@ def train(
                 xs = [to_float(batch[f"{i}_in"], device, rt.channels_last) for i in identities]
                 ys = [to_float(batch[f"{i}_target"], device, rt.channels_last) for i in identities]
                 with_lp = uses_lpips(t.loss, step)
+                phase = phase_offset(setup.seed, step, t.loss.lpips_shift)
                 with rt.autocast():
                     preds = net(*xs)
-                    parts = [reconstruction_loss(pr, y, t.loss, with_lp) for pr, y in zip(preds, ys, strict=True)]
+                    parts = [reconstruction_loss(pr, y, t.loss, with_lp, offset=phase)
+                             for pr, y in zip(preds, ys, strict=True)]
                 loss = sum(part[0] for part in parts)
                 # backward even through a non-finite loss (its step is skipped below): the checks then cost one
                 # wait for the GPU instead of one before and one after the backward pass

@@ -173,6 +173,7 @@ def evaluate_model(
 ) -> Evaluation:
     """Every metric of docs/metrics.md for one model on one set of held-out faces (no files written)."""
     from faceswap.metrics.checkerboard import checkerboard_score, checkerboard_score_set, decoder_grid_score
+    from faceswap.metrics.flatfield import flat_field_probe
     from faceswap.metrics.image import psnr, ssim
 
     a, b = faces.identities
@@ -240,8 +241,12 @@ def evaluate_model(
         np.mean(per["swap_checkerboard_excess_a2b"] + per["swap_checkerboard_excess_b2a"])
     )
     m["cycle_lpips"] = _mean(m["cycle_lpips_a"], m["cycle_lpips_b"])
+    probe = flat_field_probe(model, {i: outs[f"truth_{i}"] for i in (a, b)}, periods)
+    m.update({k: v for k, v in probe.metrics.items() if k in EVAL_METRICS})
     if identity is not None:
         m.update(identity_metrics(outs, faces.identities, identity, per))
+        if cfg.expression:
+            m.update(expression_metrics(outs, faces, identity.coverage, cfg.expression_faces))
 
     details: dict[str, Any] = {}
     if cfg.landmarks:
@@ -291,6 +296,36 @@ def _describe(images: np.ndarray, coverage: float, cache: bool = False) -> np.nd
             _truth_descriptors.pop(next(iter(_truth_descriptors)))
         _truth_descriptors[key] = shared_encoder().describe(images, coverage)
     return _truth_descriptors[key]
+
+
+def expression_metrics(outs: dict[str, torch.Tensor], faces: EvalFaces, coverage: float,
+                       max_faces: int | None) -> dict[str, float | None]:
+    """Expression and pose preservation (:func:`faceswap.metrics.expression.preservation`) of the swaps in both
+    directions, on ``max_faces`` evenly spaced test faces, and of the reconstructions as the ceiling."""
+    from faceswap.metrics.expression import MEASURES, measure_expressions, preservation
+
+    m: dict[str, float | None] = {}
+    per_dir: dict[str, dict[str, Any]] = {}
+    recon: list[float] = []
+    unfitted = no_face = 0.0
+    for tag, ident in (("a2b", faces.identities[0]), ("b2a", faces.identities[1])):
+        idx = evenly_spaced(len(faces.images[ident]), max_faces)
+        src = measure_expressions(faces.images[ident][idx], coverage)
+        swp = measure_expressions(to_uint8(outs[f"swap_{ident}"][idx]), coverage)
+        rec = measure_expressions(to_uint8(outs[f"recon_{ident}"][idx]), coverage)
+        per_dir[tag] = p = preservation(src, swp, coverage=coverage)
+        recon.append(preservation(src, rec, coverage=coverage)["corr_mean"])
+        m[f"swap_expression_corr_{tag}"] = p["corr_mean"]
+        unfitted += (p["unfitted"] or 0.0) * len(idx)
+        no_face += (p["no_face"] or 0.0) * len(idx)
+    n = sum(len(evenly_spaced(len(faces.images[i]), max_faces)) for i in faces.identities)
+    m["swap_expression_corr"] = _mean(m["swap_expression_corr_a2b"], m["swap_expression_corr_b2a"])
+    for name in MEASURES:
+        m[f"swap_{name}_corr"] = _mean(*(d[f"{name}_corr"] for d in per_dir.values()))
+    m["swap_expression_unfitted"] = unfitted / n if n else None
+    m["swap_expression_no_face"] = no_face / n if n else None
+    m["recon_expression_corr"] = _mean(*recon)
+    return m
 
 
 def identity_metrics(outs: dict[str, torch.Tensor], identities: tuple[str, str], ref: IdentityReference,
