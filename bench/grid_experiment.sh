@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The grid experiment of issue #22 as DVC experiments: each cell is one `dvc exp run` of profiles/grid-128.yaml
-# plus the cell's overrides (every variant × both seeds unless the cell narrows model.variants). Run from the
+# plus the cell's overrides (the factorial's cells: every variant × both seeds; the controls: two variants, seed 0, to fit the CPU budget). Run from the
 # repository root, in a clone of its own if the workspace is in use (each cell leaves its outputs there):
 #   bench/grid_experiment.sh grid-pixel grid-lpips grid-positive grid-phase
 # A stopped cell is resumed by running it again (training resumes from its checkpoints; finished stages are
@@ -11,8 +11,8 @@ STRONG=1.0    # the positive control: LPIPS weighted 10× (the regime the peers 
 declare -A CELL=(
   [grid-pixel]=""
   [grid-lpips]="-S train.loss.lpips_weight=$W"
-  [grid-positive]="-S train.loss.lpips_weight=$STRONG -S model.variants=[convtranspose,resize_nearest]"
-  [grid-phase]="-S train.loss.lpips_weight=$STRONG -S train.loss.lpips_shift=7 -S model.variants=[convtranspose,resize_nearest]"
+  [grid-positive]="-S train.loss.lpips_weight=$STRONG -S model.variants=[convtranspose,resize_nearest] -S train.seeds=[0]"
+  [grid-phase]="-S train.loss.lpips_weight=$STRONG -S train.loss.lpips_shift=7 -S model.variants=[convtranspose,resize_nearest] -S train.seeds=[0]"
 )
 for name in "$@"; do
   [[ -v CELL[$name] ]] || { echo "unknown cell $name (known: ${!CELL[*]})" >&2; exit 2; }
