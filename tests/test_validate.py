@@ -211,6 +211,27 @@ def test_record_round_trips_through_its_json():
     assert ValidationRecord.from_json(d) == r
 
 
+def test_too_few_faces_names_the_levers_with_their_values():
+    """The count is right but a closed gate must say what to do (issue #21: two short clips of one person)."""
+    from faceswap.stages.validate import ValidationRecord, format_record
+    from faceswap.validation.gate import Failure
+
+    fails = (Failure("train_faces", "table", "enough training faces", "train_faces", "expected ≥ 50", 1,
+                     ("b (train_faces = 27)",)),
+             Failure("test_faces", "table", "enough test faces", "test_faces", "expected ≥ 20", 1,
+                     ("b (test_faces = 4)",)))
+    r = ValidationRecord(False, "fail", 60, 60, 0, 84, fails, {}, {"b": {"train": 27, "val": 10, "test": 4}},
+                         None, "q.parquet", "m.json", None, {"total": 1.0})
+    params = parse_params({"extract": {"every": 3}, "validate": {"min_train_faces": 50}})
+    text = format_record(r, params)
+    train_hint, test_hint = (ln for ln in text.splitlines() if "what to do:" in ln)
+    for lever in ("add video of that person", "extract.every: 1, now 3", "extract.max_frames", "split.gap_s",
+                  "split.val_fraction 0.15", "validate.min_train_faces (now 50)"):
+        assert lever in train_hint, lever
+    assert "split.test_fraction, now 0.25" in test_hint and "validate.min_test_faces (now 20)" in test_hint
+    assert "what to do" not in format_record(r)  # without params: the plain record, as before
+
+
 @pytest.mark.slow
 def test_real_faces_pass_and_everything_is_written(faces_dir, tmp_path, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")

@@ -325,7 +325,7 @@ def validate_cmd(
     from faceswap.stages import validate
 
     record = validate.run(p)
-    typer.echo(validate.format_record(record))
+    typer.echo(validate.format_record(record, p))
     if not record.success:
         fail(validate.closed_line(record, p.paths.validation_report))
 

@@ -159,7 +159,24 @@ def log_to_mlflow(record: ValidationRecord, report_dir: Path, params: Params) ->
     return run_id
 
 
-def format_record(r: ValidationRecord) -> str:
+def too_few_faces_levers(key: str, params: Params) -> str:
+    """What a user can change when an identity has too few faces in a split (the gate's count is right, but a
+    closed gate should say what to do): the levers, with their current values."""
+    ex, sp, v = params.extract, params.split, params.validation
+    held_out = f"split.val_fraction {sp.val_fraction:g} + split.test_fraction {sp.test_fraction:g}"
+    gaps = f"split.gap_s {sp.gap_s:g} s before each held-out part, × split.blocks {sp.blocks}"
+    more_video = (f"add video of that person; keep more frames (extract.every: 1, now {ex.every}; extract.max_frames:"
+                  f" null, now {ex.max_frames})")
+    if key == "train_faces":
+        return (f"{more_video}; hold out less of each clip ({held_out}) or drop fewer frames at the split "
+                f"({gaps}; a short clip loses most to these); or lower validate.min_train_faces (now "
+                f"{v.min_train_faces}) if fewer faces are enough")
+    split, floor = ("val", v.min_val_faces) if key == "val_faces" else ("test", v.min_test_faces)
+    return (f"{more_video}; or give the {split} split a larger share (split.{split}_fraction, now "
+            f"{getattr(sp, f'{split}_fraction'):g}); or lower validate.min_{split}_faces (now {floor})")
+
+
+def format_record(r: ValidationRecord, params: Params | None = None) -> str:
     verdict = "PASSED" if r.success else "FAILED"
     lines = [
         f"validate ({r.mode} mode): {verdict}: {r.faces} faces, {r.accepted} accepted, {r.quarantined} quarantined;"
@@ -171,6 +188,8 @@ def format_record(r: ValidationRecord) -> str:
         lines.append(f"  ✗ {f.key}: {f.count} {unit} ({action}): {f.description}, {f.expected}")
         for ex in f.examples:
             lines.append(f"      {ex}")
+        if params is not None and f.key in ("train_faces", "val_faces", "test_faces"):
+            lines.append(f"    what to do: {too_few_faces_levers(f.key, params)}")
     idents = ", ".join(f"{i}: train {c['train']}, val {c['val']}, test {c.get('test', 0)}"
                        for i, c in r.identities.items())
     lines.append(f"  accepted per identity: {idents}")
