@@ -358,3 +358,22 @@ def test_prefetched_batches_keep_their_order_and_raise_the_producers_error():
         for x in _prefetched(broken()):
             got.append(x)
     assert got == [1]
+
+
+def test_crops_past_the_frame_edge_repeat_the_edge_and_say_how_much_is_outside():
+    """Issue #21: a face near the top of a close-up. Reflection mirrored the chin and mouth into the crop's top;
+    replication smears the frame's edge row instead, and the share out of frame is measured from the matrix."""
+    from faceswap.data.geometry import out_of_frame_share
+
+    h, w, size = 120, 160, 64
+    frame = np.zeros((h, w, 3), np.uint8)
+    frame[:, :, 1] = np.arange(h, dtype=np.uint8)[:, None]  # green = row index: where a pixel came from
+    m = np.array([[1.0, 0.0, -48.0], [0.0, 1.0, 16.0]])  # frame → crop: the crop's top 16 rows lie above the frame
+    crop = warp_face(frame, m, size)
+    assert (crop[:16, :, 1] == 0).all()  # rows above the frame repeat row 0 (reflection would count up 15..0)
+    assert np.array_equal(crop[16:, 0, 1], np.arange(size - 16, dtype=np.uint8))
+    assert out_of_frame_share(m, w, h, size) == pytest.approx(16 / 64)
+    assert out_of_frame_share(np.array([[1.0, 0, -40], [0, 1.0, -20]]), w, h, size) == 0.0
+    # a 2× down-scale (warped at k× and area-averaged) maps the same share
+    half = np.array([[0.5, 0.0, 0.0], [0.0, 0.5, 16.0]])
+    assert out_of_frame_share(half, w, h, size) == pytest.approx(16 / 64)

@@ -245,6 +245,9 @@ class ValidateParams(_Section):
     landmark_tolerance: float = Field(
         0.1, gt=0.0, le=1.0, description="Largest distance of any aligned landmark from its template point (fraction)."
     )
+    max_out_of_frame: float = Field(
+        0.25, ge=0.0, le=1.0, description="Largest share of a crop mapped from outside its frame (edge-repeated)."
+    )
     max_jitter: float = Field(
         0.025, gt=0.0, le=1.0, description="Largest median frame-to-frame landmark motion in a clip (fraction)."
     )

@@ -56,15 +56,35 @@ def rms_residual(m: np.ndarray, src: np.ndarray, dst: np.ndarray) -> float:
 
 
 def warp_face(frame: np.ndarray, m: np.ndarray, size: int) -> np.ndarray:
-    """The aligned ``size``² crop. Strong down-scaling warps at k× and area-averages, to avoid aliasing."""
+    """The aligned ``size``² crop. Strong down-scaling warps at k× and area-averages, to avoid aliasing.
+
+    Where the crop reaches past the frame its pixels repeat the frame's edge (``BORDER_REPLICATE``, as the peer
+    tools' aligners do): a smooth smear. Reflection, used before, mirrored the face into the margin: a face near
+    the top of a close-up got a second, upside-down chin and mouth in its crop for the model to learn to paint
+    (issue #21). How much of a crop is out of frame is :func:`out_of_frame_share`; the validation gate
+    quarantines crops where it is large (``validate.max_out_of_frame``)."""
     import cv2
 
     scale = math.sqrt(abs(np.linalg.det(m[:, :2])))
     k = int(min(4, max(1, round(1.0 / max(scale, 1e-6)))))
     if k == 1:
-        return cv2.warpAffine(frame, m, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
-    big = cv2.warpAffine(frame, m * k, (size * k, size * k), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+        return cv2.warpAffine(frame, m, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    big = cv2.warpAffine(frame, m * k, (size * k, size * k), flags=cv2.INTER_LINEAR,
+                         borderMode=cv2.BORDER_REPLICATE)
     return cv2.resize(big, (size, size), interpolation=cv2.INTER_AREA)
+
+
+def out_of_frame_share(m: np.ndarray, frame_width: int, frame_height: int, size: int) -> float:
+    """Share of the ``size``² crop's pixels whose source point (the centre of the pixel mapped back through the
+    forward frame → crop affine ``m``) lies outside the ``frame_width`` × ``frame_height`` frame."""
+    a = np.vstack([np.asarray(m, float).reshape(2, 3), [0.0, 0.0, 1.0]])
+    inv = np.linalg.inv(a)[:2]
+    c = np.arange(size, dtype=float) + 0.5
+    xs, ys = np.meshgrid(c, c)
+    sx = inv[0, 0] * xs + inv[0, 1] * ys + inv[0, 2]
+    sy = inv[1, 0] * xs + inv[1, 1] * ys + inv[1, 2]
+    outside = (sx < 0) | (sx > frame_width) | (sy < 0) | (sy > frame_height)
+    return float(outside.mean())
 
 
 def smooth_landmarks(landmarks: np.ndarray, segments: np.ndarray, sigma: float) -> np.ndarray:

@@ -12,6 +12,8 @@ that ties Great Expectations' unexpected rows back to faces):
 ``relative_sharpness``        ``crop_sharpness`` / median ``crop_sharpness`` of the identity
 ``face_size_px``              shortest side of the detector's box, frame pixels
 ``landmark_max_dev_px``       largest distance of an aligned landmark from its template point
+``out_of_frame``              share of the crop mapped from outside its frame (``matrix``, frame size;
+                              those pixels repeat the frame's edge)
 ``clip_jitter_px``            median frame-to-frame motion of the aligned landmarks in the clip
 ``split_gap_s``               train rows: time to the nearest val frame of the same clip
 ``duplicate_diff``            mean |grey| difference of 16×16 thumbnails to the clip's last non-duplicate
@@ -70,6 +72,19 @@ def _read_crop(path: Path | None) -> tuple[bool, str | None, float | None, float
     return True, shape, sharpness, float(grey.mean()), thumb
 
 
+def _out_of_frame(df, matrices: list[np.ndarray | None]) -> list[float]:
+    """:func:`faceswap.data.geometry.out_of_frame_share` per row; NaN where the matrix or a size is missing."""
+    from faceswap.data.geometry import out_of_frame_share
+
+    cols = [df[c].to_numpy() if c in df.columns else np.full(len(df), np.nan) for c in
+            ("frame_width", "frame_height", "width")]
+    out = []
+    for m, fw, fh, size in zip(matrices, *cols, strict=True):
+        sizes_ok = all(isinstance(x, (int, float, np.number)) and math.isfinite(x) and x > 0 for x in (fw, fh, size))
+        out.append(out_of_frame_share(m, int(fw), int(fh), int(size)) if m is not None and sizes_ok else math.nan)
+    return out
+
+
 def _clip_order(df) -> list[np.ndarray]:
     """Row positions of each clip (identity, video), in frame order."""
     if not {"identity", "video", "frame_index"} <= set(df.columns):
@@ -116,6 +131,7 @@ def measure(df, faces_dir: str | Path, *, template: np.ndarray, duplicate_max_di
     out["face_size_px"] = [
         float(min(b[2] - b[0], b[3] - b[1])) if b is not None else np.nan for b in arrays["box"]
     ]
+    out["out_of_frame"] = _out_of_frame(out, arrays["matrix"])
     out["landmark_max_dev_px"] = [
         float(np.linalg.norm(a - template, axis=1).max()) if a is not None else np.nan
         for a in arrays["landmarks_aligned"]

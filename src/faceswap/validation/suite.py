@@ -89,6 +89,8 @@ def face_expectations(v: ValidateParams, *, size: int, identities: tuple[str, ..
         _e(gxe.ExpectColumnValuesToBeBetween, "landmarks", "row", "every aligned landmark near its template point",
            "validate.landmark_tolerance", column="landmark_max_dev_px",
            max_value=round(v.landmark_tolerance * size, 4)),
+        _e(gxe.ExpectColumnValuesToBeBetween, "out_of_frame", "row", "crop mostly inside its frame",
+           "validate.max_out_of_frame", column="out_of_frame", max_value=v.max_out_of_frame),
         # --- video: stability, split hygiene, duplicates ---
         _e(gxe.ExpectColumnValuesToBeBetween, "jitter", "row", "clip's aligned landmarks are stable",
            "validate.max_jitter", column="clip_jitter_px", max_value=round(v.max_jitter * size, 4)),
