@@ -12,8 +12,10 @@ Video, in two passes over the input (decoding is cheap next to detection):
    pasted back (:mod:`faceswap.serving.blend`) and written with OpenCV's ``VideoWriter`` (mp4v) at the
    input's frame rate and size. Frames without a face are written as decoded.
 
-Audio: OpenCV writes video only. With an ``ffmpeg`` binary on ``PATH`` the input's audio streams are
-copied into the output (no re-encode); without one the output has no sound and the result says so.
+Audio: OpenCV writes video only. The input's audio streams are then muxed into the output with ffmpeg (copied
+as they are; re-encoded to AAC only where the container cannot hold the codec): the system's ``ffmpeg`` on
+``PATH``, else the binary of the pinned PyPI package ``imageio-ffmpeg``. The result says which one, and says so
+when the input has no audio or no ffmpeg is found (then the output is silent).
 """
 
 from __future__ import annotations
@@ -201,23 +203,50 @@ def track_faces(swapper: Swapper, cap, total: int | None, progress: bool) -> lis
     return faces
 
 
+def find_ffmpeg() -> tuple[str | None, str]:
+    """(ffmpeg binary, which one): the system's on ``PATH`` first, else the static build the pinned PyPI package
+    ``imageio-ffmpeg`` ships (no download at run time: the binary is in its wheel)."""
+    found = shutil.which("ffmpeg")
+    if found:
+        return found, f"system ffmpeg ({found})"
+    try:
+        import imageio_ffmpeg
+    except ImportError:
+        return None, "no ffmpeg (none on PATH and imageio-ffmpeg not installed)"
+    try:
+        exe = imageio_ffmpeg.get_ffmpeg_exe()
+    except RuntimeError as err:
+        return None, f"no ffmpeg (imageio-ffmpeg: {err})"
+    return exe, f"imageio-ffmpeg {imageio_ffmpeg.__version__}'s ffmpeg"
+
+
+def audio_streams(ffmpeg: str, path: Path) -> list[str]:
+    """The audio streams ffmpeg reports for ``path`` (its ``Stream #0:1…: Audio: aac …`` lines); no ffprobe needed."""
+    r = subprocess.run([ffmpeg, "-hide_banner", "-i", str(path)], capture_output=True, text=True)
+    return [ln.strip() for ln in r.stderr.splitlines() if ln.strip().startswith("Stream #") and ": Audio:" in ln]
+
+
 def _copy_audio(video_only: Path, source: Path, out: Path) -> tuple[bool, str]:
-    """Mux the source's audio (if any) into the converted video with ffmpeg; (copied?, what happened)."""
-    ffmpeg = shutil.which("ffmpeg")
+    """Mux the source's audio (if any) into the converted video; (written to ``out``?, what happened).
+
+    The streams are copied as they are; a codec the output container cannot hold is re-encoded to AAC."""
+    ffmpeg, which = find_ffmpeg()
     if ffmpeg is None:
-        return False, ("not copied: no ffmpeg on PATH (OpenCV writes video only; install ffmpeg to keep the "
-                       "input's soundtrack)")
-    cmd = [ffmpeg, "-y", "-v", "error", "-i", str(video_only), "-i", str(source), "-map", "0:v:0", "-map", "1:a?",
-           "-c", "copy", "-shortest", str(out)]
-    r = subprocess.run(cmd, capture_output=True, text=True)
-    if r.returncode != 0:
-        return False, f"not copied: ffmpeg failed ({r.stderr.strip().splitlines()[-1:] or r.returncode})"
-    probe = shutil.which("ffprobe")
-    if probe:
-        streams = subprocess.run([probe, "-v", "error", "-select_streams", "a", "-show_entries", "stream=index",
-                                  "-of", "csv=p=0", str(source)], capture_output=True, text=True).stdout.split()
-        return True, f"copied ({len(streams)} stream{'s' if len(streams) != 1 else ''}) with ffmpeg"
-    return True, "copied with ffmpeg (if the input had any)"
+        return False, f"not copied: {which} (OpenCV writes video only; install ffmpeg to keep the soundtrack)"
+    streams = audio_streams(ffmpeg, source)
+    if not streams:
+        return False, f"none in the input (checked with {which})"
+    base = [ffmpeg, "-y", "-v", "error", "-i", str(video_only), "-i", str(source), "-map", "0:v:0", "-map", "1:a",
+            "-c:v", "copy"]
+    for audio_codec in (["-c:a", "copy"], ["-c:a", "aac", "-b:a", "160k"]):
+        # no -shortest: it cuts the video at the audio's end, and an AAC track often ends a frame early
+        r = subprocess.run([*base, *audio_codec, str(out)], capture_output=True, text=True)
+        if r.returncode == 0:
+            how = "copied" if audio_codec[1] == "copy" else "re-encoded to AAC"
+            n = len(streams)
+            return True, f"{how} ({n} stream{'s' if n != 1 else ''}) with {which}"
+    last = r.stderr.strip().splitlines()[-1:] or [str(r.returncode)]
+    return False, f"not copied: ffmpeg failed ({last[0]}; {which})"
 
 
 def swap_video(
