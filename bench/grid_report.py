@@ -8,11 +8,14 @@ Every number comes from what the cells of ``bench/grid_experiment.sh`` committed
 * ``<out>/summary.json``: one row per cell × variant × seed (the evaluation's ``per_seed`` numbers) and one per
   cell × variant (mean over seeds with the evaluation's 95% CIs), and the grid over training (``grid.csv``);
 * ``<out>/<cell>/<variant>.json``: each evaluation record, without its per-image arrays (what the registry's
-  rule reads: tests/test_registry_grid128.py checks the gate on them);
+  rule reads: tests/test_registry_grid128.py checks the gate on them), and in ``summary.json`` what the
+  project's register rule decides among each cell's variants;
 * ``<img>/grid128-curves.png``: grid score of validation swaps and the flat-field probe over training, per cell
   and variant (mean over seeds);
 * ``<img>/grid128-flat.png``: the flat skin-colour code decoded by identity b's decoder of each cell's seed-0
-  model (centre 32², ×6 nearest-neighbour, contrast stretched ×8 around the mean so a faint lattice shows).
+  model (centre 32², ×6 nearest-neighbour, contrast stretched ×8 around the mean so a faint lattice shows);
+* ``<img>/grid128-zoom.png``: the evaluation's zoomed flattest region of a test face (truth | recon | swap) for
+  convtranspose and resize_nearest in every cell.
 """
 
 from __future__ import annotations
@@ -90,6 +93,20 @@ def collect(repo: Path, cell: str, out: Path) -> tuple[dict, list[dict], list[di
     return cp, rows, curves
 
 
+def registry_verdict(records: Path) -> dict:
+    """What the project's register rule (params.yaml ``register``) decides among one cell's evaluated variants."""
+    from faceswap.config import load_params
+    from faceswap.evaluation.record import EvaluationRecord
+    from faceswap.registry import Candidate, select
+
+    rule = load_params(HERE.parent / "params.yaml").registry
+    cands = [Candidate.of(EvaluationRecord.from_json(json.loads(f.read_text()), str(f)))
+             for f in sorted(records.glob("*.json"))]
+    win, reason = select(cands, rule)
+    return {"winner": win.variant if win else None, "reason": reason,
+            "variants": {c.variant: {"qualifies": c.qualifies, "rank": c.rank, "note": c.note} for c in cands}}
+
+
 def flat_decode(repo: Path, cell: str, variant: str, cp: dict, identity: str = "b") -> np.ndarray:
     """The flat skin-colour code through ``identity``'s decoder of the seed-0 model, as uint8 RGB."""
     blob = _read(repo, f"{cp['paths']['models']}/{variant}/seed{cp['seeds'][0]}/model.pt", cell, mode="rb")
@@ -139,6 +156,39 @@ def flat_figure(tiles: dict[tuple[str, str], np.ndarray], path: Path, crop: int 
     plt.close(fig)
 
 
+def zoom_figure(repo: Path, cells: list[str], params: dict, path: Path,
+                variants: tuple[str, ...] = ("convtranspose", "resize_nearest")) -> None:
+    """The evaluation's own ``zoom.png`` (flattest region of the first test face of each identity: truth | recon
+    | swap, ×8) for ``variants`` in every cell, side by side."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from faceswap.imageio import read_rgb
+
+    fig, axes = plt.subplots(len(cells), len(variants), figsize=(4.2 * len(variants), 2.9 * len(cells)),
+                             squeeze=False)
+    for i, c in enumerate(cells):
+        for j, v in enumerate(variants):
+            ax = axes[i][j]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if v not in params[c]["variants"]:
+                ax.axis("off")
+                continue
+            blob = _read(repo, f"{params[c]['paths']['pictures']}/{v}/zoom.png", c, mode="rb")
+            with tempfile.NamedTemporaryFile(suffix=".png") as f:
+                f.write(blob)
+                f.flush()
+                ax.imshow(read_rgb(f.name), interpolation="nearest")
+            ax.set_title(f"{c} · {v}", fontsize=8)
+    fig.suptitle("flattest 16² of a test face, ×8: truth | recon | swap (rows a, b)", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def curves_figure(curves: pd.DataFrame, path: Path) -> None:
     import matplotlib
 
@@ -173,21 +223,27 @@ def main() -> None:
     ap.add_argument("--img", type=Path, default=HERE.parent / "docs" / "img")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    rows, curves, params, tiles = [], [], {}, {}
+    rows, curves, params, tiles, full = [], [], {}, {}, {}
     for cell in args.exps:
         cp, r, c = collect(args.repo, cell, args.out)
+        full[cell] = cp
         params[cell] = {k: v for k, v in cp.items() if k != "paths"}
         rows += r
         curves += c
         for v in cp["variants"]:
             tiles[(cell, v)] = flat_decode(args.repo, cell, v, cp)
-    (args.out / "summary.json").write_text(json.dumps({"cells": params, "rows": rows, "curves": curves}, indent=1))
+    verdicts = {cell: registry_verdict(args.out / cell) for cell in args.exps}
+    (args.out / "summary.json").write_text(json.dumps({"cells": params, "registry": verdicts, "rows": rows,
+                                                       "curves": curves}, indent=1))
     df = pd.DataFrame([r for r in rows if r["seed"] == "mean"])
     with pd.option_context("display.width", 200, "display.max_columns", 30):
         print(df[["cell", "variant", *COLUMNS]].round(4).to_string(index=False))
+    for cell, v in verdicts.items():
+        print(f"{cell}: {v['reason']}")
     curves_figure(pd.DataFrame(curves), args.img / "grid128-curves.png")
     flat_figure(tiles, args.img / "grid128-flat.png")
-    print(f"→ {args.out}/summary.json, {args.img}/grid128-curves.png, {args.img}/grid128-flat.png")
+    zoom_figure(args.repo, list(args.exps), full, args.img / "grid128-zoom.png")
+    print(f"→ {args.out}/summary.json, {args.img}/grid128-{{curves,flat,zoom}}.png")
 
 
 if __name__ == "__main__":

@@ -151,6 +151,9 @@ def format_record(r: EvaluationRecord, params: Params) -> str:
         f"  reconstruction  LPIPS {f('recon_lpips')}  PSNR {f('recon_psnr', '.2f')} dB  SSIM {f('recon_ssim')}",
         f"  checkerboard    recon excess {f('recon_checkerboard_excess')}  error {f('recon_error_checkerboard')}"
         f"  swap excess {f('swap_checkerboard_excess')}",
+        f"  flat field      grid {f('flat_grid_score')} (skin {f('flat_grid_score_skin')}, grey "
+        f"{f('flat_grid_score_grey')}, mean code {f('flat_grid_score_mean_code')})  lattice share "
+        f"{f('flat_lattice_share', '.5f')}",
         f"  identity        distance to the centroid: truth {f('truth_identity_distance', '.3f')}  recon "
         f"{f('recon_identity_distance', '.3f')}  swap {f('swap_identity_distance', '.3f')};  swaps verified as the "
         f"target (within {f('identity_threshold', '.3f')}) a→b {f('swap_identity_verified_a2b', '.2f')}  "
@@ -159,6 +162,10 @@ def format_record(r: EvaluationRecord, params: Params) -> str:
         f"b→a {f('swap_identity_success_b2a', '.2f')}  (real test faces {f('truth_identity_success', '.2f')})",
         f"  swap            cycle LPIPS {f('cycle_lpips')}  landmark NME {f('landmark_nme')}"
         f"  detection failures {f('landmark_failure_rate', '.1%')}",
+        f"  expression      source ↔ swap r {f('swap_expression_corr', '.2f')} (mouth {f('swap_mouth_corr', '.2f')}, "
+        f"eyes {f('swap_eyes_corr', '.2f')}, yaw {f('swap_yaw_corr', '.2f')}, pitch {f('swap_pitch_corr', '.2f')}); "
+        f"reconstructions {f('recon_expression_corr', '.2f')}; swaps without usable landmarks "
+        f"{f('swap_expression_unfitted', '.0%')}",
         f"  → {params.paths.variant_metrics_file(r.variant)}, {params.paths.pictures_dir(r.variant)}/ "
         f"({', '.join(PICTURES)})",
     ]
