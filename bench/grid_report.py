@@ -1,9 +1,12 @@
 """The grid experiment's verdict material (issue #22), read back from its DVC experiments.
 
-    python bench/grid_report.py --repo /path/to/clone [--exps grid-pixel grid-lpips grid-positive grid-phase]
+    python bench/grid_report.py --repo CLONE --snap SNAP [--exps grid-pixel grid-lpips grid-positive grid-phase]
 
-Every number comes from what the cells of ``bench/grid_experiment.sh`` committed (DVC experiment refs in
-``--repo``, read with ``dvc.api`` so cached outputs are fetched from the cache, nothing re-run):
+Every number comes from what the cells of ``bench/grid_experiment.sh`` wrote, nothing is re-run: params, models
+and grid curves from their DVC experiments (refs in ``--repo``, read with ``dvc.api``: the models from DVC's
+cache, the curves from each experiment's commit), and the outputs the pipeline keeps out of the cache and out of
+git (``cache: false``: evaluation records, pictures) from ``SNAP/<cell>/reports``, the copy of the workspace
+taken as each cell finished (the next cell overwrites them):
 
 * ``<out>/summary.json``: one row per cell × variant × seed (the evaluation's ``per_seed`` numbers) and one per
   cell × variant (mean over seeds with the evaluation's 95% CIs), and the grid over training (``grid.csv``);
@@ -13,7 +16,8 @@ Every number comes from what the cells of ``bench/grid_experiment.sh`` committed
 * ``<img>/grid128-curves.png``: grid score of validation swaps and the flat-field probe over training, per cell
   and variant (mean over seeds);
 * ``<img>/grid128-flat.png``: the flat skin-colour code decoded by identity b's decoder of each cell's seed-0
-  model (centre 32², ×6 nearest-neighbour, contrast stretched ×8 around the mean so a faint lattice shows);
+  model (centre 32², ×6 nearest-neighbour; the detail finer than a σ = 2 px Gaussian blur, ×16, so a faint
+  lattice shows and the decoder's smooth "average face" shading does not);
 * ``<img>/grid128-zoom.png``: the evaluation's zoomed flattest region of a test face (truth | recon | swap) for
   convtranspose and resize_nearest in every cell.
 """
@@ -67,12 +71,12 @@ def cell_params(repo: Path, rev: str) -> dict:
             "paths": p["paths"]}
 
 
-def collect(repo: Path, cell: str, out: Path) -> tuple[dict, list[dict], list[dict]]:
+def collect(repo: Path, snap: Path, cell: str, out: Path) -> tuple[dict, list[dict], list[dict]]:
     """(params, rows: per seed and mean, curves) of one cell; writes the trimmed evaluation records."""
     cp = cell_params(repo, cell)
     rows, curves = [], []
     for v in cp["variants"]:
-        rec = json.loads(_read(repo, f"{cp['paths']['evaluations']}/{v}.json", cell))
+        rec = json.loads((snap / cell / cp["paths"]["evaluations"] / f"{v}.json").read_text())
         rec["per_image"] = {}
         (out / cell).mkdir(parents=True, exist_ok=True)
         (out / cell / f"{v}.json").write_text(json.dumps(rec, indent=1) + "\n")
@@ -87,7 +91,7 @@ def collect(repo: Path, cell: str, out: Path) -> tuple[dict, list[dict], list[di
             mean[f"{k}_ci"] = [est.get("ci_lo"), est.get("ci_hi")] if est.get("ci_lo") is not None else None
         rows.append(mean)
         for s in cp["seeds"]:
-            csv = _read(repo, f"{cp['paths']['train_curves']}/{v}/seed{s}/grid.csv", cell)
+            csv = _read(repo, f"{cp['paths']['train_curves']}/{v}/seed{s}/grid.csv", cell)  # git-tracked
             df = pd.read_csv(io.StringIO(csv))
             curves += [{"cell": cell, "variant": v, "seed": s, **r} for r in df.to_dict("records")]
     return cp, rows, curves
@@ -122,7 +126,8 @@ def flat_decode(repo: Path, cell: str, variant: str, cp: dict, identity: str = "
     return out
 
 
-def flat_figure(tiles: dict[tuple[str, str], np.ndarray], path: Path, crop: int = 32, stretch: float = 8.0) -> None:
+def flat_figure(tiles: dict[tuple[str, str], np.ndarray], path: Path, crop: int = 32, stretch: float = 16.0) -> None:
+    import cv2
     import matplotlib
 
     matplotlib.use("Agg")
@@ -143,20 +148,21 @@ def flat_figure(tiles: dict[tuple[str, str], np.ndarray], path: Path, crop: int 
             im = tiles[(c, v)]
             n = im.shape[0]
             y0 = (n - crop) // 2
-            win = im[y0:y0 + crop, y0:y0 + crop]
-            shown = np.clip((win - win.mean(axis=(0, 1))) * stretch + 0.5, 0, 1)
+            win = im[y0:y0 + crop, y0:y0 + crop].astype(np.float32)
+            shown = np.clip((win - cv2.GaussianBlur(win, (0, 0), 2.0)) * stretch + 0.5, 0, 1)  # the fine detail
             ax.imshow(np.repeat(np.repeat(shown, 6, 0), 6, 1), interpolation="nearest")
             if i == 0 or j == 0:
                 ax.set_title(v if i == 0 else "", fontsize=8)
             if j == 0:
                 ax.set_ylabel(c, fontsize=8)
-    fig.suptitle(f"flat skin code decoded (decoder b), centre {crop}², contrast ×{stretch:g}", fontsize=9)
+    fig.suptitle(f"flat skin code decoded (decoder b), centre {crop}²: detail finer than a σ = 2 px blur, ×{stretch:g}",
+                 fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
-def zoom_figure(repo: Path, cells: list[str], params: dict, path: Path,
+def zoom_figure(snap: Path, cells: list[str], params: dict, path: Path,
                 variants: tuple[str, ...] = ("convtranspose", "resize_nearest")) -> None:
     """The evaluation's own ``zoom.png`` (flattest region of the first test face of each identity: truth | recon
     | swap, ×8) for ``variants`` in every cell, side by side."""
@@ -177,11 +183,7 @@ def zoom_figure(repo: Path, cells: list[str], params: dict, path: Path,
             if v not in params[c]["variants"]:
                 ax.axis("off")
                 continue
-            blob = _read(repo, f"{params[c]['paths']['pictures']}/{v}/zoom.png", c, mode="rb")
-            with tempfile.NamedTemporaryFile(suffix=".png") as f:
-                f.write(blob)
-                f.flush()
-                ax.imshow(read_rgb(f.name), interpolation="nearest")
+            ax.imshow(read_rgb(snap / c / params[c]["paths"]["pictures"] / v / "zoom.png"), interpolation="nearest")
             ax.set_title(f"{c} · {v}", fontsize=8)
     fig.suptitle("flattest 16² of a test face, ×8: truth | recon | swap (rows a, b)", fontsize=9)
     fig.tight_layout()
@@ -204,7 +206,8 @@ def curves_figure(curves: pd.DataFrame, path: Path) -> None:
             for v, g in d.groupby("variant"):
                 ax.plot(g["step"], g[col], label=v, lw=1.2)
             ax.axhline(0.03, color="k", lw=0.6, ls="--")
-            ax.set_yscale("symlog", linthresh=0.01)
+            ax.set_yscale("symlog", linthresh=0.003)
+            ax.set_ylim(0, 1)
             ax.set_title(c if row == 0 else "", fontsize=9)
             ax.set_xlabel("step" if row == 1 else "")
             if j == 0:
@@ -217,15 +220,17 @@ def curves_figure(curves: pd.DataFrame, path: Path) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--repo", type=Path, required=True)
+    ap.add_argument("--repo", type=Path, required=True, help="a clone holding the cells' experiment refs")
+    ap.add_argument("--snap", type=Path, required=True, help="SNAP/<cell>/{reports,metrics} of each cell")
     ap.add_argument("--exps", nargs="+", default=list(CELLS))
     ap.add_argument("--out", type=Path, default=HERE.parent / "docs" / "bench" / "grid128")
     ap.add_argument("--img", type=Path, default=HERE.parent / "docs" / "img")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
+    args.img.mkdir(parents=True, exist_ok=True)
     rows, curves, params, tiles, full = [], [], {}, {}, {}
     for cell in args.exps:
-        cp, r, c = collect(args.repo, cell, args.out)
+        cp, r, c = collect(args.repo, args.snap, cell, args.out)
         full[cell] = cp
         params[cell] = {k: v for k, v in cp.items() if k != "paths"}
         rows += r
@@ -242,7 +247,7 @@ def main() -> None:
         print(f"{cell}: {v['reason']}")
     curves_figure(pd.DataFrame(curves), args.img / "grid128-curves.png")
     flat_figure(tiles, args.img / "grid128-flat.png")
-    zoom_figure(args.repo, list(args.exps), full, args.img / "grid128-zoom.png")
+    zoom_figure(args.snap, list(args.exps), full, args.img / "grid128-zoom.png")
     print(f"→ {args.out}/summary.json, {args.img}/grid128-{{curves,flat,zoom}}.png")
 
 

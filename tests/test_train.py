@@ -318,8 +318,8 @@ def _nan_loss_at(monkeypatch, steps: set[int]) -> None:
         now["step"] = step
         return real_uses(cfg, step)
 
-    def loss(pred, target, cfg, with_lpips):
-        value, parts = real_loss(pred, target, cfg, with_lpips)
+    def loss(pred, target, cfg, with_lpips, **kw):
+        value, parts = real_loss(pred, target, cfg, with_lpips, **kw)
         training = not with_lpips  # these params train without LPIPS; validation always asks for it
         return (value * float("nan"), parts) if training and now["step"] in steps else (value, parts)
 
@@ -359,9 +359,9 @@ def test_nonfinite_gradients_with_a_finite_loss_skip_the_step(faces, tmp_path, c
     real = tr.reconstruction_loss
     calls = {"n": 0}
 
-    def poisoned(pred, target, cfg, with_lpips):  # the first step's gradients are NaN, its loss is not
+    def poisoned(pred, target, cfg, with_lpips, **kw):  # the first step's gradients are NaN, its loss is not
         calls["n"] += 1
-        return real(_NanGrad.apply(pred) if calls["n"] <= 2 else pred, target, cfg, with_lpips)
+        return real(_NanGrad.apply(pred) if calls["n"] <= 2 else pred, target, cfg, with_lpips, **kw)
 
     monkeypatch.setattr(tr, "reconstruction_loss", poisoned)
     out = tmp_path / "m"
