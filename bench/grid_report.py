@@ -39,6 +39,9 @@ from faceswap.checkpoint import load_model
 from faceswap.metrics.flatfield import DEFAULT_SKIN
 
 HERE = Path(__file__).resolve().parent
+#: one colour per decoder variant in every panel
+COLOURS = {"convtranspose": "tab:blue", "pixelshuffle": "tab:orange", "pixelshuffle_icnr": "tab:green",
+           "resize_bilinear": "tab:red", "resize_nearest": "tab:purple"}
 CELLS = ("grid-pixel", "grid-lpips", "grid-positive", "grid-phase")
 #: the table's columns: metric name in the evaluation record → short label
 COLUMNS = {
@@ -204,7 +207,7 @@ def curves_figure(curves: pd.DataFrame, path: Path) -> None:
         for row, (col, label) in enumerate((("grid_swap", "val swap grid"), ("flat_grid", "flat-field grid"))):
             ax = axes[row][j]
             for v, g in d.groupby("variant"):
-                ax.plot(g["step"], g[col], label=v, lw=1.2)
+                ax.plot(g["step"], g[col], label=v, lw=1.2, color=COLOURS.get(v))
             ax.axhline(0.03, color="k", lw=0.6, ls="--")
             ax.set_yscale("symlog", linthresh=0.003)
             ax.set_ylim(0, 1)
@@ -212,8 +215,9 @@ def curves_figure(curves: pd.DataFrame, path: Path) -> None:
             ax.set_xlabel("step" if row == 1 else "")
             if j == 0:
                 ax.set_ylabel(label)
-    axes[0][0].legend(fontsize=7)
-    fig.tight_layout()
+    handles = {v: plt.Line2D([], [], color=c, lw=1.2) for v, c in COLOURS.items() if v in set(curves["variant"])}
+    fig.legend(handles.values(), handles.keys(), loc="lower center", ncol=len(handles), fontsize=8)
+    fig.tight_layout(rect=(0, 0.05, 1, 1))
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
