@@ -129,6 +129,15 @@ def flat_decode(repo: Path, cell: str, variant: str, cp: dict, identity: str = "
     return out
 
 
+def picture_grid(plt, rows: int, cols: int, tile: tuple[float, float]):
+    """A rows × cols figure of picture panels (no ticks), each ``tile`` inches."""
+    fig, axes = plt.subplots(rows, cols, figsize=(tile[0] * cols, tile[1] * rows), squeeze=False)
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    return fig, axes
+
+
 def flat_figure(tiles: dict[tuple[str, str], np.ndarray], path: Path, crop: int = 32, stretch: float = 16.0) -> None:
     import cv2
     import matplotlib
@@ -138,13 +147,10 @@ def flat_figure(tiles: dict[tuple[str, str], np.ndarray], path: Path, crop: int 
 
     cells = sorted({c for c, _ in tiles}, key=CELLS.index)
     variants = sorted({v for _, v in tiles})
-    fig, axes = plt.subplots(len(cells), len(variants), figsize=(2.2 * len(variants), 2.4 * len(cells)),
-                             squeeze=False)
+    fig, axes = picture_grid(plt, len(cells), len(variants), (2.2, 2.4))
     for i, c in enumerate(cells):
         for j, v in enumerate(variants):
             ax = axes[i][j]
-            ax.set_xticks([])
-            ax.set_yticks([])
             if (c, v) not in tiles:
                 ax.axis("off")
                 continue
@@ -176,13 +182,10 @@ def zoom_figure(snap: Path, cells: list[str], params: dict, path: Path,
 
     from faceswap.imageio import read_rgb
 
-    fig, axes = plt.subplots(len(cells), len(variants), figsize=(4.2 * len(variants), 2.9 * len(cells)),
-                             squeeze=False)
+    fig, axes = picture_grid(plt, len(cells), len(variants), (4.2, 2.9))
     for i, c in enumerate(cells):
         for j, v in enumerate(variants):
             ax = axes[i][j]
-            ax.set_xticks([])
-            ax.set_yticks([])
             if v not in params[c]["variants"]:
                 ax.axis("off")
                 continue
