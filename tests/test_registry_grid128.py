@@ -14,7 +14,7 @@ import pytest
 
 from faceswap.config import load_params
 from faceswap.evaluation.record import EvaluationRecord
-from faceswap.registry import Candidate, gate_failures, select
+from faceswap.registry import Candidate, RegisterRecord, caveats, gate_failures, select
 from tests.conftest import REPO
 
 GRID = REPO / "docs" / "bench" / "grid128"
@@ -59,3 +59,20 @@ def test_without_a_perceptual_term_no_swap_grid_reaches_the_gate():
         assert by[v].metrics["flat_grid_score"] > 0.05, v
     for v in ("resize_nearest", "resize_bilinear"):
         assert by[v].metrics["flat_grid_score"] < 0.01, v
+
+
+def test_the_register_says_what_its_choice_does_not_show():
+    """No swap of this experiment is verified as its target, so every champion carries that caveat; the grid
+    caveat appears where no variant reaches the gate (pixel cell) and not where the gate decided (positive)."""
+    for cell, grid_caveat in (("grid-pixel", True), ("grid-positive", False)):
+        cands = list(candidates(cell).values())
+        win, _ = select(cands, RULE)
+        said = caveats(cands, win, RULE)
+        assert any("not verified as their target" in s and win.variant in s for s in said), (cell, said)
+        assert any("did not separate the variants" in s for s in said) is grid_caveat, (cell, said)
+
+
+def test_caveats_survive_the_register_record_round_trip():
+    rec = RegisterRecord(model_name="faceswap", rule="r", reason="x", candidates=(), caveats=("a", "b"))
+    assert RegisterRecord.from_json(json.loads(json.dumps(rec.to_json()))).caveats == ("a", "b")
+    assert RegisterRecord.from_json({"model_name": "m", "rule": "r", "reason": "x"}).caveats == ()

@@ -105,6 +105,30 @@ def describe_rule(rule: RegisterParams) -> str:
             f"decided by {prefer}; none qualifies: {fb}")
 
 
+GRID_SCORE = "swap_checkerboard_excess"
+VERIFIED = "swap_identity_verified"
+
+
+def caveats(candidates: list[Candidate], winner: Candidate | None, rule: RegisterParams) -> tuple[str, ...]:
+    """What the choice does not show, in words: a champion picked where no swap is verified as its target, or
+    where no variant's grid reaches the gate, is a pick among models that do not differ in what the project is
+    for (docs/results.md §2c, §3b), and whoever reads the registry should be told so."""
+    out: list[str] = []
+    verified = {c.variant: c.metrics.get(VERIFIED) for c in candidates if c.metrics.get(VERIFIED) is not None}
+    if winner is not None and verified and (verified.get(winner.variant) or 0.0) < 0.5:
+        best = max(verified, key=lambda v: verified[v] or 0.0)
+        others = (f"{verified[best] or 0.0:.2f} at best ({best})" if verified[best] else "0.00 for every variant")
+        out.append(f"the champion {winner.variant}: its swaps are not verified as their target ({VERIFIED} "
+                   f"{verified.get(winner.variant) or 0.0:.2f}; {others}): "
+                   "it reconstructs best among models that do not yet swap identities")
+    gate = rule.gates.get(GRID_SCORE)
+    grids = [c.metrics.get(GRID_SCORE) for c in candidates if c.metrics.get(GRID_SCORE) is not None]
+    if gate is not None and len(grids) > 1 and max(grids) <= gate:
+        out.append(f"no variant's swaps reach the grid gate ({GRID_SCORE} at most {max(grids):.4f} ≤ {gate:g}): "
+                   "the grid did not separate the variants here (docs/results.md §3b has a regime where it does)")
+    return tuple(out)
+
+
 def _fmt_est(c: Candidate, name: str, spec: str = ".4f", missing: str = "missing") -> str:
     return c.view.format(name, spec, missing)
 
@@ -242,6 +266,7 @@ def summary_markdown(candidates: list[Candidate], rule: RegisterParams, result: 
         "",
         *[f"- {c.variant}: {c.note}" for c in candidates if c.variant != result.variant],
         "",
+        *([f"**What this choice does not show**: {'; '.join(result.caveats)}.", ""] if result.caveats else []),
     ]
     if result.version:
         lines.append(f"**Registry**: `{result.model_name}` version {result.version} → alias "
@@ -435,6 +460,7 @@ class RegisterRecord:
     champion_changed: bool = False
     alias_reason: str = ""
     tracking_uri: str | None = None
+    caveats: tuple[str, ...] = ()
     table: str = ""  # the printed comparison (with CIs); not part of the file
 
     def to_json(self) -> dict[str, Any]:
@@ -446,7 +472,8 @@ class RegisterRecord:
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> RegisterRecord:
-        return cls(**{**d, "candidates": tuple(CandidateRow(**c) for c in d.get("candidates", []))})
+        return cls(**{**d, "candidates": tuple(CandidateRow(**c) for c in d.get("candidates", [])),
+                      "caveats": tuple(d.get("caveats", ()))})
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ from faceswap.registry import (
     CandidateRow,
     RegisterError,
     RegisterRecord,
+    caveats,
     describe_rule,
     load_candidates,
     register_winner,
@@ -36,7 +37,8 @@ def run(params: Params) -> RegisterRecord:
     candidates = load_candidates(params.model.variants,
                                  {v: paths.evaluation_record(v) for v in params.model.variants})
     win, reason = select(candidates, rule)
-    record = RegisterRecord(model_name=rule.model_name, rule=describe_rule(rule), reason=reason, candidates=())
+    record = RegisterRecord(model_name=rule.model_name, rule=describe_rule(rule), reason=reason, candidates=(),
+                            caveats=caveats(candidates, win, rule))
     if win is not None:
         uri = tracking_uri(params)
         logged = win.record.mlflow.tracking_uri if win.record and win.record.mlflow else None
@@ -68,4 +70,5 @@ def format_record(rec: RegisterRecord) -> str:
         lines.append(f"load: mlflow.pyfunc.load_model('models:/{rec.model_name}@champion')  ({rec.tracking_uri})")
     else:
         lines.append("nothing registered")
+    lines += [f"caveat: {c}" for c in rec.caveats]
     return "\n".join(lines)
