@@ -14,12 +14,12 @@ import pytest
 
 from faceswap.config import load_params
 from faceswap.evaluation.record import EvaluationRecord
+from faceswap.registry import GRID_SCORE as GATE
 from faceswap.registry import Candidate, RegisterRecord, caveats, gate_failures, select
 from tests.conftest import REPO
 
 GRID = REPO / "docs" / "bench" / "grid128"
 RULE = load_params(REPO / "params.yaml").registry
-GATE = "swap_checkerboard_excess"
 
 
 def candidates(cell: str) -> dict[str, Candidate]:

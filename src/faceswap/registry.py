@@ -107,6 +107,8 @@ def describe_rule(rule: RegisterParams) -> str:
 
 GRID_SCORE = "swap_checkerboard_excess"
 VERIFIED = "swap_identity_verified"
+#: a champion whose swaps are verified as their target less often than this is not yet swapping identities
+VERIFIED_FLOOR = 0.5
 
 
 def caveats(candidates: list[Candidate], winner: Candidate | None, rule: RegisterParams) -> tuple[str, ...]:
@@ -114,15 +116,15 @@ def caveats(candidates: list[Candidate], winner: Candidate | None, rule: Registe
     where no variant's grid reaches the gate, is a pick among models that do not differ in what the project is
     for (docs/results.md §2c, §3b), and whoever reads the registry should be told so."""
     out: list[str] = []
-    verified = {c.variant: c.metrics.get(VERIFIED) for c in candidates if c.metrics.get(VERIFIED) is not None}
-    if winner is not None and verified and (verified.get(winner.variant) or 0.0) < 0.5:
-        best = max(verified, key=lambda v: verified[v] or 0.0)
-        others = (f"{verified[best] or 0.0:.2f} at best ({best})" if verified[best] else "0.00 for every variant")
+    verified = {c.variant: c.metrics[VERIFIED] for c in candidates if c.metrics.get(VERIFIED) is not None}
+    mine = verified.get(winner.variant, 0.0) if winner is not None else None
+    if verified and mine is not None and mine < VERIFIED_FLOOR:
+        best = max(verified, key=verified.__getitem__)
+        others = f"{verified[best]:.2f} at best ({best})" if verified[best] else "0.00 for every variant"
         out.append(f"the champion {winner.variant}: its swaps are not verified as their target ({VERIFIED} "
-                   f"{verified.get(winner.variant) or 0.0:.2f}; {others}): "
-                   "it reconstructs best among models that do not yet swap identities")
+                   f"{mine:.2f}; {others}): it reconstructs best among models that do not yet swap identities")
     gate = rule.gates.get(GRID_SCORE)
-    grids = [c.metrics.get(GRID_SCORE) for c in candidates if c.metrics.get(GRID_SCORE) is not None]
+    grids = [c.metrics[GRID_SCORE] for c in candidates if c.metrics.get(GRID_SCORE) is not None]
     if gate is not None and len(grids) > 1 and max(grids) <= gate:
         out.append(f"no variant's swaps reach the grid gate ({GRID_SCORE} at most {max(grids):.4f} ≤ {gate:g}): "
                    "the grid did not separate the variants here (docs/results.md §3b has a regime where it does)")
