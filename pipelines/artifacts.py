@@ -116,12 +116,13 @@ def champion_markdown(root: Path, path: str | Path, ui: str | None = None) -> st
     out = ["# Champion", ""]
     if rec.version:
         moved = "**moved** to this version" if rec.champion_changed else "unchanged"
-        out.append(f"`{name}` version **{rec.version}** ({rec.variant}) registered as "
-                   f"`@{rec.alias}`; champion is version **{rec.champion_version}** ({moved}).")
+        champ = (f"champion is version **{rec.champion_version}** ({moved})" if rec.champion_version
+                 else "**no champion yet**: no registered version has passed the gates")
+        out.append(f"`{name}` version **{rec.version}** ({rec.variant}) registered as `@{rec.alias}`; {champ}.")
         base = _mlflow_ui(rec.tracking_uri, ui)
-        uri = f"models:/{name}@champion"
+        uri = f"models:/{name}@{rec.load_alias}"
         out += ["", f"- load: `{uri}`" + (f" (tracking `{rec.tracking_uri}`)" if rec.tracking_uri else "")]
-        if base:
+        if base and rec.champion_version:
             out.append(f"- model page: [{name} v{rec.champion_version}]"
                        f"({base}/#/models/{name}/versions/{rec.champion_version})")
     else:

@@ -78,13 +78,13 @@ def test_split_tail_with_guard_gap_and_whole_clips():
             "timestamp_s": list(np.arange(10) * 0.5) * 4,
         }
     )
-    tail = assign_split(frames, SplitParams(mode="tail", val_fraction=0.1, test_fraction=0.2, gap_s=0.5))
+    tail = assign_split(frames, SplitParams(mode="tail", val_fraction=0.1, test_fraction=0.2, gap_s=0.5, blocks=1))
     # t = 0..4.5 s: test from 3.6 s, gap 3.1..3.6, val 2.65..3.1, gap 2.15..2.65, train before
     assert list(tail[:10]) == ["train"] * 5 + ["gap"] + ["val"] + ["gap"] + ["test"] * 2
-    clips = assign_split(frames, SplitParams(mode="clips", val_fraction=0.1, test_fraction=0.2, gap_s=0.5))
+    clips = assign_split(frames, SplitParams(mode="clips", val_fraction=0.1, test_fraction=0.2, gap_s=0.5, blocks=1))
     assert list(clips) == list(tail)  # two clips are too few to hold out whole clips twice: cut in time
     three = frames.assign(video=(["v0"] * 7 + ["v1"] * 7 + ["v2"] * 6) * 2)
-    clips = assign_split(three, SplitParams(mode="clips", val_fraction=0.2, test_fraction=0.2, gap_s=1.0))
+    clips = assign_split(three, SplitParams(mode="clips", val_fraction=0.2, test_fraction=0.2, gap_s=1.0, blocks=1))
     assert list(clips[:20]) == ["train"] * 7 + ["val"] * 7 + ["test"] * 6
 
 
@@ -107,8 +107,10 @@ def test_split_blocks_hold_a_long_clip_out_at_several_moments():
     nearest = np.min(np.abs(train[:, None] - np.concatenate(list(held.values()))[None, :]), axis=1)
     assert nearest.min() >= 0.5 - 1e-9
     one = assign_split(frames, split.model_copy(update={"blocks": 1}))
-    default = assign_split(frames, SplitParams(mode="tail", val_fraction=0.15, test_fraction=0.25, gap_s=0.5))
-    assert list(one) == list(default)  # blocks: 1 is the tail split as it was
+    tail = assign_split(frames, SplitParams(mode="tail", val_fraction=0.15, test_fraction=0.25, gap_s=0.5,
+                                            blocks=1))
+    assert list(one) == list(tail)
+    assert t[np.asarray(one) == "test"].min() > 0.7 * t.max()  # blocks: 1 holds out only the clip's tail
 
 
 # --- detection and alignment on real faces -----------------------------------------------------------
@@ -190,7 +192,7 @@ def _stage(frames_dir, faces, detector, align_params: AlignParams, split: SplitP
 
 @pytest.mark.slow
 def test_stage_manifest_report_and_rerun(frames_dir, mtcnn, tmp_path):
-    split = SplitParams(mode="tail", val_fraction=0.15, test_fraction=0.15, gap_s=0.2)
+    split = SplitParams(mode="tail", val_fraction=0.15, test_fraction=0.15, gap_s=0.2, blocks=1)
     s = _stage(frames_dir, tmp_path / "faces", mtcnn, _params(), split)
     df = pd.read_parquet(tmp_path / "faces" / "manifest.parquet")
 
@@ -250,7 +252,7 @@ def test_stage_manifest_report_and_rerun(frames_dir, mtcnn, tmp_path):
 
 @pytest.mark.slow
 def test_largest_policy_switches_to_the_larger_face(frames_dir, mtcnn, tmp_path):
-    split = SplitParams(mode="tail", val_fraction=0.1, test_fraction=0.1, gap_s=0.0)
+    split = SplitParams(mode="tail", val_fraction=0.1, test_fraction=0.1, gap_s=0.0, blocks=1)
     rows = align_faces(frames_dir, tmp_path / "f", mtcnn, _params(select="largest"), split, size=SIZE,
                        progress=False).rows
     write_manifest(rows, tmp_path / "f" / "manifest.parquet")
@@ -263,7 +265,7 @@ def test_an_identity_without_a_face_stops_the_stage_after_its_records(mtcnn, tmp
     face_clip(tmp_path / "raw" / "a" / "walk.mp4", "a", seconds=0.5, fps=8, seed=1)
     no_face_clip(tmp_path / "raw" / "b" / "empty_room.mp4", n=4)
     extract_frames(tmp_path / "raw", tmp_path / "frames", ("a", "b"), every=1)
-    split = SplitParams(mode="tail", val_fraction=0.2, test_fraction=0.2, gap_s=0.0)
+    split = SplitParams(mode="tail", val_fraction=0.2, test_fraction=0.2, gap_s=0.0, blocks=1)
     with pytest.raises(align.NoFaceError, match=r"^no face found for identity b; see .*faces/report\.json$"):
         _stage(tmp_path / "frames", tmp_path / "faces", mtcnn, _params(roll_retry=False), split)
     report = json.loads((tmp_path / "faces" / "report.json").read_text())  # what was written is kept

@@ -222,7 +222,7 @@ def stage_crops(tmp_path_factory):
         face_clip(root / "raw" / who / "walk.mp4", who, seconds=1.5, fps=8, seed=seed)
     extract_frames(root / "raw", root / "frames", ("a", "b"), every=1)
     found = align_faces(root / "frames", root / "faces", MtcnnDetector("cpu", min_face_size=20),
-                        AlignParams(min_face_size=20), SplitParams(mode="tail", val_fraction=0.3, gap_s=0.0),
+                        AlignParams(min_face_size=20), SplitParams(mode="tail", val_fraction=0.3, gap_s=0.0, blocks=1),
                         size=64, progress=False)
     write_manifest(found.rows, root / "faces" / "manifest.parquet")  # what stage align writes
     df = pd.read_parquet(root / "faces" / "manifest.parquet")

@@ -99,15 +99,17 @@ def test_a_cross_key_rule_is_one_line_naming_the_key():
     assert "; validate.min_brightness (200) must be below max_brightness (100)" in str(err.value)
 
 
-def test_the_talking_heads_profile_is_a_valid_override(monkeypatch):
-    """`dvc exp run $(faceswap profile talking-heads)`: the real pair, sampled over whole clips, held out at four
-    moments; the merged params validate (a null is a value in a profile, not 'unset')."""
+def test_the_default_is_the_real_pair_and_the_portraits_profile_is_a_valid_override(monkeypatch):
+    """params.yaml runs the real pair (sampled over whole clips, held out at four moments); `dvc exp run $(faceswap
+    profile portraits)` goes back to the offline synthetic demo, and the merged params validate."""
     from typer.testing import CliRunner
 
     from faceswap.cli import app
 
+    p = load_params(REPO / "params.yaml")
+    assert (p.data.demo.source, p.extract.every, p.extract.max_frames, p.split.blocks) == ("talking-heads", 4, None, 4)
     monkeypatch.chdir(REPO)
-    res = CliRunner().invoke(app, ["profile", "talking-heads"])
+    res = CliRunner().invoke(app, ["profile", "portraits"])
     assert res.exit_code == 0, res.output
-    assert res.output.split() == ["-S", "data.demo.source=talking-heads", "-S", "extract.every=4",
-                                  "-S", "extract.max_frames=null", "-S", "split.blocks=4"]
+    assert res.output.split() == ["-S", "data.demo.source=portraits", "-S", "extract.every=2",
+                                  "-S", "extract.max_frames=500", "-S", "split.blocks=1"]

@@ -38,7 +38,8 @@ def test_demo_is_deterministic_and_decodable(tmp_path):
 def test_demo_cli(tmp_path):
     out = tmp_path / "raw"
     res = CliRunner().invoke(
-        app, ["demo-data", "--out", str(out), "--clips", "1", "--seconds", "1", "--params", str(REPO / "params.yaml")]
+        app, ["demo-data", "--source", "portraits", "--out", str(out), "--clips", "1", "--seconds", "1",
+              "--params", str(REPO / "params.yaml")]
     )
     assert res.exit_code == 0, res.output
     assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*.mp4")) == ["a/clip00.mp4", "b/clip00.mp4"]

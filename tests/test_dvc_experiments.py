@@ -21,9 +21,9 @@ from .conftest import REPO
 
 VARIANT = "resize_nearest"
 TINY = {
-    "data.demo.clips": 1, "data.demo.seconds": 4.0, "data.demo.fps": 10,
+    "data.demo.source": "portraits", "data.demo.clips": 1, "data.demo.seconds": 4.0, "data.demo.fps": 10,
     "extract.every": 1,
-    "split.gap_s": 0.2,
+    "split.gap_s": 0.2, "split.blocks": 1,
     "validate.min_train_faces": 5, "validate.min_val_faces": 2, "validate.min_test_faces": 2,
     "model.variants": [VARIANT],
     "train.seeds": [0], "train.steps": 10, "train.batch_size": 4, "train.warmup_steps": 2, "train.val_every": 5,

@@ -271,11 +271,37 @@ def test_cli_register_with_nothing_qualifying(evaluated, tmp_path):
     paths = repo_paths(tmp_path, evaluations=str(reports / "evaluations"), register_record=str(out),
                        summary=str(tmp_path / "summary.md"))
     params.write_text(yaml.safe_dump({"model": {"variants": list(VARIANTS)}, "paths": paths,
-                                      "register": {"gates": {"swap_checkerboard_excess": -1.0}}}))
+                                      "register": {"gates": {"swap_checkerboard_excess": -1.0}, "fallback": False}}))
     r = CliRunner().invoke(app, ["register", "--params", str(params)])
     assert r.exit_code == 0, r.output
     assert "nothing registered" in r.output
     rec = json.loads(out.read_text())
     assert rec["version"] is None and "no variant qualifies" in rec["reason"]
+
+    # fallback: the best primary is registered as @unqualified, and the champion alias is never given to it
+    params.write_text(yaml.safe_dump({
+        "model": {"variants": list(VARIANTS)}, "paths": paths, "mlflow": {"tracking_uri": evaluated["uri"]},
+        "register": {"gates": {"swap_checkerboard_excess": -1.0}, "fallback": True, "model_name": "fallback-model"}}))
+    r = CliRunner().invoke(app, ["register", "--params", str(params)])
+    assert r.exit_code == 0, r.output
+    rec = json.loads(out.read_text())
+    assert rec["version"] == "1" and rec["alias"] == "unqualified" and rec["champion_version"] is None
+    assert "FALLBACK" in rec["reason"] and "never as champion" in rec["alias_reason"]
+    assert "models:/fallback-model@unqualified" in r.output and "no champion yet" in r.output
+    assert "no champion yet" in (tmp_path / "summary.md").read_text()
+    import mlflow
+
+    assert set(mlflow.MlflowClient(evaluated["uri"]).get_registered_model("fallback-model").aliases) == {"unqualified"}
+    from faceswap.registry import alias_problem
+
+    problem = alias_problem("models:/fallback-model@champion", evaluated["uri"])
+    assert "has no @champion" in problem and "@unqualified → version 1" in problem
+    assert "--model models:/fallback-model@unqualified" in problem
+    assert alias_problem("models:/fallback-model@unqualified", evaluated["uri"]) is None
+    assert "no registered model 'nobody'" in alias_problem("models:/nobody@champion", evaluated["uri"])
+    shutil.copyfile(evaluated["root"] / "faces" / "a" / "0010.png", tmp_path / "x.png")
+    r = CliRunner().invoke(app, ["swap", str(tmp_path / "x.png"), "-o", str(tmp_path / "y.png"), "--params",
+                                 str(params), "--model", "models:/fallback-model@champion"])
+    assert r.exit_code != 0 and "has no @champion" in r.output
     r = CliRunner().invoke(app, ["evaluate", "--variant", "nope", "--params", str(params)])
     assert r.exit_code == 2 and "unknown variant" in r.output

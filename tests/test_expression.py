@@ -201,6 +201,7 @@ def talking(tmp_path_factory) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     raw = yaml.safe_load((REPO / "params.yaml").read_text())
     raw["paths"] = repo_paths(root)
     raw["extract"].update(every=EVERY, max_frames=120)
+    raw["split"].update(blocks=1)  # the faces of one stretch, as few of them dropped as split gaps as can be
     raw["align"].update(size=SIZE)
     params = parse_params(raw)
     make_talking_heads(params.paths.raw, params.base.identities)

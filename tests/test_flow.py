@@ -135,6 +135,23 @@ def test_artifact_builders_tolerate_missing_files(tmp_path):
     assert "unreadable" in art.champion_markdown(tmp_path, "metrics/register.json")
 
 
+def test_champion_artifact_without_a_champion_names_the_unqualified_model(tmp_path):
+    """A fallback registration (no variant passed the gates): the artifact says there is no champion and loads the
+    version by the alias it holds."""
+    from pipelines import artifacts as art
+
+    from faceswap.registry import RegisterRecord
+
+    rec = RegisterRecord(model_name="faceswap", rule="r", reason="resize_nearest won (FALLBACK: ...)", candidates=(),
+                         version="1", run_id="r1", variant="resize_nearest", alias="unqualified",
+                         champion_version=None, alias_reason="it fails the gates (...)")
+    (tmp_path / "metrics").mkdir()
+    (tmp_path / "metrics" / "register.json").write_text(json.dumps(rec.to_json()))
+    md = art.champion_markdown(tmp_path, "metrics/register.json")
+    assert "`@unqualified`" in md and "no champion yet" in md and "models:/faceswap@unqualified" in md
+    assert "models:/faceswap@champion" not in md
+
+
 def test_select_filters_variants_and_checks_names():
     from pipelines.graph import PlanError, StageSpec, select
 

@@ -155,6 +155,32 @@ def test_time_per_face_on_one_core(encoder, crops64) -> None:
     assert per_face < 1.0
 
 
+def test_worker_processes_give_the_same_descriptors_and_survive_a_script_without_a_file(monkeypatch, crops64):
+    """The descriptor's worker pool (forked, batch by batch) returns exactly what this process computes, and a
+    caller whose ``__main__`` is not a file (``python -c``: what a spawned pool would fail to re-import) works."""
+    import os
+    import subprocess
+    import sys
+
+    x = np.concatenate([crops64["a"], crops64["b"]])
+    small = idm.IdentityEncoder(batch_size=5)  # 24 crops → 5 batches, spread over the workers
+    monkeypatch.setenv("FACESWAP_IDENTITY_WORKERS", "1")
+    here = small.describe(x, COVERAGE)
+    monkeypatch.setenv("FACESWAP_IDENTITY_WORKERS", "2")
+    pooled = small.describe(x, COVERAGE)
+    assert idm._pool.get("pool") is not None and pooled.shape == (24, 128)
+    np.testing.assert_array_equal(pooled, here)
+    code = ("import numpy as np; from faceswap.metrics.identity import IdentityEncoder; "
+            "import io, sys; x = np.load(io.BytesIO(sys.stdin.buffer.read()), allow_pickle=False); "
+            "print(IdentityEncoder(batch_size=5).describe(x, 0.8).shape)")
+    buf = io.BytesIO()
+    np.save(buf, x[:12])
+    out = subprocess.run([sys.executable, "-c", code], input=buf.getvalue(), capture_output=True, timeout=300,
+                         env={**os.environ, "FACESWAP_IDENTITY_WORKERS": "2"})
+    assert out.returncode == 0, out.stderr.decode()[-2000:]
+    assert out.stdout.decode().strip() == "(12, 128)"
+
+
 # ---------------------------------------------------------------------------------------------- bad input
 
 

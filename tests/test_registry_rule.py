@@ -18,7 +18,8 @@ def cand(name: str, lpips: float, cycle: float = 0.3, swap_excess: float = 0.0, 
     return Candidate(name, MetricView(metrics, est))
 
 
-RULE = RegisterParams(gates={"swap_checkerboard_excess": 0.05}, prefer=("swap_checkerboard_excess", "cycle_lpips"))
+RULE = RegisterParams(gates={"swap_checkerboard_excess": 0.05}, prefer=("swap_checkerboard_excess", "cycle_lpips"),
+                      fallback=False)
 
 
 def test_best_primary_among_qualifying_wins_and_every_loser_is_explained():
@@ -29,7 +30,7 @@ def test_best_primary_among_qualifying_wins_and_every_loser_is_explained():
     assert "pixelshuffle won: recon_lpips 0.1500 [0.1400, 0.1600]" in reason and "2 of 3 qualify" in reason
     by = {c.variant: c for c in cs}
     assert not by["convtranspose"].qualifies and by["convtranspose"].rank is None
-    assert "swap_checkerboard_excess 0.3000 fails swap_checkerboard_excess ≤ 0.05" in by["convtranspose"].note
+    assert "swap_checkerboard_excess 0.3000 fails ≤ 0.05" in by["convtranspose"].note
     assert (by["pixelshuffle"].rank, by["resize_nearest"].rank) == (1, 2)
     assert "worse than pixelshuffle's" in by["resize_nearest"].note and "beyond the CIs" in by["resize_nearest"].note
 
@@ -58,7 +59,35 @@ def test_no_variant_qualifies_registers_nothing_unless_fallback():
     assert win is None
     assert "no variant qualifies" in reason and "nothing registered" in reason and "fallback" in reason
     win, reason = select(cs, RULE.model_copy(update={"fallback": True}))
-    assert win.variant == "convtranspose" and "FALLBACK" in reason
+    assert win.variant == "convtranspose" and "FALLBACK" in reason and "(0 of 2 qualify)" in reason
+    assert win.note.startswith("winner, although it fails: swap_checkerboard_excess 0.5000")
+
+
+def test_fallback_picks_among_the_nearest_to_qualifying():
+    """Where nothing passes, the fallback is the best primary among the variants that fail the fewest gates: a
+    gridded decoder with the best reconstruction does not beat a grid-free one that misses only the verdict."""
+    rule = RegisterParams(gates={"swap_checkerboard_excess": 0.05, "swap_identity_verified_a2b": 0.8},
+                          prefer=("swap_checkerboard_excess",), fallback=True)
+    cs = [cand("convtranspose", 0.1, swap_excess=0.5, swap_identity_verified_a2b=0.0),
+          cand("resize_nearest", 0.3, swap_excess=0.0, swap_identity_verified_a2b=0.1),
+          cand("resize_bilinear", 0.4, swap_excess=0.0, swap_identity_verified_a2b=0.0)]
+    win, reason = select(cs, rule)
+    assert win.variant == "resize_nearest" and "fail the fewest, 1 of 2" in reason
+    assert cs[0].rank is None and "swap_checkerboard_excess 0.5000 fails" in cs[0].note
+    assert cs[2].rank == 2 and cs[2].note.startswith("swap_identity_verified_a2b 0.0000 fails")
+
+
+def test_the_default_rule_gates_on_the_verdict_in_both_directions():
+    """The repository's rule: a clean grid, swaps verified as their target and following their source's
+    expression, each in both directions (thresholds from measured real faces: params.yaml)."""
+    from faceswap.config import load_params
+    from tests.conftest import REPO
+
+    gates = load_params(REPO / "params.yaml").registry.gates
+    for d in ("a2b", "b2a"):
+        assert gates[f"swap_identity_verified_{d}"] == pytest.approx(0.8)
+        assert gates[f"swap_expression_corr_{d}"] == pytest.approx(0.6)
+    assert gates == RegisterParams().gates
 
 
 def test_every_gate_must_hold_in_its_own_direction():
@@ -68,7 +97,7 @@ def test_every_gate_must_hold_in_its_own_direction():
     win, _ = select(cs, rule)
     assert win.variant == "sharp"
     by = {c.variant: c for c in cs}
-    assert "recon_psnr 20.0000 fails recon_psnr ≥ 24" in by["blurry"].note
+    assert "recon_psnr 20.0000 fails ≥ 24" in by["blurry"].note
     assert "recon_psnr missing" in by["unknown"].note
 
 

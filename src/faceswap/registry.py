@@ -9,7 +9,9 @@ The rule (``register`` in params.yaml), on each variant's mean over its training
    apart); the tie is decided by ``prefer`` (the better of those metrics, in order), then by primary, then by
    name, so the choice is always deterministic and never made by noise.
 
-No variant qualifies: nothing is registered (unless ``fallback: true``: then the best primary is).
+No variant qualifies: nothing is registered, unless ``fallback: true``: then the best primary is, under the alias
+``unqualified`` (a model to try, never the ``champion``: the champion alias only ever points at a version that
+passed the gates).
 The output says in plain words why the winner won and why each other variant did not.
 
 The winner is logged as an MLflow pyfunc (:mod:`faceswap.serving.pyfunc`) into its evaluation's run and
@@ -35,6 +37,8 @@ if TYPE_CHECKING:
     from faceswap.config import Params, RegisterParams
 
 CHAMPION, CHALLENGER = "champion", "challenger"
+#: the alias of a version registered by ``fallback`` although it fails the gates: usable, never the champion
+UNQUALIFIED = "unqualified"
 MODEL_ARTIFACT = "faceswap_model"
 SUMMARY_COLUMNS = (
     ("recon_lpips", "recon LPIPS ↓", ".3f"),
@@ -42,10 +46,13 @@ SUMMARY_COLUMNS = (
     ("recon_ssim", "SSIM ↑", ".3f"),
     ("swap_checkerboard_excess", "swap grid ↓", ".3f"),
     ("recon_checkerboard_excess", "recon grid ↓", ".3f"),
-    ("swap_identity_success_a2b", "identity a→b ↑", ".2f"),
-    ("swap_identity_success_b2a", "identity b→a ↑", ".2f"),
+    ("swap_identity_verified_a2b", "verified a→b ↑", ".2f"),
+    ("swap_identity_verified_b2a", "verified b→a ↑", ".2f"),
+    ("swap_identity_success_a2b", "nearer a→b ↑", ".2f"),
+    ("swap_identity_success_b2a", "nearer b→a ↑", ".2f"),
+    ("swap_expression_corr_a2b", "expression r a→b ↑", ".2f"),
+    ("swap_expression_corr_b2a", "expression r b→a ↑", ".2f"),
     ("cycle_lpips", "cycle LPIPS ↓", ".3f"),
-    ("landmark_nme", "landmark NME ↓", ".3f"),
 )
 
 
@@ -89,7 +96,7 @@ def gate_failures(metrics: dict[str, float | None], rule: RegisterParams) -> lis
         if v is None or not math.isfinite(float(v)):
             out.append(f"{name} missing (needs {_bound(name, threshold)})")
         elif MetricView(metrics).lower(name) > MetricView({name: threshold}).lower(name):
-            out.append(f"{name} {float(v):.4f} fails {_bound(name, threshold)}")
+            out.append(f"{name} {float(v):.4f} fails {bound_word(name)} {threshold:g}")
     return out
 
 
@@ -98,7 +105,7 @@ def passes_gate(metrics: dict[str, float | None], rule: RegisterParams) -> bool:
 
 
 def describe_rule(rule: RegisterParams) -> str:
-    fb = "register the best primary anyway" if rule.fallback else "register nothing"
+    fb = f"register the best primary as @{UNQUALIFIED}, never champion" if rule.fallback else "register nothing"
     gates = " and ".join(_bound(n, t) for n, t in rule.gates.items()) or "(no gate)"
     prefer = ", then ".join(f"{best_word(n)} {n}" for n in rule.prefer)
     return (f"qualify: {gates}; best: {best_word(rule.primary)} {rule.primary}; overlapping 95% CIs are a tie, "
@@ -121,7 +128,7 @@ def caveats(candidates: list[Candidate], winner: Candidate | None, rule: Registe
     if verified and mine is not None and mine < VERIFIED_FLOOR:
         best = max(verified, key=verified.__getitem__)
         others = f"{verified[best]:.2f} at best ({best})" if verified[best] else "0.00 for every variant"
-        out.append(f"the champion {winner.variant}: its swaps are not verified as their target ({VERIFIED} "
+        out.append(f"the chosen {winner.variant}: its swaps are not verified as their target ({VERIFIED} "
                    f"{mine:.2f}; {others}): it reconstructs best among models that do not yet swap identities")
     gate = rule.gates.get(GRID_SCORE)
     grids = [c.metrics[GRID_SCORE] for c in candidates if c.metrics.get(GRID_SCORE) is not None]
@@ -152,8 +159,9 @@ def _order(c: Candidate, rule: RegisterParams, in_tie: bool) -> tuple:
 
 def select(candidates: list[Candidate], rule: RegisterParams) -> tuple[Candidate | None, str]:
     """Rank ``candidates`` in place (qualifies, rank, note: why it did not win) and return (winner, reason)."""
+    failures = {}
     for c in candidates:
-        fails = gate_failures(c.metrics, rule)
+        failures[c.variant] = fails = gate_failures(c.metrics, rule)
         c.qualifies, c.note = not fails, "; ".join(fails)
     pool = [c for c in candidates if c.qualifies]
     fallback = False
@@ -164,7 +172,8 @@ def select(candidates: list[Candidate], rule: RegisterParams) -> tuple[Candidate
                 + "; ".join(f"{c.variant}: {c.note}" for c in candidates)
                 + "; nothing registered (set register.fallback: true to register the best anyway)"
             )
-        pool, fallback = list(candidates), True
+        fewest = min(len(f) for f in failures.values())  # the nearest to qualifying: a gridded decoder never
+        pool, fallback = [c for c in candidates if len(failures[c.variant]) == fewest], True  # wins on recon
     leader = min(pool, key=lambda c: (c.view.lower(rule.primary), c.variant))
     tied = [c for c in pool if _tied(c, leader, rule.primary)]
     ranked = sorted(pool, key=lambda c: _order(c, rule, c in tied))
@@ -178,11 +187,12 @@ def select(candidates: list[Candidate], rule: RegisterParams) -> tuple[Candidate
                    f"decided by {best_word(rule.prefer[0])} {rule.prefer[0]}: {win.variant} "
                    f"{_fmt_est(win, rule.prefer[0])} vs "
                    + ", ".join(f"{c.variant} {_fmt_est(c, rule.prefer[0])}" for c in others))
-    else:
-        reason += ", better than every other qualifying variant beyond their 95% CIs"
-    reason += f" ({len(pool)} of {len(candidates)} qualify)"
+    elif len(pool) > 1:
+        reason += f", better than every other {'candidate' if fallback else 'qualifying variant'} beyond their 95% CIs"
+    reason += f" ({sum(c.qualifies for c in candidates)} of {len(candidates)} qualify)"
     if fallback:
-        reason += " (FALLBACK: no variant passes the gates)"
+        reason += (f" (FALLBACK: no variant passes the gates; ranked among those that fail the fewest, {fewest} of "
+                   f"{len(rule.gates)})")
     for c in ranked[1:]:
         if c in tied:
             c.note = (f"tied with {win.variant} on {rule.primary} ({_fmt_est(c, rule.primary)}), lost on "
@@ -190,7 +200,9 @@ def select(candidates: list[Candidate], rule: RegisterParams) -> tuple[Candidate
         else:
             c.note = (f"{rule.primary} {_fmt_est(c, rule.primary)}: worse than {win.variant}'s "
                       f"{_fmt_est(win, rule.primary)} beyond the CIs")
-    win.note = "winner"
+        if fallback:
+            c.note = f"{'; '.join(failures[c.variant])}; {c.note}"
+    win.note = f"winner, although it fails: {'; '.join(failures[win.variant])}" if fallback else "winner"
     return win, reason
 
 
@@ -272,8 +284,7 @@ def summary_markdown(candidates: list[Candidate], rule: RegisterParams, result: 
     ]
     if result.version:
         lines.append(f"**Registry**: `{result.model_name}` version {result.version} → alias "
-                     f"`{result.alias}`; champion is version {result.champion_version}"
-                     f"{' (moved)' if result.champion_changed else ' (unchanged)'}. {result.alias_reason}")
+                     f"`{result.alias}`; {result.champion_text}. {result.alias_reason}")
     else:
         lines.append("**Registry**: nothing registered.")
     return "\n".join(lines) + "\n"
@@ -320,6 +331,32 @@ def _champion(client: Any, name: str) -> Any | None:
         return client.get_model_version_by_alias(name, CHAMPION)
     except MlflowException:
         return None
+
+
+def alias_problem(model_uri: str, tracking_uri: str) -> str | None:
+    """Why ``models:/<name>@<alias>`` cannot be loaded, in words that name the way out (None: it can, or the URI
+    is not an alias). The usual case: ``@champion`` before any version passed the gates, when the registry holds
+    only an ``@unqualified`` fallback."""
+    from mlflow.exceptions import MlflowException
+
+    from faceswap.tracking import connect
+
+    if not model_uri.startswith("models:/") or "@" not in model_uri:
+        return None
+    name, alias = model_uri.removeprefix("models:/").split("@", 1)
+    client = connect(tracking_uri)
+    try:
+        aliases = client.get_registered_model(name).aliases or {}
+    except MlflowException:
+        return (f"no registered model {name!r} in {tracking_uri}: run the pipeline (`dvc repro`) or "
+                "`faceswap register` first, or pass --model with a checkpoint .pt")
+    if alias in aliases:
+        return None
+    held = ", ".join(f"@{a} → version {v}" for a, v in sorted(aliases.items())) or "no alias at all"
+    hint = (f"; --model models:/{name}@{UNQUALIFIED} loads the best one registered without passing them"
+            if UNQUALIFIED in aliases else "")
+    why = " (no version has passed the register gates yet: metrics/register.json says why)" if alias == CHAMPION else ""
+    return f"{name} has no @{alias}{why}; it holds {held}{hint}"
 
 
 def _existing_version(client: Any, name: str, sha: str, fingerprint: str) -> Any | None:
@@ -465,6 +502,17 @@ class RegisterRecord:
     caveats: tuple[str, ...] = ()
     table: str = ""  # the printed comparison (with CIs); not part of the file
 
+    @property
+    def load_alias(self) -> str | None:
+        """The alias to load: the champion's, else (no version passed the gates yet) the one just registered."""
+        return CHAMPION if self.champion_version else self.alias
+
+    @property
+    def champion_text(self) -> str:
+        if not self.champion_version:
+            return "no champion yet (no registered version has passed the gates)"
+        return f"champion is version {self.champion_version}{' (moved)' if self.champion_changed else ' (unchanged)'}"
+
     def to_json(self) -> dict[str, Any]:
         from dataclasses import asdict
 
@@ -485,7 +533,7 @@ class Aliases:
     version: str
     run_id: str
     alias: str
-    champion_version: str
+    champion_version: str | None  # None: no version has passed the gates yet
     champion_changed: bool
     why: str
 
@@ -504,6 +552,15 @@ def register_winner(win: Candidate, params: Params, uri: str, reason: str) -> tu
         mv = log_and_register(win, rule, uri, reason, params)
     else:
         reason += f" (already registered as version {mv.version}; not registered again)"
+    if not passes_gate(win.metrics, rule):
+        client.set_registered_model_alias(rule.model_name, UNQUALIFIED, mv.version)
+        held = f"champion stays version {champ.version}" if champ is not None else "there is no champion"
+        return Aliases(
+            version=str(mv.version), run_id=mv.run_id, alias=UNQUALIFIED,
+            champion_version=str(champ.version) if champ is not None else None, champion_changed=False,
+            why=(f"it fails the gates ({'; '.join(gate_failures(win.metrics, rule))}): registered as "
+                 f"@{UNQUALIFIED} by register.fallback, never as champion; {held}"),
+        ), reason
     if champ is None:
         alias, why = CHAMPION, "first registered model: it becomes champion"
     elif str(champ.version) == str(mv.version):

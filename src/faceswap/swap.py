@@ -63,9 +63,13 @@ def load_swapper(params: Params, model: str | None = None) -> Swapper:
     import mlflow
     from mlflow.exceptions import MlflowException
 
+    from faceswap.registry import alias_problem
     from faceswap.tracking import connect, tracking_uri
 
     uri = tracking_uri(params)
+    problem = alias_problem(model, uri)
+    if problem:
+        raise SwapError(f"cannot load model {model}: {problem}")
     connect(uri)
     try:
         local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model))

@@ -244,7 +244,7 @@ def evaluate_model(
     probe = flat_field_probe(model, {i: outs[f"truth_{i}"] for i in (a, b)}, periods)
     m.update({k: v for k, v in probe.metrics.items() if k in EVAL_METRICS})
     if identity is not None:
-        m.update(identity_metrics(outs, faces.identities, identity, per))
+        m.update(identity_metrics(outs, faces.identities, identity, per, cfg.identity_faces))
         if cfg.expression:
             m.update(expression_metrics(outs, faces, identity.coverage, cfg.expression_faces))
 
@@ -329,19 +329,22 @@ def expression_metrics(outs: dict[str, torch.Tensor], faces: EvalFaces, coverage
 
 
 def identity_metrics(outs: dict[str, torch.Tensor], identities: tuple[str, str], ref: IdentityReference,
-                     per: dict[str, list[float]]) -> dict[str, float | None]:
+                     per: dict[str, list[float]], max_faces: int | None = None) -> dict[str, float | None]:
     """Identity transfer of the swaps in both directions (docs/metrics.md): does a→b look like b to a
     face-recognition network, relative to a (``success``) and absolutely (``verified``: also within the
     reference's calibrated threshold of b's centroid)? Beside the swaps' distance to the target's centroid, the
     real test faces' (``truth``) and the reconstructions' (``recon``) distances to their own identity's centroid,
     on the same faces, where ``outs`` has them (:func:`run_model` always does; a bench that returns only swaps
-    gets the swap metrics). Per-face values go into ``per`` for the bootstrap."""
+    gets the swap metrics). Per-face values go into ``per`` for the bootstrap. ``max_faces`` evenly spaced faces per
+    identity (None: all): the descriptor is most of evaluation's time (~90 ms a face on one core)."""
     from faceswap.metrics.identity import transfer_scores
 
     if tuple(ref.identities) != tuple(identities):
         raise EvaluateError(f"the identity reference is for {list(ref.identities)}, the model decodes "
                             f"{list(identities)}; rerun `dvc repro identity`")
     a, b = identities
+    outs = {f"{kind}_{i}": outs[f"{kind}_{i}"][evenly_spaced(len(outs[f"swap_{i}"]), max_faces)]
+            for kind in ("truth", "recon", "swap") for i in identities if f"{kind}_{i}" in outs}
     m: dict[str, float | None] = {}
     kinds = [k for k in ("truth", "recon") if all(f"{k}_{i}" in outs for i in identities)]
     for tag, ident in (("a", a), ("b", b)):

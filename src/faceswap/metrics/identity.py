@@ -180,15 +180,59 @@ class IdentityEncoder:
             return np.empty((0, DIM), np.float32)
         if self.landmarks == "template":
             chips = self.chips(items, coverage)
-            vecs = []
-            for s in range(0, len(chips), self.batch_size):
-                vecs += self._rec.compute_face_descriptor(list(chips[s : s + self.batch_size]))
-            return np.asarray([np.asarray(v) for v in vecs], np.float32)
+            batches = [chips[s : s + self.batch_size] for s in range(0, len(chips), self.batch_size)]
+            pool = _descriptor_pool() if len(batches) > 1 else None
+            if pool is None:
+                return np.concatenate([_describe_chips(b, self._rec) for b in batches])
+            return np.concatenate(list(pool.map(_describe_chips, batches)))
         out = np.empty((len(items), DIM), np.float32)
         for i, im in enumerate(items):
             shape, big, _ = _fit_shape(self._sp5, im, coverage)
             out[i] = np.asarray(self._rec.compute_face_descriptor(big, shape))
         return out
+
+
+def _describe_chips(chips: np.ndarray, rec: Any = None) -> np.ndarray:
+    """(N, 128) descriptors of 150² chips; in a pool worker ``rec`` is that process's own model."""
+    rec = rec if rec is not None else _model("resnet")
+    return np.asarray([np.asarray(v) for v in rec.compute_face_descriptor(list(chips))], np.float32).reshape(-1, DIM)
+
+
+#: worker processes for the descriptor (dlib holds the GIL while it computes, so threads do not help);
+#: $FACESWAP_IDENTITY_WORKERS overrides, 0 or 1 = in this process
+_pool: dict[str, Any] = {}
+
+
+def _descriptor_workers() -> int:
+    import os
+
+    env = os.environ.get("FACESWAP_IDENTITY_WORKERS")
+    if env is not None and env.strip().isdigit():
+        return int(env)
+    return min(4, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+
+
+def _descriptor_pool() -> Any | None:
+    """One pool per process, started on first need and reused. Forked, not spawned: a spawned worker re-imports
+    the caller's ``__main__`` (a ``python -c`` or stdin script, an unguarded bench), a forked one inherits the model
+    already loaded and runs only dlib in it. None where one core is all there is or fork is missing (Windows):
+    then the descriptor runs here."""
+    workers = _descriptor_workers()
+    if workers < 2:
+        return None
+    with _models_lock:
+        if "pool" not in _pool:
+            import atexit
+            import multiprocessing
+            from concurrent.futures import ProcessPoolExecutor
+
+            try:
+                _pool["pool"] = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"))
+            except (OSError, ValueError):
+                _pool["pool"] = None
+            if _pool["pool"] is not None:
+                atexit.register(_pool["pool"].shutdown, wait=False, cancel_futures=True)
+        return _pool["pool"]
 
 
 _default: dict[str, IdentityEncoder] = {}

@@ -139,6 +139,11 @@ class Server:
             return str(package_checkpoint(self.model, base / "pyfunc"))
         if self.model.endswith(".pt"):
             raise ServeError(f"checkpoint not found: {self.model}")
+        from faceswap.registry import alias_problem
+
+        problem = alias_problem(self.model, self.tracking_uri)
+        if problem:
+            raise ServeError(f"cannot serve {self.model}: {problem}")
         return self.model
 
     def command(self, model_uri: str) -> list[str]:

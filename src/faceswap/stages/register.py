@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from faceswap.files import atomic_write, write_json
 from faceswap.names import RANKABLE
 from faceswap.registry import (
+    CHAMPION,
     CandidateRow,
     RegisterError,
     RegisterRecord,
@@ -63,11 +64,14 @@ def run(params: Params) -> RegisterRecord:
 def format_record(rec: RegisterRecord) -> str:
     lines = [rec.table, "", f"rule: {rec.rule}", f"choice: {rec.reason}"]
     if rec.version:
-        moved = " (moved)" if rec.champion_changed else " (unchanged)"
         lines.append(f"registered {rec.model_name} version {rec.version} (run {rec.run_id}) → @{rec.alias}; "
-                     f"champion: version {rec.champion_version}{moved}")
+                     f"{rec.champion_text}")
         lines.append(f"why: {rec.alias_reason}")
-        lines.append(f"load: mlflow.pyfunc.load_model('models:/{rec.model_name}@champion')  ({rec.tracking_uri})")
+        lines.append(f"load: mlflow.pyfunc.load_model('models:/{rec.model_name}@{rec.load_alias}')  "
+                     f"({rec.tracking_uri})")
+        if rec.load_alias != CHAMPION:
+            lines.append(f"serve or swap it with --model models:/{rec.model_name}@{rec.load_alias} (the default, "
+                         f"@{CHAMPION}, waits for a version that passes the gates)")
     else:
         lines.append("nothing registered")
     lines += [f"caveat: {c}" for c in rec.caveats]
