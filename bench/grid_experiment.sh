@@ -18,5 +18,5 @@ declare -A CELL=(
 for name in "$@"; do
   [[ -v CELL[$name] ]] || { echo "unknown cell $name (known: ${!CELL[*]})" >&2; exit 2; }
   # shellcheck disable=SC2046,SC2086
-  dvc exp run -n "$name" $(faceswap profile grid-128) ${CELL[$name]}
+  dvc exp run -n "$name" $(faceswap profile portraits) $(faceswap profile grid-128) ${CELL[$name]}
 done
