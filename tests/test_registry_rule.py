@@ -162,3 +162,15 @@ def test_repository_params_load():
     p = load_params(REPO / "params.yaml")
     assert len(p.registry.gates) >= 1 and len(p.registry.prefer) >= 1
     assert p.evaluate.lpips_net == "alex" and len(p.train.seeds) >= 1
+
+
+def test_the_quality_table_marks_each_bar_a_variant_reaches():
+    from faceswap.registry import quality_table
+
+    good = cand("sharp", 0.1, recon_psnr_a=26.0, recon_psnr_b=24.9, recon_ssim_a=0.81, recon_ssim_b=0.80,
+                swap_identity_verified_a2b=0.9, swap_identity_verified_b2a=0.0, swap_mouth_corr=0.6,
+                recon_expression_corr=0.7)
+    table = quality_table([good, cand("bare", 0.2)])
+    row = next(line for line in table.splitlines() if line.startswith("| sharp"))
+    assert row == "| sharp | 26.0 ✓ | 24.9 | 0.810 ✓ | 0.800 ✓ | 0.90 ✓ | 0.00 | 0.60 ✓ | 0.70 |"
+    assert "| bare | – | – | – | – | – | – | – | – |" in table and "verified a→b (≥ 0.8)" in table

@@ -258,6 +258,32 @@ def summary_table(candidates: list[Candidate], winner: str | None) -> str:
     return "\n".join(lines)
 
 
+#: what a user of a face swap asks of it, per identity and per direction (issue #21): the columns of the summary's
+#: second table, each beside the bar it is read against
+QUALITY_COLUMNS = (
+    ("recon_psnr_a", "PSNR a dB", ".1f", 25.0), ("recon_psnr_b", "PSNR b dB", ".1f", 25.0),
+    ("recon_ssim_a", "SSIM a", ".3f", 0.80), ("recon_ssim_b", "SSIM b", ".3f", 0.80),
+    ("swap_identity_verified_a2b", "verified a→b", ".2f", 0.8),
+    ("swap_identity_verified_b2a", "verified b→a", ".2f", 0.8),
+    ("swap_mouth_corr", "mouth r", ".2f", 0.6),
+)
+
+
+def quality_table(candidates: list[Candidate]) -> str:
+    """Each variant against the quality bars of a real face swap (a ✓ where the mean reaches the bar)."""
+    bars = " | ".join(f"{t} (≥ {bar:g})" for _, t, _, bar in QUALITY_COLUMNS)
+    head = f"| variant | {bars} | recon expression r |"
+    lines = [head, "|" + "---|" * (len(QUALITY_COLUMNS) + 2)]
+    for c in sorted(candidates, key=lambda c: (c.rank is None, c.rank or 0, c.variant)):
+        cells = []
+        for name, _, spec, bar in QUALITY_COLUMNS:
+            v = c.metrics.get(name)
+            cells.append("–" if v is None else f"{float(v):{spec}}{' ✓' if float(v) >= bar else ''}")
+        ceiling = _fmt(c.metrics.get("recon_expression_corr"), ".2f")
+        lines.append(f"| {c.variant} | " + " | ".join(cells) + f" | {ceiling} |")
+    return "\n".join(lines)
+
+
 def summary_markdown(candidates: list[Candidate], rule: RegisterParams, result: RegisterRecord) -> str:
     """The summary page (``paths.summary``): every variant's table, the rule, the choice and why not the others."""
     faces = next((c.metrics for c in candidates), {})
@@ -281,6 +307,11 @@ def summary_markdown(candidates: list[Candidate], rule: RegisterParams, result: 
         *[f"- {c.variant}: {c.note}" for c in candidates if c.variant != result.variant],
         "",
         *([f"**What this choice does not show**: {'; '.join(result.caveats)}.", ""] if result.caveats else []),
+        "**Against the bars of a real face swap** (per identity and direction; ✓ = reached; the reconstructions' "
+        "expression r is the ceiling a swap's is read against; docs/results.md §2d):",
+        "",
+        quality_table(candidates),
+        "",
     ]
     if result.version:
         lines.append(f"**Registry**: `{result.model_name}` version {result.version} → alias "
