@@ -8,8 +8,9 @@ talking-heads``). Each run trains one variant with seed 0 by the pipeline's own 
 repository's params.yaml plus the run's overrides (``steps``, ``width``, ``batch``), then evaluates it with
 ``faceswap evaluate`` on the same test faces, into its own folder (models, curves, evaluation, pictures; no
 MLflow), so the pipeline's outputs are left alone. Keys: ``steps``, ``width`` (model.width), ``batch``
-(train.batch_size) and ``lpips`` (train.loss.lpips_weight, the seed's perceptual term; params.yaml's
-``lpips_every``/``lpips_images`` apply). The table sets, per run, the distances that decide the
+(train.batch_size), ``lpips`` (train.loss.lpips_weight, the seed's perceptual term; params.yaml's
+``lpips_every``/``lpips_images`` apply) and ``bg`` (train.loss.background_weight: the face-weighted pixel
+term). The table sets, per run, the distances that decide the
 verdict beside the identity stage's calibrated threshold: a real test face's, a reconstruction's and a swap's
 distance to its own (target) centroid, the share of swaps verified as the target, the expression correlation,
 and the reconstruction's PSNR and SSIM; plus the wall time on this machine. First, the sharpness floor: real test
@@ -34,7 +35,7 @@ KEYS = ("truth_identity_distance", "recon_identity_distance", "swap_identity_dis
         "swap_mouth_corr", "recon_expression_corr", "recon_psnr_a", "recon_psnr_b", "recon_ssim_a", "recon_ssim_b",
         "identity_threshold", "swap_checkerboard_excess")
 OVERRIDES = {"steps": ("train", "steps"), "width": ("model", "width"), "batch": ("train", "batch_size"),
-             "lpips": ("train", "loss", "lpips_weight")}
+             "lpips": ("train", "loss", "lpips_weight"), "bg": ("train", "loss", "background_weight")}
 
 
 def parse_run(spec: str) -> dict[str, float]:
@@ -42,7 +43,7 @@ def parse_run(spec: str) -> dict[str, float]:
     for part in spec.split(","):
         key, _, value = part.partition("=")
         try:
-            out[key] = float(value) if key == "lpips" else int(value)
+            out[key] = float(value) if key in ("lpips", "bg") else int(value)
         except ValueError:
             out[key] = None
         if key not in OVERRIDES or out[key] is None:

@@ -129,3 +129,50 @@ def test_phase_control_crops_output_and_target_together_at_a_reproducible_offset
     assert float(parts["pixel"]) == pytest.approx(float((pred - target).abs().mean()), rel=1e-6)
     unshifted = reconstruction_loss(pred, target, cfg.model_copy(update={"lpips_shift": 0}), with_lpips=True)[1]
     assert float(unshifted["lpips"]) != pytest.approx(float(parts["lpips"]), rel=1e-4)
+
+
+# --- the face-weighted pixel term (train.loss.background_weight) -----------------------------------------------
+
+
+def test_face_weight_covers_the_template_face_and_weighs_the_background_down(astronaut):
+    """On a real aligned crop: the template's eyes, nose and mouth corners weigh ~1, the crop's corners the
+    background weight; the map spans [background, 1] and is left-right symmetric like the template."""
+    from faceswap.data.geometry import face_template
+    from faceswap.losses import face_weight
+
+    w = face_weight(64, 0.8, 0.1)[0, 0]
+    assert w.shape == (64, 64) and float(w.min()) >= 0.1 - 1e-6 and float(w.max()) <= 1.0
+    for x, y in face_template(64, 0.8):
+        assert float(w[int(y), int(x)]) > 0.95, (x, y)
+    for y, x in ((0, 0), (0, 63), (63, 0), (63, 63), (32, 0), (32, 63)):
+        assert float(w[y, x]) < 0.11, (y, x)
+    assert torch.allclose(w, w.flip(-1), atol=0.05)
+    assert torch.equal(face_weight(64, 0.8, 1.0), torch.ones(1, 1, 64, 64))
+
+
+def test_weighted_pixel_loss_discounts_background_errors_only():
+    from faceswap.losses import face_weight, pixel_loss
+
+    target = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    w = face_weight(64, 0.8, 0.0)
+    off_face, on_face = target.clone(), target.clone()
+    off_face[..., :6, :] += 0.5  # an error in the top rows only (outside the face ellipse)
+    on_face[..., 36:42, 28:36] += 0.5  # an error on the nose and mouth
+    assert pixel_loss(off_face, target, "l1", w) < 0.02 * pixel_loss(off_face, target, "l1")
+    # an error where the weight is 1 counts in full against a total weight of mean(w) (the face: 36 % of the crop)
+    plain = float(pixel_loss(on_face, target, "l1"))
+    assert float(pixel_loss(on_face, target, "l1", w)) == pytest.approx(plain / float(w.mean()), rel=0.01)
+    assert torch.allclose(pixel_loss(on_face, target, "mse", torch.ones(1, 1, 64, 64)),
+                          pixel_loss(on_face, target, "mse"))
+    loss, parts = reconstruction_loss(off_face, target, LossParams(lpips_net="none", background_weight=0.0), False,
+                                      weight=w)
+    assert float(loss) == pytest.approx(float(parts["pixel"])) and float(loss) < 0.01
+
+
+def test_background_weight_needs_a_pixelwise_term():
+    from faceswap.config import ConfigError, parse_params
+
+    with pytest.raises(ConfigError, match="background_weight"):
+        parse_params({"train": {"loss": {"pixel": "ssim", "background_weight": 0.2}}})
+    with pytest.raises(ConfigError, match="background_weight"):
+        parse_params({"train": {"loss": {"background_weight": 1.5}}})

@@ -157,6 +157,29 @@ def test_loss_decreases_and_outputs_follow_the_interface(faces, tmp_path):
 
 
 @pytest.mark.slow
+def test_face_weighted_training_runs_and_weighs_its_validation_the_same_way(faces, tmp_path):
+    """background_weight < 1: the run trains (finite, falling loss) and its validation loss is the weighted one
+    (recomputed here from the saved best checkpoint, weighted and not)."""
+    import contextlib
+
+    from faceswap.data.dataset import stack_faces
+    from faceswap.stages import train as stage
+    from faceswap.train import pixel_weight, validation_loss
+
+    p = params(tmp_path, steps=30, val_every=30, checkpoint_every=30, preview_every=30, paths=with_faces(faces),
+               loss={"lpips_net": "none", "background_weight": 0.2})
+    r = stage.run(p, "resize_nearest", 0)
+    assert r.step == 30 and r.final_train_loss == r.final_train_loss  # finite
+    w = pixel_weight(p)
+    assert w is not None and float(w.min()) == pytest.approx(0.2, abs=1e-3)
+    model, _ = load_model(next(Path(r.run_dir).rglob("best.pt")), torch.device("cpu"))
+    val = {i: stack_faces(fs, p.train.val_images) for i, fs in load_faces(faces, ("a", "b"), "val", 64).items()}
+    plain = validation_loss(model, val, p.train, torch.device("cpu"), contextlib.nullcontext, False)
+    weighted = validation_loss(model, val, p.train, torch.device("cpu"), contextlib.nullcontext, False, w)
+    assert weighted != pytest.approx(plain, rel=1e-3)
+    assert r.best_val_loss == pytest.approx(weighted, rel=1e-4)
+
+
 def test_sigterm_saves_and_resume_matches_an_uninterrupted_run(faces, tmp_path):
     steps = 150
     # same thread count in this process and the child, so that both sum in the same order

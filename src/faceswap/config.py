@@ -296,6 +296,16 @@ class LossParams(_Section):
         0, ge=0, le=32, description="Phase control (issue #22): the LPIPS term sees output and target cropped "
         "together at a random offset of 0..shift px per axis, a new one each step; 0 = off."
     )
+    background_weight: float = Field(
+        1.0, ge=0.0, le=1.0, description="Weight of the pixels outside the face (a feathered ellipse from the "
+        "alignment template) in the pixel term: 1 = the plain loss, 0 = the face only (masked training); l1/mse."
+    )
+
+    @model_validator(mode="after")
+    def _mask_needs_a_pixelwise_term(self) -> LossParams:
+        if self.background_weight < 1.0 and self.pixel == "ssim":
+            raise ValueError("background_weight < 1 weights pixel errors: use pixel l1 or mse (ssim is windowed)")
+        return self
 
 
 class AugmentParams(_Section):

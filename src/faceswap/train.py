@@ -285,8 +285,20 @@ def _prune(folder: Path, keep: int) -> None:
 
 
 @torch.no_grad()
+def pixel_weight(params: Params) -> torch.Tensor | None:
+    """The pixel term's face weighting (``train.loss.background_weight`` < 1), from the crops' own template; None
+    for the plain loss."""
+    bw = params.train.loss.background_weight
+    if bw >= 1.0:
+        return None
+    from faceswap.losses import face_weight
+
+    return face_weight(params.base.image_size, params.align.coverage, bw)
+
+
 def validation_loss(model: FaceSwapAutoencoder, val: dict[str, torch.Tensor], t: TrainParams,
-                    device: torch.device, autocast: Any, channels_last: bool) -> float:
+                    device: torch.device, autocast: Any, channels_last: bool,
+                    weight: torch.Tensor | None = None) -> float:
     """Mean over identities of pixel + weight × LPIPS reconstructing held-out faces (no augmentation)."""
     was_training = model.training
     model.eval()
@@ -296,7 +308,7 @@ def validation_loss(model: FaceSwapAutoencoder, val: dict[str, torch.Tensor], t:
             x = to_float(chunk, device, channels_last)
             with autocast():
                 pred = model(x, ident)
-            loss, _ = reconstruction_loss(pred.float(), x.float(), t.loss, with_lpips=True)
+            loss, _ = reconstruction_loss(pred.float(), x.float(), t.loss, with_lpips=True, weight=weight)
             total += float(loss) * len(chunk)
             count += len(chunk)
     model.train(was_training)
@@ -827,8 +839,9 @@ class Run:
         """Validation and clean-training losses and the decoder grid (main rank); True when this is the best
         validation so far (by the loss alone)."""
         t, rt, h, p = self.t, self.rt, self.progress.history, self.progress
-        v = validation_loss(self.model, self.val, t, rt.device, rt.autocast, rt.channels_last)
-        vc = validation_loss(self.model, self.train_clean, t, rt.device, rt.autocast, rt.channels_last)
+        w = pixel_weight(self.setup.params)
+        v = validation_loss(self.model, self.val, t, rt.device, rt.autocast, rt.channels_last, w)
+        vc = validation_loss(self.model, self.train_clean, t, rt.device, rt.autocast, rt.channels_last, w)
         grid = validation_grid(self.model, self.val, self.grid_refs, rt.device, rt.autocast, rt.channels_last)
         h["val_step"].append(step)
         h["val_loss"].append(v)
@@ -897,6 +910,9 @@ def train(
                disable=(not dist.is_main) or (progress is False) or (None if progress is None else False),
                dynamic_ncols=True)
     step, ips, speed = start, 0.0, Throughput()
+    weight = pixel_weight(params)
+    if weight is not None:
+        weight = weight.to(device)
     t_start = time.perf_counter()
     status = "FAILED"
     flag = _StopFlag()
@@ -913,7 +929,7 @@ def train(
                 phase = phase_offset(setup.seed, step, t.loss.lpips_shift)
                 with rt.autocast():
                     preds = net(*xs)
-                    parts = [reconstruction_loss(pr, y, t.loss, with_lp, offset=phase)
+                    parts = [reconstruction_loss(pr, y, t.loss, with_lp, offset=phase, weight=weight)
                              for pr, y in zip(preds, ys, strict=True)]
                 loss = sum(part[0] for part in parts)
                 # backward even through a non-finite loss (its step is skipped below): the checks then cost one
