@@ -36,13 +36,13 @@ def face_weight(size: int, coverage: float, background: float) -> torch.Tensor:
     """(1, 1, size, size) weights for the pixel term: 1 on the face, ``background`` outside it, feathered.
 
     The face is an ellipse set by the alignment template the crops were cut to (eyes, mouth:
-    :func:`faceswap.data.geometry.face_template`): centred between the eye line and the mouth, 1.15 eye distances
+    :func:`faceswap.data.template.face_template`): centred between the eye line and the mouth, 1.15 eye distances
     wide and 1.35 eye-to-mouth heights tall on each side (brows to chin), with a logistic edge a tenth of the
     radius wide. Every crop shares the template, so one map serves the batch; the random affine of the augmentation
     moves a face by a few percent, inside the feather. Peers' "masked training" (DeepFaceLab) with a fixed mask."""
     import numpy as np
 
-    from faceswap.data.geometry import face_template
+    from faceswap.data.template import face_template
 
     pts = face_template(size, coverage)
     eyes, mouth = pts[:2], pts[3:]
