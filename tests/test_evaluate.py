@@ -200,7 +200,7 @@ def test_register_champion_challenger_and_pyfunc(evaluated):
     assert rec["run_id"] == evaluated["results"]["resize_nearest"].mlflow.run_id  # the variant's summary run
     assert json.loads(out.read_text())["candidates"][0]["variant"] == "convtranspose"
     text = summary.read_text()
-    assert "**resize_nearest**" in text and "no (swap_checkerboard_excess" in text
+    assert "**resize_nearest**" in text and "no (the swaps carry a checkerboard grid: swap_checkerboard_excess" in text
     client = mlflow.MlflowClient(uri)
     mv = client.get_model_version("faceswap", "1")
     assert mv.tags["variant"] == "resize_nearest" and mv.tags["data_version"] == "test-data"

@@ -29,7 +29,7 @@ def candidates(cell: str) -> dict[str, Candidate]:
 
 
 def grid_fails(c: Candidate) -> bool:
-    return any(f.startswith(GATE) for f in gate_failures(c.metrics, RULE))
+    return any(f"{GATE} " in f for f in gate_failures(c.metrics, RULE))
 
 
 def test_the_rule_gates_on_the_grid_score_this_experiment_validated():

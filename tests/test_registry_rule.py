@@ -60,7 +60,8 @@ def test_no_variant_qualifies_registers_nothing_unless_fallback():
     assert "no variant qualifies" in reason and "nothing registered" in reason and "fallback" in reason
     win, reason = select(cs, RULE.model_copy(update={"fallback": True}))
     assert win.variant == "convtranspose" and "FALLBACK" in reason and "(0 of 2 qualify)" in reason
-    assert win.note.startswith("winner, although it fails: swap_checkerboard_excess 0.5000")
+    assert win.note.startswith("winner, although it fails: the swaps carry a checkerboard grid: "
+                               "swap_checkerboard_excess 0.5000")
 
 
 def test_fallback_picks_among_the_nearest_to_qualifying():
@@ -74,20 +75,56 @@ def test_fallback_picks_among_the_nearest_to_qualifying():
     win, reason = select(cs, rule)
     assert win.variant == "resize_nearest" and "fail the fewest, 1 of 2" in reason
     assert cs[0].rank is None and "swap_checkerboard_excess 0.5000 fails" in cs[0].note
-    assert cs[2].rank == 2 and cs[2].note.startswith("swap_identity_verified_a2b 0.0000 fails")
+    assert cs[2].rank == 2 and cs[2].note.startswith("the swaps are not verified as their target (a→b): "
+                                                     "swap_identity_verified_a2b 0.0000 fails")
 
 
-def test_the_default_rule_gates_on_the_verdict_in_both_directions():
-    """The repository's rule: a clean grid, swaps verified as their target and following their source's
-    expression, each in both directions (thresholds from measured real faces: params.yaml)."""
+def test_the_default_rule_gates_on_the_swap_instruments_in_both_directions():
+    """The repository's rule: a clean grid; swaps retrieved as their target at their own sharpness, varying with
+    their source, changing where it changes and following its mouth, each in both directions; reconstructions at
+    the bar (thresholds from the instruments' validation on real crops: params.yaml, docs/metrics.md)."""
     from faceswap.config import load_params
     from tests.conftest import REPO
 
     gates = load_params(REPO / "params.yaml").registry.gates
     for d in ("a2b", "b2a"):
-        assert gates[f"swap_identity_verified_{d}"] == pytest.approx(0.8)
-        assert gates[f"swap_expression_corr_{d}"] == pytest.approx(0.6)
+        assert gates[f"swap_identity_retrieved_{d}"] == pytest.approx(0.8)
+        assert gates[f"swap_collapse_{d}"] == pytest.approx(0.5)
+        assert gates[f"swap_follow_structure_{d}"] == pytest.approx(0.6)
+        assert gates[f"swap_follow_mouth_{d}"] == pytest.approx(0.5)
+    assert gates["recon_psnr_a"] == gates["recon_psnr_b"] == pytest.approx(25.0)
     assert gates == RegisterParams().gates
+
+
+#: the instruments of one direction pair, as measured on the real pair (bench/swap_instruments.py): the demo's
+#: recipe (structure 0.80-0.86) and a masked, colour-matched one; a collapsed decoder (the target's mean face)
+SWAPS = {
+    "follows": dict(swap_identity_retrieved_a2b=0.95, swap_identity_retrieved_b2a=0.9, swap_collapse_a2b=0.64,
+                    swap_collapse_b2a=0.83, swap_follow_structure_a2b=0.97, swap_follow_structure_b2a=0.97,
+                    swap_follow_mouth_a2b=0.55, swap_follow_mouth_b2a=0.69, recon_psnr_a=26.0, recon_psnr_b=27.0),
+    "mean_face": dict(swap_identity_retrieved_a2b=1.0, swap_identity_retrieved_b2a=1.0, swap_collapse_a2b=0.0,
+                      swap_collapse_b2a=0.0, swap_follow_structure_a2b=0.0, swap_follow_structure_b2a=0.0,
+                      swap_follow_mouth_a2b=0.0, swap_follow_mouth_b2a=0.0, recon_psnr_a=28.0, recon_psnr_b=28.0),
+    "smear": dict(swap_identity_retrieved_a2b=0.2, swap_identity_retrieved_b2a=0.6, swap_collapse_a2b=0.49,
+                  swap_collapse_b2a=1.17, swap_follow_structure_a2b=0.80, swap_follow_structure_b2a=0.86,
+                  swap_follow_mouth_a2b=0.34, swap_follow_mouth_b2a=0.28, recon_psnr_a=26.0, recon_psnr_b=27.5),
+}
+
+
+def test_the_default_gates_pass_a_swap_that_follows_and_say_in_words_why_the_others_fail():
+    rule = RegisterParams()
+    cs = [cand(name, 0.1 + 0.01 * k, **m) for k, (name, m) in enumerate(SWAPS.items())]
+    win, _ = select(cs, rule)
+    by = {c.variant: c for c in cs}
+    assert win.variant == "follows" and by["follows"].qualifies
+    # the target's mean face passes identity and fails collapse, structure and mouth, in both directions
+    assert "recognised" not in by["mean_face"].note
+    for words in ("collapse towards one image for every source (a→b)", "collapse towards one image for every "
+                  "source (b→a)", "do not change where their sources change", "do not follow their source's mouth"):
+        assert words in by["mean_face"].note
+    assert "the swaps are not recognised as their target, even at their own sharpness (a→b)" in by["smear"].note
+    assert "swap_collapse_b2a" not in by["smear"].note  # a smear that varies passes collapse ...
+    assert "swap_follow_mouth_b2a 0.2800 fails ≥ 0.5" in by["smear"].note  # ... and fails on following
 
 
 def test_every_gate_must_hold_in_its_own_direction():

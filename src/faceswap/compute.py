@@ -14,17 +14,22 @@ a GPU, and must never pick a mode that the machine only emulates:
   NCHW tensor is reordered at every layer); ``bench/train.py`` measures the gain on each machine.
 
 The decision is a :class:`ComputePlan` with a one-line reason that the run logs and records in MLflow.
+``$FACESWAP_PRECISION`` (fp32 | bf16 | fp16) overrides what ``auto`` resolves to, so the whole test suite can be
+run under each plan on one machine (``FACESWAP_PRECISION=bf16 make test``); an explicit setting still wins.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from faceswap.errors import FaceswapError
+
+PRECISION_ENV = "FACESWAP_PRECISION"  # overrides what precision auto resolves to (the suite under each plan)
 
 
 class ComputeError(FaceswapError, ValueError):
@@ -110,6 +115,12 @@ def plan_compute(device: str | torch.device, precision: str = "auto", channels_l
     hardware they do not have. ``setting`` names the params section in errors.
     """
     kind = torch.device(device).type
+    if precision == "auto" and (forced := os.environ.get(PRECISION_ENV, "").strip()):
+        if forced not in ("fp32", "bf16", "fp16"):
+            raise ComputeError(f"${PRECISION_ENV}={forced!r}: must be fp32, bf16 or fp16 (or unset for auto)")
+        precision, set_by = forced, f"set by ${PRECISION_ENV}"
+    else:
+        set_by = "set"
     if kind == "cuda":
         bf16 = torch.cuda.is_bf16_supported() if cuda_bf16 is None else cuda_bf16
         auto_prec, why = ("bf16", "GPU with bf16") if bf16 else ("fp16", "GPU without bf16: fp16 + GradScaler")
@@ -126,7 +137,7 @@ def plan_compute(device: str | torch.device, precision: str = "auto", channels_l
         why_cl = "oneDNN convolutions run NHWC" if feats.onednn else "no oneDNN: plain NCHW kernels"
     prec = auto_prec if precision == "auto" else precision
     cl = auto_cl if channels_last is None else channels_last
-    reasons = [f"precision {'auto: ' + why if precision == 'auto' else 'set'}",
+    reasons = [f"precision {'auto: ' + why if precision == 'auto' else set_by}",
                f"layout {'auto: ' + why_cl if channels_last is None else 'set'}"]
     return ComputePlan(kind, prec, cl, "; ".join(reasons))
 

@@ -78,6 +78,9 @@ class BaseParams(_Section):
         return v
 
 
+INPUT_MASKS = ("none", "ellipse")
+
+
 class ModelParams(_Section):
     """The autoencoder's shape (see ``faceswap.model``)."""
 
@@ -87,6 +90,10 @@ class ModelParams(_Section):
         None, ge=1, le=8, description="Stride-2 encoder stages; null derives it so the bottleneck is 3×3."
     )
     max_channels: int = Field(1024, ge=8, le=4096, description="Cap on encoder channels.")
+    input_mask: OneOf[INPUT_MASKS] = Field(
+        "none", description="none | ellipse: the background outside the template's face ellipse is replaced by grey "
+        "in the encoder's input and the training target (masked input; docs/training.md)."
+    )
     variants: tuple[str, ...] = Field(names.VARIANTS, description="Decoder variants trained and compared.")
 
     @field_validator("variants")
@@ -301,11 +308,19 @@ class LossParams(_Section):
         "alignment template) in the pixel term: 1 = the plain loss, 0 = the face only (masked training); l1/mse."
     )
 
+    code_mmd: float = Field(
+        0.0, ge=0.0, le=100.0, description="Weight of the code alignment term: MMD (Gaussian kernel, median "
+        "bandwidth) between the two identities' bottleneck codes in each batch; 0 = off."
+    )
+
     @model_validator(mode="after")
     def _mask_needs_a_pixelwise_term(self) -> LossParams:
         if self.background_weight < 1.0 and self.pixel == "ssim":
             raise ValueError("background_weight < 1 weights pixel errors: use pixel l1 or mse (ssim is windowed)")
         return self
+
+
+COLOUR_MODES = ("none", "rct", "lct")
 
 
 class AugmentParams(_Section):
@@ -319,6 +334,11 @@ class AugmentParams(_Section):
     brightness: float = Field(0.1, ge=0.0, le=1.0, description="Colour jitter: brightness ±fraction.")
     contrast: float = Field(0.1, ge=0.0, le=1.0, description="Colour jitter: contrast ±fraction.")
     saturation: float = Field(0.1, ge=0.0, le=1.0, description="Colour jitter: saturation ±fraction.")
+    colour_transfer: OneOf[COLOUR_MODES] = Field(
+        "none", description="none | rct | lct: recolour a face with a random face of the other identity's colour "
+        "statistics (face region; rct: Reinhard in Lab, lct: linear RGB covariance), before the warp."
+    )
+    colour_transfer_p: float = Field(0.5, ge=0.0, le=1.0, description="Probability of the colour transfer per face.")
 
 
 class TrainParams(_Section):
@@ -399,6 +419,9 @@ class EvaluateParams(_Section):
     identity_train_faces: int | None = Field(64, ge=2, description="Training crops per identity in its centroid.")
     identity_faces: int | None = Field(64, ge=3, description="Test faces per identity (evenly spaced) whose truth, "
                                        "reconstruction and swap are described; null = all of max_faces.")
+    identity_margin: float = Field(0.0, ge=0.0, le=1.0, description="Retrieval margin (descriptor distance): a swap "
+                                   "is retrieved as its target when it is nearer the target's reconstruction gallery "
+                                   "than the source's by more than this; calibrated on real faces (docs/metrics.md).")
     landmarks: bool = Field(True, description="Measure landmark preservation of swaps (MTCNN).")
     landmark_faces: int | None = Field(64, ge=1, description="Faces per swap direction checked; null = all.")
     expression: bool = Field(True, description="Measure expression and pose preservation of swaps (dlib 68 points; "
@@ -423,9 +446,12 @@ class RegisterParams(_Section):
 
     model_name: str = Field("faceswap", min_length=1, max_length=200, description="Registered model name.")
     gates: dict[str, float] = Field(
-        default_factory=lambda: {"swap_checkerboard_excess": 0.03, "swap_identity_verified_a2b": 0.8,
-                                 "swap_identity_verified_b2a": 0.8, "swap_expression_corr_a2b": 0.6,
-                                 "swap_expression_corr_b2a": 0.6},
+        default_factory=lambda: {"swap_checkerboard_excess": 0.03,
+                                 "swap_identity_retrieved_a2b": 0.8, "swap_identity_retrieved_b2a": 0.8,
+                                 "swap_collapse_a2b": 0.5, "swap_collapse_b2a": 0.5,
+                                 "swap_follow_structure_a2b": 0.6, "swap_follow_structure_b2a": 0.6,
+                                 "swap_follow_mouth_a2b": 0.5, "swap_follow_mouth_b2a": 0.5,
+                                 "recon_psnr_a": 25.0, "recon_psnr_b": 25.0},
         description="metric → threshold a variant must meet to qualify (direction from the metric catalogue).",
     )
     primary: str = Field("recon_lpips", description="Ranks the qualifying variants (its own direction).")

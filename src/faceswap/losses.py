@@ -33,27 +33,12 @@ def ssim(x: torch.Tensor, y: torch.Tensor, window: int = 7) -> torch.Tensor:
 
 
 def face_weight(size: int, coverage: float, background: float) -> torch.Tensor:
-    """(1, 1, size, size) weights for the pixel term: 1 on the face, ``background`` outside it, feathered.
+    """(1, 1, size, size) weights for the pixel term: 1 on the face, ``background`` outside it, feathered (the
+    template's face ellipse, :func:`faceswap.data.template.face_ellipse`). Peers' "masked training" (DeepFaceLab)
+    with a fixed mask."""
+    from faceswap.data.template import face_ellipse
 
-    The face is an ellipse set by the alignment template the crops were cut to (eyes, mouth:
-    :func:`faceswap.data.template.face_template`): centred between the eye line and the mouth, 1.15 eye distances
-    wide and 1.35 eye-to-mouth heights tall on each side (brows to chin), with a logistic edge a tenth of the
-    radius wide. Every crop shares the template, so one map serves the batch; the random affine of the augmentation
-    moves a face by a few percent, inside the feather. Peers' "masked training" (DeepFaceLab) with a fixed mask."""
-    import numpy as np
-
-    from faceswap.data.template import face_template
-
-    pts = face_template(size, coverage)
-    eyes, mouth = pts[:2], pts[3:]
-    d = float(np.linalg.norm(eyes[1] - eyes[0]))
-    cx, cy = float(pts[:, 0].mean()), float((eyes[:, 1].mean() + mouth[:, 1].mean()) / 2)
-    ax, ay = 1.15 * d, 1.35 * float(mouth[:, 1].mean() - eyes[:, 1].mean())
-    yy, xx = torch.meshgrid(torch.arange(size, dtype=torch.float32) + 0.5, torch.arange(size, dtype=torch.float32)
-                            + 0.5, indexing="ij")
-    r = torch.sqrt(((xx - cx) / ax) ** 2 + ((yy - cy) / ay) ** 2)
-    inside = torch.sigmoid((1.0 - r) / 0.1)
-    return (background + (1.0 - background) * inside)[None, None]
+    return background + (1.0 - background) * face_ellipse(size, coverage)
 
 
 def pixel_loss(pred: torch.Tensor, target: torch.Tensor, kind: str,
@@ -205,3 +190,21 @@ def reconstruction_loss(
         parts["lpips"] = term(shifted_crop(pred[:k], offset, s), shifted_crop(target[:k], offset, s)).mean()
         loss = loss + cfg.lpips_weight * parts["lpips"]
     return loss, parts
+
+
+def code_mmd(za: torch.Tensor, zb: torch.Tensor, scales: tuple[float, ...] = (0.5, 1.0, 2.0)) -> torch.Tensor:
+    """Squared maximum mean discrepancy between two batches of codes (flattened), a sum of Gaussian kernels at
+    ``scales`` × the median pairwise squared distance (the median heuristic, not differentiated).
+
+    The biased (V-statistic) estimate: never negative and exactly 0 for identical batches, so the term pulls the
+    two identities' code distributions together and vanishes when they agree (faceswap-GAN's and DeepFaceLab's
+    domain terms do this with a discriminator; a kernel needs no second network)."""
+    x, y = za.flatten(1).float(), zb.flatten(1).float()
+    z = torch.cat([x, y])
+    sq = (z * z).sum(1)
+    d2 = (sq[:, None] + sq[None, :] - 2.0 * z @ z.T).clamp_min(0.0)
+    off = d2.detach()[~torch.eye(len(z), dtype=torch.bool, device=z.device)]
+    bw = off.median().clamp_min(1e-8) if off.numel() else torch.ones((), device=z.device)
+    k = sum(torch.exp(-d2 / (s * bw)) for s in scales)
+    n = len(x)
+    return k[:n, :n].mean() + k[n:, n:].mean() - 2.0 * k[:n, n:].mean()

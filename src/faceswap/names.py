@@ -94,6 +94,36 @@ EVAL_METRICS: dict[str, tuple[str, str]] = {
                                 "mostly; not a gate: the correlations use fitted landmarks)"),
     "recon_expression_corr": (INFO, "swap_expression_corr of the reconstructions against their own faces: the "
                               "ceiling the swaps are read against"),
+    "swap_collapse": (HIGHER, "how much swaps vary with their source: spread of the low-passed face region of the "
+                      "swaps across source faces over that of the same faces' reconstructions (0 = one image for "
+                      "every source, 1 = as varied as the reconstructions; metrics/collapse.py; mean of a2b, b2a)"),
+    "swap_collapse_a2b": (HIGHER, "swap_collapse for a→b"),
+    "swap_collapse_b2a": (HIGHER, "swap_collapse for b→a"),
+    "swap_follow_structure": (HIGHER, "do swaps differ where their sources differ? Pearson r between the pairwise "
+                              "distances of the low-passed swaps and of the same sources' reconstructions (1 = "
+                              "exactly, ≈ 0 for a constant swap, noise or faces 0.8 s late; mean of a2b, b2a)"),
+    "swap_follow_structure_a2b": (HIGHER, "swap_follow_structure for a→b"),
+    "swap_follow_structure_b2a": (HIGHER, "swap_follow_structure for b→a"),
+    "swap_follow_expression": (HIGHER, "expression and pose followed, measured on every swap: Pearson r of mouth, "
+                               "eyes, yaw, pitch and roll between source and swap, the swap's 68 points fitted in "
+                               "the template's face box whatever they look like (mean of the five and of a2b, b2a)"),
+    "swap_follow_expression_a2b": (HIGHER, "swap_follow_expression for a→b"),
+    "swap_follow_expression_b2a": (HIGHER, "swap_follow_expression for b→a"),
+    "swap_follow_mouth": (HIGHER, "Pearson r of the mouth opening, source vs every swap (mean of a2b, b2a)"),
+    "swap_follow_mouth_a2b": (HIGHER, "swap_follow_mouth for a→b"),
+    "swap_follow_mouth_b2a": (HIGHER, "swap_follow_mouth for b→a"),
+    "swap_follow_unmeasured": (LOWER, "share of swaps whose pose could not be solved (the only swaps the every-swap "
+                               "measures leave out; both directions)"),
+    "swap_identity_retrieved": (HIGHER, "identity at the swap's own sharpness: share of swaps nearer the gallery of "
+                                "the target's reconstructions than the source's by more than evaluate.identity_margin "
+                                "(galleries from the same model, so as sharp as the swap; mean of a2b, b2a)"),
+    "swap_identity_retrieved_a2b": (HIGHER, "swap_identity_retrieved for a→b"),
+    "swap_identity_retrieved_b2a": (HIGHER, "swap_identity_retrieved for b→a"),
+    "swap_identity_gallery_score": (HIGHER, "distance to the source's reconstruction gallery minus the target's "
+                                    "(> identity_margin: retrieved as the target; mean of a2b, b2a)"),
+    "swap_identity_gallery_score_a2b": (HIGHER, "swap_identity_gallery_score for a→b"),
+    "swap_identity_gallery_score_b2a": (HIGHER, "swap_identity_gallery_score for b→a"),
+    "identity_margin": (INFO, "the retrieval margin the retrieved shares used (evaluate.identity_margin)"),
     "landmark_nme": (LOWER, "5-point landmark error of swap vs source / inter-ocular distance (mean of a2b, b2a)"),
     "landmark_nme_a2b": (LOWER, "landmark_nme for a→b"),
     "landmark_nme_b2a": (LOWER, "landmark_nme for b→a"),
@@ -118,6 +148,9 @@ PER_FACE: dict[str, tuple[str, ...]] = {
     "swap_identity_verified": ("swap_identity_verified_a2b", "swap_identity_verified_b2a"),
     "swap_identity_distance": ("swap_identity_distance_a2b", "swap_identity_distance_b2a"),
     "swap_identity_margin": ("swap_identity_margin_a2b", "swap_identity_margin_b2a"),
+    "swap_identity_retrieved": ("swap_identity_retrieved_a2b", "swap_identity_retrieved_b2a"),
+    "swap_identity_gallery_score": ("swap_identity_gallery_score_a2b", "swap_identity_gallery_score_b2a"),
+    "swap_collapse": ("swap_collapse_a2b", "swap_collapse_b2a"),
     "truth_identity_distance": ("truth_identity_distance_a", "truth_identity_distance_b"),
     "recon_identity_distance": ("recon_identity_distance_a", "recon_identity_distance_b"),
 }

@@ -55,7 +55,7 @@ from faceswap.data.dataset import FaceSet, StepBatches, SwapPairs, load_faces, s
 from faceswap.data.manifest import manifest_detector
 from faceswap.devices import resolve_device
 from faceswap.errors import FaceswapError
-from faceswap.losses import phase_offset, reconstruction_loss, uses_lpips
+from faceswap.losses import code_mmd, phase_offset, reconstruction_loss, uses_lpips
 from faceswap.model import FaceSwapAutoencoder, ModelConfig
 
 if TYPE_CHECKING:
@@ -205,15 +205,21 @@ def fingerprint(cfg: dict[str, Any]) -> str:
 
 
 class SwapModel(nn.Module):
-    """One forward for all identities (what DDP and torch.compile want): xs[i] → decoder i."""
+    """One forward for all identities (what DDP and torch.compile want): xs[i] → decoder i.
 
-    def __init__(self, model: FaceSwapAutoencoder) -> None:
+    The shared encoder runs once over every identity's batch (it has no batch statistics, so the codes are those
+    of separate passes); ``with_codes`` also returns each identity's codes, for the code alignment term."""
+
+    def __init__(self, model: FaceSwapAutoencoder, with_codes: bool = False) -> None:
         super().__init__()
         self.model = model
         self.identities = tuple(model.decoders)
+        self.with_codes = with_codes
 
-    def forward(self, *xs: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        return tuple(self.model(x, ident) for x, ident in zip(xs, self.identities, strict=True))
+    def forward(self, *xs: torch.Tensor) -> Any:
+        codes = self.model.encode(torch.cat(xs)).split([len(x) for x in xs])
+        preds = tuple(self.model.decode(z, ident) for z, ident in zip(codes, self.identities, strict=True))
+        return (preds, codes) if self.with_codes else preds
 
 
 def _optimizer(model: nn.Module, t: TrainParams, device: torch.device) -> torch.optim.AdamW:
@@ -284,7 +290,6 @@ def _prune(folder: Path, keep: int) -> None:
 # --- validation and previews ---------------------------------------------------------------------------
 
 
-@torch.no_grad()
 def pixel_weight(params: Params) -> torch.Tensor | None:
     """The pixel term's face weighting (``train.loss.background_weight`` < 1), from the crops' own template; None
     for the plain loss."""
@@ -296,6 +301,7 @@ def pixel_weight(params: Params) -> torch.Tensor | None:
     return face_weight(params.base.image_size, params.align.coverage, bw)
 
 
+@torch.no_grad()
 def validation_loss(model: FaceSwapAutoencoder, val: dict[str, torch.Tensor], t: TrainParams,
                     device: torch.device, autocast: Any, channels_last: bool,
                     weight: torch.Tensor | None = None) -> float:
@@ -308,7 +314,8 @@ def validation_loss(model: FaceSwapAutoencoder, val: dict[str, torch.Tensor], t:
             x = to_float(chunk, device, channels_last)
             with autocast():
                 pred = model(x, ident)
-            loss, _ = reconstruction_loss(pred.float(), x.float(), t.loss, with_lpips=True, weight=weight)
+            loss, _ = reconstruction_loss(pred.float(), model.mask(x).float(), t.loss, with_lpips=True,
+                                          weight=weight)
             total += float(loss) * len(chunk)
             count += len(chunk)
     model.train(was_training)
@@ -546,14 +553,15 @@ def build_model(params: Params, variant: str, rt: Runtime) -> tuple[FaceSwapAuto
     m = params.model
     mcfg = ModelConfig(image_size=params.base.image_size, width=m.width, bottleneck_channels=m.bottleneck_channels,
                        encoder_stages=m.encoder_stages, max_channels=m.max_channels, decoder=variant,
-                       identities=tuple(params.base.identities))
+                       identities=tuple(params.base.identities), input_mask=m.input_mask,
+                       mask_coverage=params.align.coverage)
     model = FaceSwapAutoencoder(mcfg).to(rt.device)
     return (model.to(memory_format=torch.channels_last) if rt.channels_last else model), mcfg
 
 
 def wrap_model(model: FaceSwapAutoencoder, t: TrainParams, rt: Runtime) -> nn.Module:
     """The module the loop calls: one forward for all identities, compiled and/or DDP-wrapped as asked."""
-    net: nn.Module = SwapModel(model)
+    net: nn.Module = SwapModel(model, with_codes=t.loss.code_mmd > 0)
     if t.compile:
         net = torch.compile(net)
     if rt.dist.enabled:
@@ -577,7 +585,7 @@ def make_loader(setup: RunSetup, start: int) -> torch.utils.data.DataLoader:
     t, rt = setup.t, setup.rt
     workers = t.workers if t.workers is not None else default_workers(rt.device)
     return torch.utils.data.DataLoader(
-        SwapPairs(setup.data.train, t.augment, setup.seed),
+        SwapPairs(setup.data.train, t.augment, setup.seed, setup.params.align.coverage),
         batch_sampler=StepBatches(start, t.steps, t.batch_size, rt.dist.rank, rt.dist.world),
         num_workers=workers, pin_memory=rt.device.type == "cuda",
         prefetch_factor=4 if workers else None, persistent_workers=False, worker_init_fn=worker_init,
@@ -828,7 +836,7 @@ class Run:
         self.progress.history["step"].append(step)
         self.progress.history["loss"].append(mean)
         metrics = {"train_loss": mean, "lr": lr, "images_per_s": ips}
-        for name in ("pixel", "lpips"):
+        for name in ("pixel", "lpips", "code_mmd"):
             vals = [float(terms[name].detach()) for _, terms in parts if name in terms]
             if vals:
                 metrics[f"train_{name}"] = sum(vals) / len(vals)
@@ -928,10 +936,15 @@ def train(
                 with_lp = uses_lpips(t.loss, step)
                 phase = phase_offset(setup.seed, step, t.loss.lpips_shift)
                 with rt.autocast():
-                    preds = net(*xs)
-                    parts = [reconstruction_loss(pr, y, t.loss, with_lp, offset=phase, weight=weight)
+                    preds, codes = net(*xs) if t.loss.code_mmd > 0 else (net(*xs), None)
+                    # a masked-input model learns to draw the face on grey: its targets lose the background too
+                    parts = [reconstruction_loss(pr, model.mask(y), t.loss, with_lp, offset=phase, weight=weight)
                              for pr, y in zip(preds, ys, strict=True)]
                 loss = sum(part[0] for part in parts)
+                if codes is not None:
+                    mmd = code_mmd(codes[0], codes[1])
+                    parts[0][1]["code_mmd"] = mmd
+                    loss = loss + t.loss.code_mmd * mmd
                 # backward even through a non-finite loss (its step is skipped below): the checks then cost one
                 # wait for the GPU instead of one before and one after the backward pass
                 scaler.scale(loss).backward()

@@ -207,11 +207,17 @@ def _epoch_perm(seed: int, ident_index: int, epoch: int, n: int) -> np.ndarray:
 class SwapPairs(torch.utils.data.Dataset):
     """Map-style dataset over sample numbers: item ``k`` → (warped, target) per identity, uint8 CHW."""
 
-    def __init__(self, faces: dict[str, FaceSet], augment: AugmentParams, seed: int) -> None:
+    def __init__(self, faces: dict[str, FaceSet], augment: AugmentParams, seed: int, coverage: float = 0.8) -> None:
         self.faces = faces
         self.augment = augment
         self.seed = seed
         self._perms: dict[tuple[int, int], np.ndarray] = {}
+        self._region = None
+        if augment.colour_transfer != "none":
+            from faceswap.data.template import face_region
+
+            side = next(iter(faces.values())).images.shape[1]
+            self._region = face_region(side, coverage)
 
     def __len__(self) -> int:  # the stream is unbounded; samplers give the indices
         return 2**62
@@ -227,12 +233,29 @@ class SwapPairs(torch.utils.data.Dataset):
 
     def __getitem__(self, k: int) -> dict[str, torch.Tensor]:
         out = {}
+        sets = list(self.faces.values())
         for i, (ident, fs) in enumerate(self.faces.items()):
             rng = np.random.default_rng([self.seed, 1_000_003, i, k])
-            warped, target = augment_pair(fs.images[self._index(i, len(fs), k)], rng, self.augment)
+            face = fs.images[self._index(i, len(fs), k)]
+            if self._region is not None:
+                face = self._recolour(face, i, k, sets)
+            warped, target = augment_pair(face, rng, self.augment)
             out[f"{ident}_in"] = torch.from_numpy(warped).permute(2, 0, 1).contiguous()
             out[f"{ident}_target"] = torch.from_numpy(target).permute(2, 0, 1).contiguous()
         return out
+
+
+    def _recolour(self, face: np.ndarray, i: int, k: int, sets: list[FaceSet]) -> np.ndarray:
+        """With probability ``colour_transfer_p``, ``face`` in the colours of a random face of another identity
+        (its own RNG stream, so the other augmentations draw the same numbers with the transfer on or off)."""
+        from faceswap.data.colour import transfer
+
+        rng = np.random.default_rng([self.seed, 2_000_003, i, k])
+        if rng.random() >= self.augment.colour_transfer_p or len(sets) < 2:
+            return face
+        j = (i + 1 + int(rng.integers(len(sets) - 1))) % len(sets)
+        ref = sets[j].images[int(rng.integers(len(sets[j])))]
+        return transfer(self.augment.colour_transfer, face, ref, self._region)
 
 
 class StepBatches(torch.utils.data.Sampler[list[int]]):

@@ -44,7 +44,8 @@ def run_model(
     """Reconstructions, swaps and round trips of every face, as CPU float tensors (N, 3, H, W) in [0, 1].
 
     Keys: ``truth_<i>``, ``recon_<i>``, ``swap_<i>`` (face of i rendered as the other identity) and
-    ``cycle_<i>`` (the swap brought back to i), for i in the two identities. ``plan`` (default: this device's
+    ``cycle_<i>`` (the swap brought back to i), for i in the two identities; a masked-input model's outputs pasted
+    into their source crops (:meth:`~faceswap.model.FaceSwapAutoencoder.composite`). ``plan`` (default: this device's
     auto plan) sets the forward pass's autocast and memory format; the outputs are fp32 either way.
     """
     import torch
@@ -64,9 +65,11 @@ def run_model(
             for start in range(0, len(x_all), batch_size):
                 x = to_layout(x_all[start : start + batch_size].to(device), plan)
                 z = model.encode(x)
-                rec = model.decode(z, ident).float()
-                swap = model.decode(z, other[ident]).float()
-                cyc = model.decode(model.encode(to_layout(swap, plan)), ident).float()
+                # a masked-input model draws the face on grey: its outputs are judged pasted into their source's
+                # crop by the same ellipse, as conversion shows them (the identity otherwise)
+                rec = model.composite(model.decode(z, ident).float(), x)
+                swap = model.composite(model.decode(z, other[ident]).float(), x)
+                cyc = model.composite(model.decode(model.encode(to_layout(swap, plan)), ident).float(), x)
                 for key, t in (("truth", x), ("recon", rec), ("swap", swap), ("cycle", cyc)):
                     out.setdefault(f"{key}_{ident}", []).append(t.float().cpu().contiguous())
     return {k: torch.cat(v) for k, v in out.items()}
@@ -244,9 +247,10 @@ def evaluate_model(
     probe = flat_field_probe(model, {i: outs[f"truth_{i}"] for i in (a, b)}, periods)
     m.update({k: v for k, v in probe.metrics.items() if k in EVAL_METRICS})
     if identity is not None:
-        m.update(identity_metrics(outs, faces.identities, identity, per, cfg.identity_faces))
+        m.update(identity_metrics(outs, faces.identities, identity, per, cfg.identity_faces, cfg.identity_margin))
         if cfg.expression:
-            m.update(expression_metrics(outs, faces, identity.coverage, cfg.expression_faces))
+            m.update(expression_metrics(outs, faces, identity.coverage, cfg.expression_faces, per))
+    m.update(collapse_metrics(outs, faces.identities, identity.coverage if identity is not None else 0.8, per))
 
     details: dict[str, Any] = {}
     if cfg.landmarks:
@@ -299,26 +303,43 @@ def _describe(images: np.ndarray, coverage: float, cache: bool = False) -> np.nd
 
 
 def expression_metrics(outs: dict[str, torch.Tensor], faces: EvalFaces, coverage: float,
-                       max_faces: int | None) -> dict[str, float | None]:
+                       max_faces: int | None, per: dict[str, list[float]] | None = None) -> dict[str, float | None]:
     """Expression and pose preservation (:func:`faceswap.metrics.expression.preservation`) of the swaps in both
-    directions, on ``max_faces`` evenly spaced test faces, and of the reconstructions as the ceiling."""
+    directions, on ``max_faces`` evenly spaced test faces, and of the reconstructions as the ceiling.
+
+    Twice: on the swaps whose landmarks fit a face (``swap_expression_*``, the absolute reading), and on every swap
+    (``swap_follow_*``: the 68 points fitted in the template's face box whatever the swap looks like, so none is
+    left out and a swap that draws the same face for every source reads ≈ 0). The every-swap per-face products
+    (whose mean is r) go into ``per`` for the bootstrap over faces and seeds."""
     from faceswap.metrics.expression import MEASURES, measure_expressions, preservation
 
     m: dict[str, float | None] = {}
     per_dir: dict[str, dict[str, Any]] = {}
     recon: list[float] = []
-    unfitted = no_face = 0.0
+    unfitted = no_face = unmeasured = 0.0
     for tag, ident in (("a2b", faces.identities[0]), ("b2a", faces.identities[1])):
         idx = evenly_spaced(len(faces.images[ident]), max_faces)
         src = measure_expressions(faces.images[ident][idx], coverage)
-        swp = measure_expressions(to_uint8(outs[f"swap_{ident}"][idx]), coverage)
+        swap_images = to_uint8(outs[f"swap_{ident}"][idx])
+        swp = measure_expressions(swap_images, coverage)
         rec = measure_expressions(to_uint8(outs[f"recon_{ident}"][idx]), coverage)
         per_dir[tag] = p = preservation(src, swp, coverage=coverage)
         recon.append(preservation(src, rec, coverage=coverage)["corr_mean"])
         m[f"swap_expression_corr_{tag}"] = p["corr_mean"]
         unfitted += (p["unfitted"] or 0.0) * len(idx)
         no_face += (p["no_face"] or 0.0) * len(idx)
+        every = measure_expressions(swap_images, coverage, face_check=False, require_fit=False)
+        f = preservation(src, every, coverage=coverage)
+        m[f"swap_follow_expression_{tag}"] = f["corr_mean"]
+        m[f"swap_follow_mouth_{tag}"] = f["mouth_corr"]
+        unmeasured += float((~every.fitted).sum())
+        if per is not None:
+            per[f"swap_follow_mouth_{tag}"] = list(f["per_face"]["mouth"])
+            per[f"swap_follow_expression_{tag}"] = np.mean([f["per_face"][k] for k in MEASURES], axis=0).tolist()
     n = sum(len(evenly_spaced(len(faces.images[i]), max_faces)) for i in faces.identities)
+    m["swap_follow_expression"] = _mean(m["swap_follow_expression_a2b"], m["swap_follow_expression_b2a"])
+    m["swap_follow_mouth"] = _mean(m["swap_follow_mouth_a2b"], m["swap_follow_mouth_b2a"])
+    m["swap_follow_unmeasured"] = unmeasured / n if n else None
     m["swap_expression_corr"] = _mean(m["swap_expression_corr_a2b"], m["swap_expression_corr_b2a"])
     for name in MEASURES:
         m[f"swap_{name}_corr"] = _mean(*(d[f"{name}_corr"] for d in per_dir.values()))
@@ -328,16 +349,39 @@ def expression_metrics(outs: dict[str, torch.Tensor], faces: EvalFaces, coverage
     return m
 
 
+def collapse_metrics(outs: dict[str, torch.Tensor], identities: tuple[str, str], coverage: float,
+                     per: dict[str, list[float]]) -> dict[str, float | None]:
+    """The collapse measure (:mod:`faceswap.metrics.collapse`) of each direction: swaps a→b against the
+    reconstructions a→a of the same faces, over every evaluated face."""
+    from faceswap.data.template import face_region
+    from faceswap.metrics.collapse import collapse, follow_structure
+
+    m: dict[str, float | None] = {}
+    for tag, ident in (("a2b", identities[0]), ("b2a", identities[1])):
+        swaps, recons = _hwc(outs[f"swap_{ident}"]), _hwc(outs[f"recon_{ident}"])
+        c = collapse(swaps, recons, face_region(swaps.shape[1], coverage))
+        m[f"swap_collapse_{tag}"] = c["ratio"]
+        if c["ratio"] is not None:
+            per[f"swap_collapse_{tag}"] = c["per_face"]
+        m[f"swap_follow_structure_{tag}"] = follow_structure(swaps, recons, face_region(swaps.shape[1], coverage))
+    m["swap_collapse"] = _mean(m["swap_collapse_a2b"], m["swap_collapse_b2a"])
+    m["swap_follow_structure"] = _mean(m["swap_follow_structure_a2b"], m["swap_follow_structure_b2a"])
+    return m
+
+
 def identity_metrics(outs: dict[str, torch.Tensor], identities: tuple[str, str], ref: IdentityReference,
-                     per: dict[str, list[float]], max_faces: int | None = None) -> dict[str, float | None]:
+                     per: dict[str, list[float]], max_faces: int | None = None,
+                     margin: float = 0.0) -> dict[str, float | None]:
     """Identity transfer of the swaps in both directions (docs/metrics.md): does a→b look like b to a
     face-recognition network, relative to a (``success``) and absolutely (``verified``: also within the
     reference's calibrated threshold of b's centroid)? Beside the swaps' distance to the target's centroid, the
     real test faces' (``truth``) and the reconstructions' (``recon``) distances to their own identity's centroid,
     on the same faces, where ``outs`` has them (:func:`run_model` always does; a bench that returns only swaps
-    gets the swap metrics). Per-face values go into ``per`` for the bootstrap. ``max_faces`` evenly spaced faces per
+    gets the swap metrics), and the swaps retrieved as their target against galleries of the model's own
+    reconstructions (:func:`faceswap.metrics.identity.gallery_retrieval`, by ``margin``). Per-face values go into
+    ``per`` for the bootstrap. ``max_faces`` evenly spaced faces per
     identity (None: all): the descriptor is most of evaluation's time (~90 ms a face on one core)."""
-    from faceswap.metrics.identity import transfer_scores
+    from faceswap.metrics.identity import gallery_retrieval, transfer_scores
 
     if tuple(ref.identities) != tuple(identities):
         raise EvaluateError(f"the identity reference is for {list(ref.identities)}, the model decodes "
@@ -347,18 +391,30 @@ def identity_metrics(outs: dict[str, torch.Tensor], identities: tuple[str, str],
             for kind in ("truth", "recon", "swap") for i in identities if f"{kind}_{i}" in outs}
     m: dict[str, float | None] = {}
     kinds = [k for k in ("truth", "recon") if all(f"{k}_{i}" in outs for i in identities)]
+    described: dict[str, np.ndarray] = {}
     for tag, ident in (("a", a), ("b", b)):
         for kind in kinds:
-            d = _describe(to_uint8(outs[f"{kind}_{ident}"]), ref.coverage, cache=kind == "truth")
+            d = described[f"{kind}_{ident}"] = _describe(to_uint8(outs[f"{kind}_{ident}"]), ref.coverage,
+                                                         cache=kind == "truth")
             dist = np.linalg.norm(d.astype(np.float64) - np.asarray(ref.centroids[ident], np.float64), axis=1)
             m[f"{kind}_identity_distance_{tag}"] = float(dist.mean()) if len(dist) else None
             per[f"{kind}_identity_distance_{tag}"] = dist.tolist()
     for tag, src, tgt in (("a2b", a, b), ("b2a", b, a)):
-        s = transfer_scores(_describe(to_uint8(outs[f"swap_{src}"]), ref.coverage), src, tgt, ref.centroids,
-                            ref.threshold)
+        swap_d = _describe(to_uint8(outs[f"swap_{src}"]), ref.coverage)
+        s = transfer_scores(swap_d, src, tgt, ref.centroids, ref.threshold)
         for name in ("success", "verified", "distance", "margin"):
             m[f"swap_identity_{name}_{tag}"] = s[name]
             per[f"swap_identity_{name}_{tag}"] = np.asarray(s[f"{name}_per_face"], dtype=float).tolist()
+        if "recon" in kinds:  # identity at the swap's own sharpness: the model's reconstructions as galleries
+            r = gallery_retrieval(swap_d, described[f"recon_{src}"], described[f"recon_{tgt}"], margin)
+            m[f"swap_identity_retrieved_{tag}"] = r["retrieved"]
+            m[f"swap_identity_gallery_score_{tag}"] = r["score"]
+            per[f"swap_identity_retrieved_{tag}"] = r["retrieved_per_face"]
+            per[f"swap_identity_gallery_score_{tag}"] = r["score_per_face"]
+    if "recon" in kinds:
+        for name in ("retrieved", "gallery_score"):
+            m[f"swap_identity_{name}"] = _mean(m[f"swap_identity_{name}_a2b"], m[f"swap_identity_{name}_b2a"])
+        m["identity_margin"] = margin
     for name in ("success", "verified", "distance", "margin"):
         m[f"swap_identity_{name}"] = _mean(m[f"swap_identity_{name}_a2b"], m[f"swap_identity_{name}_b2a"])
     for kind in kinds:

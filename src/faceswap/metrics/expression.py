@@ -261,7 +261,8 @@ def _face_found(big: np.ndarray, template_box: tuple[int, int, int, int], detect
 
 
 def measure_expressions(images: np.ndarray | Sequence[np.ndarray], coverage: float, *, box: str = "template",
-                        face_check: bool = True, names: Sequence[str] | None = None) -> Expressions:
+                        face_check: bool = True, require_fit: bool = True,
+                        names: Sequence[str] | None = None) -> Expressions:
     """The measures of every aligned crop ((N, H, H, 3) uint8 RGB, cut with ``coverage``; see the module).
 
     ``box="template"`` (default) fits the 68 points inside the face box the alignment implies;
@@ -269,6 +270,9 @@ def measure_expressions(images: np.ndarray | Sequence[np.ndarray], coverage: flo
     most). ``fitted``: the landmarks' anchors lie where an aligned face's do (the measures are NaN elsewhere);
     ``face_found``: with ``face_check`` (default; always with ``box="detector"``) the detector finds a face
     there (the predictor itself returns a face shape even on noise). Crops of one batch may differ in size.
+    ``require_fit=False`` measures every crop whatever its anchors' misfit (``fitted`` then means "pose solved"):
+    how a swap is measured, so that no swap goes unmeasured and a smear reads as the landmarks it gets, which do
+    not follow the source (the instruments' "every swap" expression, docs/metrics.md).
     """
     import dlib
 
@@ -298,7 +302,7 @@ def measure_expressions(images: np.ndarray | Sequence[np.ndarray], coverage: flo
     five = anchors(lms) if n else np.empty((0, 5, 2))
     for i, im in enumerate(items):
         ok, misfit[i] = _fit_ok(five[i], im.shape[0], coverage)
-        fitted[i] = ok
+        fitted[i] = ok or (not require_fit and bool(np.isfinite(five[i]).all()))
         if fitted[i]:
             pose[i] = head_pose(lms[i : i + 1], im.shape[0])[0]
     fitted &= np.isfinite(pose).all(axis=1)

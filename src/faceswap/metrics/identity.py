@@ -303,6 +303,34 @@ def transfer_scores(
     }
 
 
+def gallery_retrieval(queries: np.ndarray, source_gallery: np.ndarray, target_gallery: np.ndarray,
+                      margin: float = 0.0, leave_out: bool = False) -> dict[str, Any]:
+    """Identity at the query's own sharpness: is each query (N, 128) nearer the target's gallery than the source's?
+
+    A gallery is a set of descriptors of one person *as sharp as the queries*: in evaluation, the model's own
+    reconstructions of each person's test faces (same decoders, same blur), so a swap is compared with faces of its
+    own sharpness, not with sharp real faces that a blur is never near (dlib's descriptor reads a 1-px blur as
+    nobody). Score = distance to the source gallery's centroid − distance to the target's; ``retrieved`` = score >
+    ``margin``, the margin calibrated on real faces so that the other person passes ≤ 1% of the time
+    (bench/swap_instruments.py, docs/metrics.md). ``leave_out``: query i is also gallery item i of the source
+    gallery (calibration on real faces), which is then left out of that centroid."""
+    q = np.asarray(queries, np.float64)
+    gs, gt = np.asarray(source_gallery, np.float64), np.asarray(target_gallery, np.float64)
+    if q.ndim != 2 or len(gs) < 2 or len(gt) < 1:
+        raise ValueError(f"need (N, {DIM}) queries and galleries of ≥ 2 / ≥ 1 faces, got {q.shape}, {gs.shape}, "
+                         f"{gt.shape}")
+    if leave_out:
+        if len(gs) != len(q):
+            raise ValueError("leave_out needs one source gallery item per query")
+        centres = (gs.sum(0)[None] - gs) / (len(gs) - 1)
+    else:
+        centres = gs.mean(0)[None]
+    score = np.linalg.norm(q - centres, axis=1) - np.linalg.norm(q - gt.mean(0)[None], axis=1)
+    retrieved = score > margin
+    return {"retrieved": float(retrieved.mean()) if len(q) else None, "score": float(score.mean()) if len(q) else None,
+            "retrieved_per_face": retrieved.astype(float).tolist(), "score_per_face": score.tolist()}
+
+
 @dataclass(frozen=True)
 class Verification:
     """The calibrated "is this person" threshold and how it does on real test faces (issue #21).

@@ -26,6 +26,8 @@ from torch import nn
 from faceswap.model.blocks import UPSAMPLERS, create_upsample
 
 BOTTLENECK_TARGET = 3
+INPUT_MASKS = ("none", "ellipse")
+MASK_FILL = 0.5  # the grey that replaces the background of a masked input (and of its training target)
 
 
 @dataclass(frozen=True)
@@ -39,6 +41,8 @@ class ModelConfig:
     max_channels: int = 1024
     decoder: str = "resize_nearest"
     identities: tuple[str, ...] = ("a", "b")
+    input_mask: str = "none"  # none | ellipse: the background replaced by grey before the encoder (masked input)
+    mask_coverage: float = 0.8  # the alignment coverage the crops were cut with (places the face ellipse)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -67,6 +71,8 @@ def derive_geometry(cfg: ModelConfig) -> Geometry:
     n = cfg.image_size
     if n < 32 or n & (n - 1):
         raise ValueError(f"image_size must be a power of two ≥ 32, got {n}")
+    if cfg.input_mask not in INPUT_MASKS:
+        raise ValueError(f"unknown input_mask {cfg.input_mask!r}; valid: {', '.join(INPUT_MASKS)}")
     if cfg.decoder not in UPSAMPLERS:
         raise ValueError(f"unknown decoder variant {cfg.decoder!r}; valid: {', '.join(UPSAMPLERS)}")
     # the bottleneck's two k3/s2/p0 convs take 16 → 7 → 3, so the encoder must end at 16×16
@@ -133,7 +139,12 @@ class Decoder(nn.Module):
 
 
 class FaceSwapAutoencoder(nn.Module):
-    """Shared encoder, one decoder per identity. ``model(x, "b")`` renders x's pose as identity b."""
+    """Shared encoder, one decoder per identity. ``model(x, "b")`` renders x's pose as identity b.
+
+    With ``input_mask: ellipse`` the encoder never sees the background: :meth:`mask` replaces everything outside
+    the alignment template's face ellipse by grey before encoding, so the shared code cannot carry the two sets'
+    rooms and light (peers train on the face region for this reason; docs/training.md). The mask is part of the
+    model, so evaluation, serving and video conversion feed it exactly what training did."""
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
@@ -141,9 +152,38 @@ class FaceSwapAutoencoder(nn.Module):
         self.geometry = derive_geometry(cfg)
         self.encoder = Encoder(cfg, self.geometry)
         self.decoders = nn.ModuleDict({name: Decoder(cfg, self.geometry) for name in cfg.identities})
+        self.face_mask: torch.Tensor | None
+        if cfg.input_mask == "ellipse":
+            from faceswap.data.template import face_ellipse
+
+            m = face_ellipse(cfg.image_size, cfg.mask_coverage)
+            # the feather's far tail set to 0 (a step of < 0.005 in grey level): beyond it no background is left
+            m = torch.where(m < 0.01, torch.zeros_like(m), m)
+            self.register_buffer("face_mask", m, persistent=False)
+        else:
+            self.face_mask = None
+
+    @property
+    def masks_input(self) -> bool:
+        return self.face_mask is not None
+
+    def mask(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` with its background replaced by grey (the face ellipse kept); ``x`` itself without an input mask."""
+        if self.face_mask is None:
+            return x
+        m = self.face_mask.to(x.dtype)
+        return x * m + MASK_FILL * (1.0 - m)
+
+    def composite(self, out: torch.Tensor, onto: torch.Tensor) -> torch.Tensor:
+        """A decoded face pasted into ``onto``'s background by the same ellipse (what conversion shows); ``out``
+        itself without an input mask, whose decoders draw the whole crop."""
+        if self.face_mask is None:
+            return out
+        m = self.face_mask.to(out.dtype)
+        return out * m + onto.to(out.dtype) * (1.0 - m)
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
-        return self.encoder(x)
+        return self.encoder(self.mask(x))
 
     def decode(self, z: torch.Tensor, identity: str) -> torch.Tensor:
         if identity not in self.decoders:
