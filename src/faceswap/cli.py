@@ -41,6 +41,15 @@ def _params(path: Path, overrides: dict[str, Any] | None = None, options: str = 
     return p
 
 
+def _number_or_word(value: str | None) -> int | str | None:
+    """An option that takes a number or a word (``--every 4``, ``--every auto``): the number as a number, so an
+    error names the value as it was typed."""
+    try:
+        return int(value) if value is not None else None
+    except ValueError:
+        return value
+
+
 def _check_variant(variant: str) -> None:
     from faceswap import names
 
@@ -197,13 +206,14 @@ def extract_cmd(
     out: Annotated[
         str | None, typer.Option(help="Frames, frames.parquet and report.json go here (default: params paths.frames).")
     ] = None,
-    every: Annotated[int | None, typer.Option(help="Keep every N-th frame (default: params extract.every).")] = None,
+    every: Annotated[str | None, typer.Option(
+        help="Keep every N-th frame, or auto: every frame of short footage (default: params extract.every).")] = None,
     max_frames: Annotated[int | None, typer.Option(help="Cap per video (default: params extract.max_frames).")] = None,
     workers: Annotated[int | None, typer.Option(help="Videos decoded in parallel (default: CPU count).")] = None,
     params: ParamsOpt = Path("params.yaml"),
 ) -> None:
     """Sample frames from every video of every identity; bad files are reported, not fatal."""
-    p = _params(params, {"paths.raw": raw_dir, "paths.frames": out, "extract.every": every,
+    p = _params(params, {"paths.raw": raw_dir, "paths.frames": out, "extract.every": _number_or_word(every),
                          "extract.max_frames": max_frames, "extract.workers": workers})
     from faceswap.stages import extract
 
