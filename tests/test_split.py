@@ -138,3 +138,35 @@ def test_auto_and_numbers_are_the_only_values_and_errors_name_the_key():
         with pytest.raises(ConfigError) as err:
             parse_params(raw, "params.yaml")
         assert key in str(err.value) and "must be auto or a whole number" in str(err.value)
+
+
+# --- validation checks the gap the split kept ---------------------------------------------------------------------
+
+
+def test_the_split_leak_check_measures_each_clip_against_the_gap_it_got(tmp_path):
+    """A 2-s clip cut by `blocks: auto` keeps 0.1 s between train and held-out frames: validation's default guard
+    (split.gap_s, at most 1/20 of the clip) passes every train frame; a train frame relabelled from val fails it, and
+    a fixed `validate.split_guard_s: 0.5` would fail the short clip's last train frames."""
+    from faceswap.data.geometry import face_template
+    from faceswap.validation.checks import measure
+    from faceswap.validation.gate import _split_guard
+
+    frames = pd.concat([_clip(2.0, 25, video="short.mp4"), _clip(40.0, 25, 4, video="long.mp4")], ignore_index=True)
+    frames["split"] = assign_split(frames, AUTO)
+    faces = frames[frames.split != "gap"].reset_index(drop=True)
+    params = parse_params({})
+
+    def margins(df, guard):
+        out = measure(df, tmp_path, template=face_template(64), duplicate_max_diff=0.5, guard_s=guard)
+        return out.set_index(["video", "frame_index"])["split_margin_s"]
+
+    guard, words = _split_guard(params)
+    assert "1/20 of the clip" in words
+    assert (margins(faces, guard).dropna() >= 0).all()
+    leak = faces.copy()
+    first_val = leak.index[(leak.video == "short.mp4") & (leak.split == "val")][0]
+    leak.loc[first_val, "split"] = "train"
+    assert (margins(leak, guard).dropna() < 0).sum() >= 1
+    fixed, _ = _split_guard(parse_params({"validate": {"split_guard_s": 0.5}}))
+    short = margins(faces, fixed).loc["short.mp4"].dropna()
+    assert (short < 0).any() and (margins(faces, fixed).loc["long.mp4"].dropna() >= 0).all()

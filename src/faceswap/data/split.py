@@ -152,8 +152,9 @@ def plan_split(frames, split: SplitParams) -> SplitPlan:
             if missing:
                 problems.append(
                     f"clip {ident}/{v} ({len(locs[v])} sampled frames over {seconds[v]:.2f} s) is too short for the "
-                    f"split ({_settings(split, *cuts[v])}): no {' and no '.join(missing)} frame in it; bring a longer "
-                    "clip of this person, or sample more of its frames (extract.every)")
+                    f"split ({_settings(split, *cuts[v])}): no {' and no '.join(missing)} frame in it; "
+                    + ("split.blocks: auto fits the split to the clip; else " if split.blocks != "auto" else "")
+                    + "bring a longer clip of this person, or sample more of its frames (extract.every)")
         have = set(labels[mine])
         lacking = [s for s in SPLITS if s not in have]
         if lacking:
