@@ -247,6 +247,20 @@ def align_cmd(
     typer.echo(align.format_record(align.run(p)))
 
 
+@app.command("use-videos")
+def use_videos_cmd(
+    folder: Annotated[Path, typer.Argument(help="Your videos as <folder>/<identity>/*.mp4, inside the project "
+                                                 "(e.g. data/raw).")],
+    dvc: Annotated[bool, typer.Option("--dvc/--no-dvc", help="Version the folder with `dvc add` (the default).")
+                   ] = True,
+    params: ParamsOpt = Path("params.yaml"),
+) -> None:
+    """Train on your own videos: `dvc add` the folder and set params.yaml paths.raw to it (comments kept)."""
+    from faceswap.use_videos import format_record, use_videos
+
+    typer.echo(format_record(use_videos(folder, params, dvc=dvc)))
+
+
 # --- training ---
 
 
