@@ -91,7 +91,7 @@ def test_mixed_clips_of_one_identity_are_each_cut_to_their_length():
 
 
 def test_mode_auto_holds_out_whole_clips_only_when_training_keeps_as_much():
-    """Three clips: whole-clip holdout would train on a third, cutting in time on ~55 %: tail. Eight clips: whole
+    """Three clips: whole-clip holdout would train on a third, cutting in time on ~50 %: tail. Eight clips: whole
     clips train on 5 of 8 and lose nothing to gaps: clips. Two clips are too few for whole-clip holdout."""
     three = pd.concat([_clip(4.0, 25, video=f"c{k}.mp4") for k in range(3)], ignore_index=True)
     assert {c.mode for c in plan_split(three, AUTO).clips.values()} == {"tail"}
