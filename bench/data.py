@@ -63,10 +63,12 @@ def main(argv: list[str] | None = None) -> dict:
     import torch
 
     from faceswap.config import with_overrides
-    from faceswap.data.align import _usable, assign_split
+    from faceswap.data.align import _usable
     from faceswap.data.demo import make_demo
     from faceswap.data.detect import MtcnnDetector, create_detector
     from faceswap.data.roll_retry import RollRetry
+    from faceswap.data.sampling import footage_frames, resolve_every
+    from faceswap.data.split import assign_split
     from faceswap.data.video import INDEX_NAME, find_videos, iter_sampled_frames
     from faceswap.stages import align as align_stage
     from faceswap.stages import extract as extract_stage
@@ -89,12 +91,14 @@ def main(argv: list[str] | None = None) -> dict:
             height=height,
             seed=p.base.seed,
         )
-    videos = [v for i in p.base.identities for v in find_videos(raw, i)[0]]
-    every, cap = p.extract.every, p.extract.max_frames
+    steps = resolve_every(p.extract, footage_frames(raw, p.base.identities))  # extract.every, per identity
+    videos = [(v, steps[i]) for i in p.base.identities for v in find_videos(raw, i)[0]]
+    cap = p.extract.max_frames
     workers = p.extract.workers or os.cpu_count() or 1
 
     def decode_all() -> list:
-        def one(v):
+        def one(video):
+            v, every = video
             return [cv2.cvtColor(f, cv2.COLOR_BGR2RGB) for _, _, f in iter_sampled_frames(v, every, cap)]
 
         with ThreadPoolExecutor(workers) as pool:

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from faceswap.cli import app
 from faceswap.config import AlignParams, SplitParams
-from faceswap.data.align import align_faces, assign_split
+from faceswap.data.align import align_faces
 from faceswap.data.detect import (
     DetectorError,
     MtcnnDetector,
@@ -24,6 +24,7 @@ from faceswap.data.detect import (
 )
 from faceswap.data.geometry import apply_affine, face_template, rms_residual, smooth_landmarks, umeyama, warp_face
 from faceswap.data.manifest import MANIFEST_COLUMNS, check_manifest, column_array, manifest_schema, write_manifest
+from faceswap.data.split import assign_split
 from faceswap.data.video import extract_frames
 from faceswap.stages import align
 from tests._clips import face_clip, no_face_clip, two_face_clip

@@ -107,6 +107,7 @@ COMMAND_ARGS = {
     "model-info": [], "checkerboard": ["x.png"], "demo-data": [], "extract": ["raw"], "align": ["frames"],
     "train": ["--variant", "resize_nearest"], "validate": ["faces"], "evaluate": ["--variant", "resize_nearest"],
     "register": [], "serve": [], "swap": ["in.png", "-o", "out.png"], "identity-reference": [], "ui": [],
+    "use-videos": ["data/raw"],
 }
 
 

@@ -100,14 +100,16 @@ def test_a_cross_key_rule_is_one_line_naming_the_key():
 
 
 def test_the_default_is_the_real_pair_and_the_portraits_profile_is_a_valid_override(monkeypatch):
-    """params.yaml runs the real pair (sampled over whole clips, held out at four moments); `dvc exp run $(faceswap
-    profile portraits)` goes back to the offline synthetic demo, and the merged params validate."""
+    """params.yaml runs the real pair (sampled over whole clips, held out at four moments: the auto rules resolve to
+    every 4th frame and four blocks on it, tests/test_split.py); `dvc exp run $(faceswap profile portraits)` goes
+    back to the offline synthetic demo, and the merged params validate."""
     from typer.testing import CliRunner
 
     from faceswap.cli import app
 
     p = load_params(REPO / "params.yaml")
-    assert (p.data.demo.source, p.extract.every, p.extract.max_frames, p.split.blocks) == ("talking-heads", 4, None, 4)
+    assert (p.data.demo.source, p.extract.every, p.extract.max_frames, p.split.blocks) == (
+        "talking-heads", "auto", None, "auto")
     monkeypatch.chdir(REPO)
     res = CliRunner().invoke(app, ["profile", "portraits"])
     assert res.exit_code == 0, res.output

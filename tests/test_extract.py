@@ -120,3 +120,23 @@ def test_refuses_to_wipe_a_foreign_folder(tmp_path, good_clip):
     with pytest.raises(ExtractError, match="refusing to wipe"):
         extract_frames(raw, out, ("a",))
     assert (out / "thesis.tex").read_text() == "keep me"
+
+
+def test_every_auto_and_a_number_on_the_command_line(tmp_path, good_clip):
+    """`--every auto` keeps all 20 frames of a 2-s clip (footage under extract.target_frames); `--every 4` keeps
+    every 4th; the report says which step each identity got and of how many frames."""
+    from faceswap.data.video import count_frames
+
+    raw = tmp_path / "raw"
+    for ident in ("a", "b"):
+        (raw / ident).mkdir(parents=True)
+        (raw / ident / "good.mp4").write_bytes(good_clip.read_bytes())
+    assert count_frames(raw / "a" / "good.mp4") == 20 and count_frames(tmp_path / "nothing.mp4") == 0
+    for every, kept in (("auto", 20), ("4", 5)):
+        out = tmp_path / f"f-{every}"
+        res = CliRunner().invoke(app, ["extract", str(raw), "--out", str(out), "--every", every,
+                                       "--params", str(REPO / "params.yaml")])
+        assert res.exit_code == 0, res.output
+        assert f"a: {kept} frames (every {1 if every == 'auto' else 4} of 20)" in res.output
+        report = json.loads((out / "report.json").read_text())
+        assert report["identities"]["b"]["frames"] == kept

@@ -41,6 +41,15 @@ def _params(path: Path, overrides: dict[str, Any] | None = None, options: str = 
     return p
 
 
+def _number_or_word(value: str | None) -> int | str | None:
+    """An option that takes a number or a word (``--every 4``, ``--every auto``): the number as a number, so an
+    error names the value as it was typed."""
+    try:
+        return int(value) if value is not None else None
+    except ValueError:
+        return value
+
+
 def _check_variant(variant: str) -> None:
     from faceswap import names
 
@@ -197,13 +206,14 @@ def extract_cmd(
     out: Annotated[
         str | None, typer.Option(help="Frames, frames.parquet and report.json go here (default: params paths.frames).")
     ] = None,
-    every: Annotated[int | None, typer.Option(help="Keep every N-th frame (default: params extract.every).")] = None,
+    every: Annotated[str | None, typer.Option(
+        help="Keep every N-th frame, or auto: every frame of short footage (default: params extract.every).")] = None,
     max_frames: Annotated[int | None, typer.Option(help="Cap per video (default: params extract.max_frames).")] = None,
     workers: Annotated[int | None, typer.Option(help="Videos decoded in parallel (default: CPU count).")] = None,
     params: ParamsOpt = Path("params.yaml"),
 ) -> None:
     """Sample frames from every video of every identity; bad files are reported, not fatal."""
-    p = _params(params, {"paths.raw": raw_dir, "paths.frames": out, "extract.every": every,
+    p = _params(params, {"paths.raw": raw_dir, "paths.frames": out, "extract.every": _number_or_word(every),
                          "extract.max_frames": max_frames, "extract.workers": workers})
     from faceswap.stages import extract
 
@@ -235,6 +245,20 @@ def align_cmd(
     from faceswap.stages import align
 
     typer.echo(align.format_record(align.run(p)))
+
+
+@app.command("use-videos")
+def use_videos_cmd(
+    folder: Annotated[Path, typer.Argument(help="Your videos as <folder>/<identity>/*.mp4, inside the project "
+                                                 "(e.g. data/raw).")],
+    dvc: Annotated[bool, typer.Option("--dvc/--no-dvc", help="Version the folder with `dvc add` (the default).")
+                   ] = True,
+    params: ParamsOpt = Path("params.yaml"),
+) -> None:
+    """Train on your own videos: `dvc add` the folder and set params.yaml paths.raw to it (comments kept)."""
+    from faceswap.use_videos import format_record, use_videos
+
+    typer.echo(format_record(use_videos(folder, params, dvc=dvc)))
 
 
 # --- training ---

@@ -7,7 +7,7 @@ load time with the key, the value and what is allowed, instead of deep inside a 
 from __future__ import annotations
 
 from pathlib import Path, PurePath
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -57,6 +57,16 @@ class RuleError(FaceswapError, ValueError):
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _auto_or_int(v: object, lo: int, hi: int) -> object:
+    """``auto`` or a whole number from ``lo`` to ``hi`` (a command line's "4" counts as 4): the one check of
+    every key that a rule can choose (``extract.every``, ``split.blocks``)."""
+    if isinstance(v, str) and v.strip().lstrip("-").isdigit():
+        v = int(v)
+    if v == "auto" or (isinstance(v, int) and not isinstance(v, bool) and lo <= v <= hi):
+        return v
+    raise ValueError(f"must be auto or a whole number from {lo} to {hi}")
 
 
 def _is_power_of_two(n: int) -> bool:
@@ -126,7 +136,7 @@ class MetricsParams(_Section):
 DETECTORS = ("auto", "retinaface", "retinaface_r50", "mtcnn")
 SELECT_POLICIES = ("track", "largest", "score")
 SMOOTHING_METHODS = ("none", "gaussian")
-SPLIT_MODES = ("tail", "clips")
+SPLIT_MODES = ("auto", "tail", "clips")
 DEVICES = ("auto", "cpu", "cuda")
 DEMO_SOURCES = ("portraits", "talking-heads")
 
@@ -153,10 +163,21 @@ class DataParams(_Section):
 class ExtractParams(_Section):
     """Frame sampling (``faceswap extract``)."""
 
-    every: int = Field(4, ge=1, le=1000, description="Keep every N-th frame.")
+    every: int | Literal["auto"] = Field(
+        "auto", description="Keep every N-th frame; auto: every frame of short footage, long footage thinned "
+        "towards target_frames per identity (never sparser than every 4th frame; docs/data.md)."
+    )
+    target_frames: int = Field(
+        500, ge=1, le=1_000_000, description="every: auto: about this many sampled frames per identity at most."
+    )
     max_frames: int | None = Field(None, ge=1, description="Cap on kept frames per video; null = no cap.")
     workers: int | None = Field(None, ge=1, le=64, description="Videos decoded in parallel; null = CPU count.")
     jpeg_quality: int = Field(95, ge=50, le=100)
+
+    @field_validator("every", mode="before")
+    @classmethod
+    def _auto_or_step(cls, v: object) -> object:
+        return _auto_or_int(v, 1, 1000)
 
 
 class AlignParams(_Section):
@@ -207,12 +228,24 @@ class SplitParams(_Section):
     from faces that chose the model. Neither sees training frames or their neighbours.
     """
 
-    mode: OneOf[SPLIT_MODES] = Field("tail", description="tail: the last parts of every clip; clips: whole clips.")
+    mode: OneOf[SPLIT_MODES] = Field(
+        "auto", description="tail: every clip cut in time; clips: whole clips held out; auto: clips for an identity "
+        "with three clips or more when that leaves training as many frames, else tail."
+    )
     val_fraction: float = Field(0.15, gt=0.0, lt=1.0, description="Share of each clip's time (tail) or of clips.")
     test_fraction: float = Field(0.25, gt=0.0, lt=1.0, description="Share of each clip's time (tail) or of clips.")
-    gap_s: float = Field(0.5, ge=0.0, description="tail: frames this close before the val and test parts are dropped.")
-    blocks: int = Field(4, ge=1, le=100, description="tail: each clip is cut into this many equal spans of time, "
-                        "each train | gap | val | gap | test, so a long clip is held out at several moments.")
+    gap_s: float = Field(0.5, ge=0.0, description="tail: frames this close before the val and test parts are dropped "
+                         "(blocks: auto: at most 1/20 of the clip).")
+    blocks: int | Literal["auto"] = Field(
+        "auto", description="tail: each clip is cut into this many equal spans of time, each train | gap | val | gap "
+        "| test, so a long clip is held out at several moments; auto: as many as the clip carries (one per 15 gaps "
+        "of its length, at most 4), its gap at most 1/20 of it (docs/data.md)."
+    )
+
+    @field_validator("blocks", mode="before")
+    @classmethod
+    def _auto_or_blocks(cls, v: object) -> object:
+        return _auto_or_int(v, 1, 100)
 
     @model_validator(mode="after")
     def _room_for_training(self) -> SplitParams:

@@ -50,6 +50,7 @@ from faceswap.data.geometry import (
 )
 from faceswap.data.manifest import MANIFEST_NAME, ManifestRow
 from faceswap.data.roll_retry import RollRetry, RollStats
+from faceswap.data.split import ClipSplit, plan_split
 from faceswap.errors import FaceswapError
 
 REPORT_NAME = "report.json"  # the stage's report, next to the crops (and what marks a folder as this stage's)
@@ -58,56 +59,6 @@ REJECT_REASONS = ("unreadable", "no_face", "low_score", "too_small", "bad_landma
 
 class AlignError(FaceswapError, RuntimeError):
     """The align stage cannot run (missing frame index, unusable output folder)."""
-
-
-# --- split -------------------------------------------------------------------------------------------
-
-
-def assign_split(frames, split: SplitParams) -> np.ndarray:
-    """'train', 'val', 'test' or 'gap' per frame row (frames: identity, video, timestamp_s).
-
-    tail: every clip is cut in time as train | gap | val | gap | test, so held-out frames are never next to
-    frames another split saw. clips: whole clips (the last ones test, those before val), when an identity has
-    at least three clips; otherwise its clips are cut in time.
-    """
-    labels = np.full(len(frames), "train", dtype=object)
-    ts = frames["timestamp_s"].to_numpy(float)
-    for _ident, by_ident in frames.groupby("identity", sort=True):
-        videos = sorted(by_ident["video"].unique())
-        if split.mode == "clips" and len(videos) >= 3:
-            n_test = min(len(videos) - 2, max(1, round(len(videos) * split.test_fraction)))
-            n_val = min(len(videos) - 1 - n_test, max(1, round(len(videos) * split.val_fraction)))
-            held = {v: "test" for v in videos[len(videos) - n_test:]}
-            held |= {v: "val" for v in videos[len(videos) - n_test - n_val:len(videos) - n_test]}
-            for pos, v in zip(by_ident.index, by_ident["video"], strict=True):
-                labels[frames.index.get_loc(pos)] = held.get(v, "train")
-            continue
-        for _v, clip in by_ident.groupby("video", sort=True):  # tail (or clips with fewer than three videos)
-            locs = np.array([frames.index.get_loc(i) for i in clip.index])
-            _cut_in_time(labels, locs, ts[locs], split)
-    return labels
-
-
-def _cut_in_time(labels: np.ndarray, locs: np.ndarray, t: np.ndarray, split: SplitParams) -> None:
-    """One clip as ``split.blocks`` equal spans of time, each train | gap | val | gap | test; a span after the
-    first starts with a gap too, so no training frame is next to the previous span's test frames. One block: the
-    clip's tail is held out; several: a long clip is held out at several moments (talking, smiling, turning)."""
-    start, end = t.min(), t.max()
-    edges = np.linspace(start, end, split.blocks + 1)
-    for k in range(split.blocks):
-        lo, hi = edges[k], edges[k + 1]
-        inside = (t >= lo) & ((t < hi) if k < split.blocks - 1 else (t <= hi))
-        span = hi - lo
-        test_start = hi - split.test_fraction * span
-        val_end = test_start - split.gap_s
-        val_start = val_end - split.val_fraction * span
-        labels[locs[inside & (t < val_start - split.gap_s)]] = "train"
-        labels[locs[inside & (t >= val_start - split.gap_s) & (t < val_start)]] = "gap"
-        labels[locs[inside & (t >= val_start) & (t < val_end)]] = "val"
-        labels[locs[inside & (t >= val_end) & (t < test_start)]] = "gap"
-        labels[locs[inside & (t >= test_start)]] = "test"
-        if k:
-            labels[locs[inside & (t < lo + split.gap_s)]] = "gap"
 
 
 # --- one clip at a time ------------------------------------------------------------------------------
@@ -133,6 +84,7 @@ class ClipState:
     frames: int  # rows of the frame index, split-gap frames included
     split_gap: int  # of those, frames in a split's guard gap (never detected on)
     rows: list[dict]  # the others, in frame order
+    split: ClipSplit  # how the clip was split (mode, blocks, gap)
     pending: list[PendingFrame] = field(default_factory=list)
     cached_bytes: int = 0  # pixels of ``pending`` kept in memory
 
@@ -149,6 +101,16 @@ class ClipStats:
     jitter_px: float | None = None
     crop_jitter_px: float | None = None
     rejected: dict[str, int] = field(default_factory=dict)  # split_gap first, then reasons as they came
+    split: ClipSplit | None = None  # how the clip was split
+    train: int = 0  # faces kept per split
+    val: int = 0
+    test: int = 0
+
+    @property
+    def split_dropped_most(self) -> bool:
+        """More than half of the clip's frames fell in the split's gaps: at the rate the other frames gave faces,
+        the split dropped more of its faces than it kept (the setting, not the video, is the problem)."""
+        return self.faces > 0 and 2 * self.rejected.get("split_gap", 0) > self.frames
 
 
 @dataclass(frozen=True)
@@ -175,6 +137,7 @@ class AlignResult:
     rejected: dict[str, int]  # frames without a face, per REJECT_REASONS, over every clip
     roll: RollStats
     unreadable_frames: tuple[str, ...]
+    split_problems: tuple[str, ...] = ()  # clips (and identities) the split leaves without train, val or test
 
 
 def _read_frame(path: Path) -> np.ndarray | None:
@@ -278,15 +241,17 @@ def _crop_shift(a: np.ndarray, b: np.ndarray, window: np.ndarray) -> float:
     return float(math.hypot(dx, dy))
 
 
-def _clips(frames, split: SplitParams) -> list[ClipState]:
-    """Every clip of the frame index (by identity, then video), its split-gap frames set aside."""
-    frames["split"] = assign_split(frames, split) if len(frames) else []
+def _clips(frames, split: SplitParams) -> tuple[list[ClipState], tuple[str, ...]]:
+    """Every clip of the frame index (by identity, then video), its split-gap frames set aside; and what the split
+    could not give (clips too short for it, named)."""
+    plan = plan_split(frames, split)
+    frames["split"] = plan.labels if len(frames) else []
     clips = []
     for (ident, video), clip in frames.groupby(["identity", "video"], sort=True):
         gap = clip["split"] == "gap"
         clips.append(ClipState(ident, video, frames=len(clip), split_gap=int(gap.sum()),
-                               rows=clip[~gap].to_dict("records")))
-    return clips
+                               rows=clip[~gap].to_dict("records"), split=plan.clips[(ident, video)]))
+    return clips, plan.problems
 
 
 def _recover_clip(frames_dir: Path, pending: list[PendingFrame], retry: RollRetry) -> None:
@@ -385,7 +350,7 @@ class _Aligner:
         """Select, smooth, align and write one clip's faces (the crops on the pool): its figures and its rows."""
         kept, rejected = self.select(clip)
         if not kept:
-            return ClipStats(clip.identity, clip.video, clip.frames, rejected=rejected), []
+            return ClipStats(clip.identity, clip.video, clip.frames, rejected=rejected, split=clip.split), []
         raw = np.stack([k.frame.det.landmarks[k.index] for k in kept])
         segments = np.array([k.segment for k in kept])
         p = self.params
@@ -404,7 +369,8 @@ class _Aligner:
             mean_residual_px=round(float(np.mean([r.alignment_residual_px for r in rows])), 4),
             jitter_px=round(float(np.mean(moves)), 4) if moves else None,
             crop_jitter_px=round(float(np.mean(shifts)), 4) if shifts else None,
-            rejected=rejected,
+            rejected=rejected, split=clip.split,
+            **{k: sum(r.split == k for r in rows) for k in ("train", "val", "test")},
         ), rows
 
 
@@ -443,7 +409,9 @@ def align_faces(
         prepare_out_dir(out, (MANIFEST_NAME, REPORT_NAME))
     except RuntimeError as err:
         raise AlignError(str(err)) from None
-    clips = _clips(frames, split)
+    clips, split_problems = _clips(frames, split)
+    for problem in split_problems:
+        print(f"warning: {problem}", file=sys.stderr)
     retry = None  # align.roll_retry: upright looks per batch, turned ones per clip
     if params.roll_retry:
         retry = RollRetry(detector, usable=_usable(params, size), every=params.roll_retry_every)
@@ -504,4 +472,5 @@ def align_faces(
         rejected={k: int(totals.get(k, 0)) for k in REJECT_REASONS},
         roll=replace(retry.stats) if retry is not None else RollStats(),
         unreadable_frames=tuple(unreadable),
+        split_problems=split_problems,
     )

@@ -20,7 +20,7 @@ import math
 import os
 import shutil
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
@@ -71,6 +71,28 @@ def find_videos(raw_dir: Path, identity: str) -> tuple[list[Path], list[Path]]:
 def video_name(raw_dir: Path, identity: str, path: Path) -> str:
     """A stable id for a video within its identity: its path under the identity folder, '/' → '__'."""
     return path.relative_to(raw_dir / identity).as_posix().replace("/", "__")
+
+
+def count_frames(path: str | Path) -> int:
+    """Frames in a video: the container's count, or (a container that does not say) the frames a decode grabs; 0
+    for a file that cannot be opened (extract reports it)."""
+    import cv2
+
+    path = Path(path)
+    if not path.is_file() or path.stat().st_size == 0:
+        return 0
+    cap = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG)
+    try:
+        if not cap.isOpened():
+            return 0
+        n = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+        if n > 0:
+            return n
+        while cap.grab():
+            n += 1
+        return n
+    finally:
+        cap.release()
 
 
 def iter_sampled_frames(
@@ -191,20 +213,21 @@ def extract_frames(
     out: str | Path,
     identities: Sequence[str] = ("a", "b"),
     *,
-    every: int = 2,
+    every: int | Mapping[str, int] = 2,
     max_frames: int | None = 500,
     workers: int | None = None,
     jpeg_quality: int = 95,
     progress: bool = True,
 ) -> ExtractResult:
     """Sample frames of every video of every identity into ``out`` (frames and frames.parquet); see the module
-    docstring. ``progress``: a bar of videos on stderr (on a terminal)."""
+    docstring. ``every``: one step for all, or one per identity; ``progress``: a bar of videos on stderr."""
     import pandas as pd
     from tqdm import tqdm
 
     raw_dir, out = Path(raw_dir), Path(out)
-    if every < 1:
-        raise ExtractError(f"--every must be at least 1, got {every}")
+    steps = every if isinstance(every, Mapping) else dict.fromkeys(identities, every)
+    if any(steps.get(i, 0) < 1 for i in identities):
+        raise ExtractError(f"--every must be at least 1 for each identity, got {every}")
     if not raw_dir.is_dir():
         raise ExtractError(f"raw video folder not found: {raw_dir} (expected {raw_dir}/<identity>/*.mp4)")
     prepare_out_dir(out, (INDEX_NAME, REPORT_NAME))
@@ -218,7 +241,7 @@ def extract_frames(
     try:
         with ThreadPoolExecutor(max_workers=max(1, min(workers or os.cpu_count() or 1, len(jobs) or 1))) as pool:
             futures = [
-                pool.submit(_extract_one, raw_dir, out, ident, path, every, max_frames, jpeg_quality)
+                pool.submit(_extract_one, raw_dir, out, ident, path, steps[ident], max_frames, jpeg_quality)
                 for ident, path in jobs
             ]
             for fut in as_completed(futures):

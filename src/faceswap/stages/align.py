@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from faceswap.config import SplitParams
 from faceswap.data.align import REPORT_NAME, AlignError, AlignResult, ClipStats, align_faces
 from faceswap.data.manifest import MANIFEST_NAME, write_manifest
 from faceswap.files import write_json
@@ -65,11 +66,12 @@ class AlignRecord:
     roll_recovered: int
     roll_refined: int
     unreadable_frames: tuple[str, ...]
+    warnings: tuple[str, ...] = ()  # clips too short for the split, clips the split dropped most of: each named
 
     def to_json(self) -> dict[str, Any]:
         """``report.json``'s layout."""
         return asdict(self) | {"clips": [asdict(c) for c in self.clips],
-                               "unreadable_frames": list(self.unreadable_frames)}
+                               "unreadable_frames": list(self.unreadable_frames), "warnings": list(self.warnings)}
 
     def metrics(self) -> dict[str, Any]:
         """The DVC metrics file ``paths.align_metrics``: the headline figures, the rejections, per identity."""
@@ -82,7 +84,20 @@ def _mean(values) -> float | None:
     return round(float(np.mean(vals)), 4) if vals else None
 
 
-def summarise(r: AlignResult, out: Path, detector_reason: str) -> AlignRecord:
+def split_warning(c: ClipStats, split: SplitParams) -> str | None:
+    """One line naming the setting when the split, not the video, lost most of a clip (:attr:`ClipStats.
+    split_dropped_most`); None otherwise."""
+    if not c.split_dropped_most or c.split is None:
+        return None
+    blocks = f"auto → {c.split.blocks}" if split.blocks == "auto" else str(c.split.blocks)
+    return (f"{c.identity}/{c.video}: the split dropped {c.rejected.get('split_gap', 0)} of its {c.frames} frames "
+            f"as split_gap (split.blocks {blocks} with split.gap_s {c.split.gap_s:g} s on a {c.split.seconds:.1f}-s "
+            "clip), more than it kept: "
+            + ("split.blocks: auto fits both to the clip" if split.blocks != "auto" else "lower split.gap_s"))
+
+
+def summarise(r: AlignResult, out: Path, detector_reason: str, split: SplitParams | None = None) -> AlignRecord:
+    """The record of a run; ``split`` (the params the run used) names the setting in its warnings."""
     idents = {}
     for ident, frames in r.frames.items():
         mine = [row for row in r.rows if row.identity == ident]
@@ -97,7 +112,8 @@ def summarise(r: AlignResult, out: Path, detector_reason: str) -> AlignRecord:
         jitter_px=_mean([c.jitter_px for c in r.clips]), crop_jitter_px=_mean([c.crop_jitter_px for c in r.clips]),
         seconds=round(r.seconds, 3), frames_per_second=round(r.detected / r.seconds, 3) if r.seconds > 0 else 0.0,
         clips=r.clips, roll_retried=r.roll.retried, roll_turned=r.roll.turned, roll_recovered=r.roll.recovered,
-        roll_refined=r.roll.refined, unreadable_frames=r.unreadable_frames)
+        roll_refined=r.roll.refined, unreadable_frames=r.unreadable_frames,
+        warnings=(*r.split_problems, *(w for c in r.clips if (w := split_warning(c, split or SplitParams())))))
 
 
 def run(params: Params, detector: Detector | None = None) -> AlignRecord:
@@ -113,7 +129,7 @@ def run(params: Params, detector: Detector | None = None) -> AlignRecord:
     faces = Path(paths.faces)
     result = align_faces(paths.frames, faces, detector, a, params.split, size=a.size or params.base.image_size)
     write_manifest(result.rows, faces / MANIFEST_NAME)
-    record = summarise(result, faces, reason)
+    record = summarise(result, faces, reason, params.split)
     write_json(faces / REPORT_NAME, record.to_json())
     write_json(paths.align_metrics, record.metrics())
     empty = [i for i, d in record.identities.items() if d.faces == 0]
@@ -138,10 +154,14 @@ def format_record(r: AlignRecord) -> str:
         f"  mean alignment residual {r.mean_residual_px} px at {r.size}²; jitter (aligned landmarks) "
         f"{r.jitter_px} px, crop jitter (phase correlation) {r.crop_jitter_px} px"
     )
+    lines.append("  per clip: faces kept of its frames (train, val, test), how it was split; dropped by reason")
     for c in r.clips:
         rej = ", ".join(f"{k} {v}" for k, v in c.rejected.items() if v)
+        how = f", {c.split.describe()} over {c.split.seconds:.1f} s" if c.split is not None else ""
         lines.append(
-            f"    {c.identity}/{c.video}: {c.faces}/{c.frames} faces, residual {c.mean_residual_px},"
-            f" jitter {c.jitter_px}, crop jitter {c.crop_jitter_px}" + (f"  [{rej}]" if rej else "")
+            f"    {c.identity}/{c.video}: {c.faces}/{c.frames} faces (train {c.train}, val {c.val}, test {c.test}"
+            f"{how}); residual {c.mean_residual_px}, jitter {c.jitter_px}, crop jitter {c.crop_jitter_px}"
+            + (f"  [dropped: {rej}]" if rej else "")
         )
+    lines += [f"  warning: {w}" for w in r.warnings]
     return "\n".join(lines)

@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from faceswap.data.sampling import footage_frames, resolve_every
 from faceswap.data.video import REPORT_NAME, ExtractError, VideoResult, extract_frames
 from faceswap.files import write_json
 
@@ -29,6 +30,8 @@ class IdentityFrames:
     videos_partial: int
     frames: int
     folder_exists: bool
+    every: int  # the sampling step it got (extract.every, or auto's choice from footage_frames)
+    footage_frames: int  # frames of its videos before sampling, as their containers count them
 
 
 @dataclass(frozen=True)
@@ -50,7 +53,9 @@ class ExtractRecord:
 
 def run(params: Params) -> ExtractRecord:
     e, raw, out = params.extract, Path(params.paths.raw), Path(params.paths.frames)
-    result = extract_frames(raw, out, params.base.identities, every=e.every, max_frames=e.max_frames,
+    footage = footage_frames(raw, params.base.identities) if raw.is_dir() else dict.fromkeys(params.base.identities, 0)
+    every = resolve_every(e, footage)
+    result = extract_frames(raw, out, params.base.identities, every=every, max_frames=e.max_frames,
                             workers=e.workers, jpeg_quality=e.jpeg_quality)
     per_ident = {}
     for ident in params.base.identities:
@@ -58,7 +63,7 @@ def run(params: Params) -> ExtractRecord:
         per_ident[ident] = IdentityFrames(
             videos=len(mine), videos_failed=sum(v.status == "failed" for v in mine),
             videos_partial=sum(v.status == "partial" for v in mine), frames=sum(v.frames_kept for v in mine),
-            folder_exists=(raw / ident).is_dir())
+            folder_exists=(raw / ident).is_dir(), every=every[ident], footage_frames=footage[ident])
     record = ExtractRecord(str(out), per_ident, result.videos, result.ignored_files)
     write_json(out / REPORT_NAME, record.to_json())
     empty = [i for i, s in per_ident.items() if s.frames == 0]
@@ -73,7 +78,7 @@ def format_record(r: ExtractRecord) -> str:
     """One line per identity, then every video that was not fully read."""
     lines = [f"extract → {r.out}: {r.frames} frames"]
     for ident, s in r.identities.items():
-        lines.append(f"  {ident}: {s.frames} frames from {s.videos} videos"
+        lines.append(f"  {ident}: {s.frames} frames (every {s.every} of {s.footage_frames}) from {s.videos} videos"
                      f" ({s.videos_failed} failed, {s.videos_partial} partial)")
     problems = [v for v in r.videos if v.status != "ok" or v.message]
     if problems:

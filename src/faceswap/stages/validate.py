@@ -164,7 +164,8 @@ def too_few_faces_levers(key: str, params: Params) -> str:
     closed gate should say what to do): the levers, with their current values."""
     ex, sp, v = params.extract, params.split, params.validation
     held_out = f"split.val_fraction {sp.val_fraction:g} + split.test_fraction {sp.test_fraction:g}"
-    gaps = f"split.gap_s {sp.gap_s:g} s before each held-out part, × split.blocks {sp.blocks}"
+    gaps = f"split.gap_s {sp.gap_s:g} s before each held-out part, × split.blocks {sp.blocks}" + (
+        "; split.blocks: auto fits both to each clip" if sp.blocks != "auto" else "")
     more_video = (f"add video of that person; keep more frames (extract.every: 1, now {ex.every}; extract.max_frames:"
                   f" null, now {ex.max_frames})")
     if key == "train_faces":

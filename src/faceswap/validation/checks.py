@@ -15,7 +15,8 @@ that ties Great Expectations' unexpected rows back to faces):
 ``out_of_frame``              share of the crop mapped from outside its frame (``matrix``, frame size;
                               those pixels repeat the frame's edge)
 ``clip_jitter_px``            median frame-to-frame motion of the aligned landmarks in the clip
-``split_gap_s``               train rows: time to the nearest val frame of the same clip
+``split_gap_s``               train rows: time to the nearest val or test frame of the same clip
+``split_margin_s``            train rows: ``split_gap_s`` less the clip's guard (``guard_s`` of the clip's length)
 ``duplicate_diff``            mean |grey| difference of 16×16 thumbnails to the clip's last non-duplicate
 ``array_shapes``              ``"ok"`` or the array columns whose shape is wrong
 ============================  ===================================================================
@@ -27,6 +28,7 @@ gate checks what training will read, even if a crop was replaced after ``align``
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -97,8 +99,13 @@ def _clip_order(df) -> list[np.ndarray]:
     ]
 
 
-def measure(df, faces_dir: str | Path, *, template: np.ndarray, duplicate_max_diff: float, workers: int = 4):
-    """A copy of the manifest ``df`` with the derived columns above (the manifest's own columns untouched)."""
+def measure(df, faces_dir: str | Path, *, template: np.ndarray, duplicate_max_diff: float, workers: int = 4,
+            guard_s: Callable[[float], float] = lambda seconds: 0.0):
+    """A copy of the manifest ``df`` with the derived columns above (the manifest's own columns untouched).
+
+    ``guard_s``: the least time a clip this long (its first to last face) keeps between its train frames and its
+    held-out ones; the split fits its gap to the clip's frames, which span at least as long as its faces, so the
+    guard of the faces' span is never more than the gap the split kept."""
     import pandas as pd
 
     faces_dir = Path(faces_dir)
@@ -140,6 +147,7 @@ def measure(df, faces_dir: str | Path, *, template: np.ndarray, duplicate_max_di
     # per clip, in frame order: jitter, split leak, near-duplicates
     jitter = np.full(n, np.nan)
     gap = np.full(n, np.nan)
+    margin = np.full(n, np.nan)
     dup = np.full(n, np.nan)
     seg = out["segment"].to_numpy() if "segment" in out.columns else np.zeros(n)
     ts = out["timestamp_s"].to_numpy(float) if "timestamp_s" in out.columns else np.full(n, np.nan)
@@ -155,8 +163,10 @@ def measure(df, faces_dir: str | Path, *, template: np.ndarray, duplicate_max_di
             jitter[pos] = float(np.median(moves))
         val_t = ts[pos][np.isin(split[pos], ["val", "test"])]
         if len(val_t):
+            guard = guard_s(float(np.nanmax(ts[pos]) - np.nanmin(ts[pos])))
             for i in pos[split[pos] == "train"]:
                 gap[i] = float(np.abs(val_t - ts[i]).min())
+                margin[i] = round(gap[i] - guard, 6)
         last = None  # the clip's last crop that was not itself a duplicate
         for i in pos:
             if thumbs[i] is None:
@@ -167,6 +177,7 @@ def measure(df, faces_dir: str | Path, *, template: np.ndarray, duplicate_max_di
                 last = thumbs[i]
     out["clip_jitter_px"] = jitter
     out["split_gap_s"] = gap
+    out["split_margin_s"] = margin
     out["duplicate_diff"] = dup
     return out
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import math
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -212,6 +213,20 @@ def read_manifest(faces_dir: str | Path) -> pa.Table:
         raise ValidationStageError(f"cannot read {path}: {err}") from None
 
 
+def _split_guard(params: Params) -> tuple[Callable[[float], float], str]:
+    """The least time between a clip's train and held-out frames, as a function of the clip's length, and in words:
+    ``validate.split_guard_s`` when set, else the gap the split keeps in such a clip (``split.gap_s``, or less in a
+    short clip under ``split.blocks: auto``)."""
+    from faceswap.data.split import clip_guard_s
+
+    fixed = params.validation.split_guard_s
+    if fixed is not None:
+        return (lambda seconds: fixed), f"≥ {fixed:g} s"
+    split = params.split
+    words = f"≥ split.gap_s {split.gap_s:g} s" + (", at most 1/20 of the clip" if split.blocks == "auto" else "")
+    return (lambda seconds: clip_guard_s(seconds, split)), words
+
+
 def check_faces(faces_dir: str | Path, params: Params) -> GateResult:
     """Run the gate over ``<faces_dir>/manifest.parquet`` and its crops (``params.validation.mode``); see the
     module docstring. Writes nothing."""
@@ -227,12 +242,12 @@ def check_faces(faces_dir: str | Path, params: Params) -> GateResult:
     mode = v.mode  # fail | filter (checked when params load)
     faces_dir = Path(faces_dir)
     size = params.align.size or params.base.image_size
-    guard = params.split.gap_s if v.split_guard_s is None else v.split_guard_s
+    guard_s, guard = _split_guard(params)
 
     table = read_manifest(faces_dir)
     df = table.to_pandas()
     measured = measure(df, faces_dir, template=face_template(size, params.align.coverage),
-                       duplicate_max_diff=v.duplicate_max_diff)
+                       duplicate_max_diff=v.duplicate_max_diff, guard_s=guard_s)
     t_measured = time.perf_counter()
 
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")  # no usage statistics (no network here)
@@ -240,7 +255,7 @@ def check_faces(faces_dir: str | Path, params: Params) -> GateResult:
 
     t_imported = time.perf_counter()
     suites = {
-        FACES_SUITE: face_expectations(v, size=size, identities=params.base.identities, split_guard_s=guard),
+        FACES_SUITE: face_expectations(v, size=size, identities=params.base.identities, split_guard=guard),
         IDENTITIES_SUITE: identity_expectations(v),
     }
     ctx, checkpoints = _open_context(suites)

@@ -41,8 +41,10 @@ def _manifest_types() -> dict[str, str | None]:
     return {name: names.get(typ) for name, typ, _ in _schema_spec()}
 
 
-def face_expectations(v: ValidateParams, *, size: int, identities: tuple[str, ...], split_guard_s: float) -> list:
-    """Expectations over the manifest with the derived columns of :func:`faceswap.validation.checks.measure`."""
+def face_expectations(v: ValidateParams, *, size: int, identities: tuple[str, ...], split_guard: str) -> list:
+    """Expectations over the manifest with the derived columns of :func:`faceswap.validation.checks.measure`
+    (``split_guard``: how far a train frame must be from held-out ones, in words: a clip's margin is measured
+    against it)."""
     import great_expectations.expectations as gxe
 
     out = []
@@ -94,8 +96,9 @@ def face_expectations(v: ValidateParams, *, size: int, identities: tuple[str, ..
         # --- video: stability, split hygiene, duplicates ---
         _e(gxe.ExpectColumnValuesToBeBetween, "jitter", "row", "clip's aligned landmarks are stable",
            "validate.max_jitter", column="clip_jitter_px", max_value=round(v.max_jitter * size, 4)),
-        _e(gxe.ExpectColumnValuesToBeBetween, "split_leak", "row", "train frame far from the clip's held-out frames",
-           "validate.split_guard_s", column="split_gap_s", min_value=split_guard_s),
+        _e(gxe.ExpectColumnValuesToBeBetween, "split_leak", "row",
+           f"train frame far from the clip's held-out frames ({split_guard})", "validate.split_guard_s",
+           column="split_margin_s", min_value=0.0),
         _e(gxe.ExpectColumnValuesToBeBetween, "near_duplicate", "row", "crop differs from the clip's previous crop",
            "validate.duplicate_max_diff", column="duplicate_diff", min_value=v.duplicate_max_diff, strict_min=True),
     ]
