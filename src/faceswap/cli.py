@@ -320,7 +320,7 @@ def profile_cmd(
     with_overrides(load_params(DEFAULT_PARAMS), overrides, f"{DEFAULT_PARAMS} + {path}", unset=object())
 
     def scalar(v: object) -> str:  # no spaces or quotes: $(...) word-splits but does not unquote
-        return yaml.safe_dump(v).strip().removesuffix("...").strip()
+        return yaml.safe_dump(v, default_flow_style=True, width=10**6).strip().removesuffix("...").strip()
 
     typer.echo(" ".join(f"-S {k}={scalar(v)}" for k, v in overrides.items()))
 
