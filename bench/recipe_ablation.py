@@ -42,6 +42,7 @@ ARMS: dict[str, dict[tuple[str, ...], object]] = {
     "7x7:baseline": {("model", "encoder_stages"): 1},
 }
 KEYS = ("recon_psnr_a", "recon_psnr_b", "recon_lpips", "swap_collapse_a2b", "swap_collapse_b2a",
+        "swap_follow_structure_a2b", "swap_follow_structure_b2a",
         "swap_follow_mouth_a2b", "swap_follow_mouth_b2a", "swap_follow_expression_a2b", "swap_follow_expression_b2a",
         "swap_identity_retrieved_a2b", "swap_identity_retrieved_b2a", "swap_identity_verified_a2b",
         "swap_identity_verified_b2a", "swap_expression_unfitted")

@@ -151,6 +151,8 @@ PER_FACE: dict[str, tuple[str, ...]] = {
     "swap_identity_retrieved": ("swap_identity_retrieved_a2b", "swap_identity_retrieved_b2a"),
     "swap_identity_gallery_score": ("swap_identity_gallery_score_a2b", "swap_identity_gallery_score_b2a"),
     "swap_collapse": ("swap_collapse_a2b", "swap_collapse_b2a"),
+    "swap_follow_mouth": ("swap_follow_mouth_a2b", "swap_follow_mouth_b2a"),
+    "swap_follow_expression": ("swap_follow_expression_a2b", "swap_follow_expression_b2a"),
     "truth_identity_distance": ("truth_identity_distance_a", "truth_identity_distance_b"),
     "recon_identity_distance": ("recon_identity_distance_a", "recon_identity_distance_b"),
 }
