@@ -108,8 +108,12 @@ def main() -> None:
             print(json.dumps(rows[-1]), flush=True)
     if rows:
         args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "summary.json").write_text(json.dumps({"variant": args.variant, "steps": args.steps,
-                                                           "seeds": args.seeds, "rows": rows}, indent=1))
+        summary = args.out / "summary.json"
+        earlier = json.loads(summary.read_text())["rows"] if summary.is_file() else []
+        done = {r["arm"] for r in rows}  # an arm evaluated again replaces its row; the other arms' rows stay
+        rows = [r for r in earlier if r["arm"] not in done] + rows
+        summary.write_text(json.dumps({"variant": args.variant, "steps": args.steps, "seeds": args.seeds,
+                                       "rows": rows}, indent=1))
         head = ("arm", "PSNR a", "PSNR b", "collapse a→b", "b→a", "mouth r a→b", "b→a", "retrieved a→b", "b→a",
                 "verified a→b", "b→a")
         print("| " + " | ".join(head) + " |\n|" + "---|" * len(head))
