@@ -30,6 +30,7 @@ MASK = {("model", "input_mask"): "ellipse", ("train", "loss", "background_weight
 RCT = {("train", "augment", "colour_transfer"): "rct", ("train", "augment", "colour_transfer_p"): 0.5}
 LCT = {("train", "augment", "colour_transfer"): "lct", ("train", "augment", "colour_transfer_p"): 0.5}
 MMD = {("train", "loss", "code_mmd"): 0.1}
+SEVEN = "7x7"  # encoder_stages that leave a 7×7 bottleneck at the run's image size: log2(size) − 5
 ARMS: dict[str, dict[tuple[str, ...], object]] = {
     "baseline": {},  # today's recipe
     "mask": MASK,  # the background out of the encoder's input and the target, the loss on the face
@@ -38,8 +39,8 @@ ARMS: dict[str, dict[tuple[str, ...], object]] = {
     "mask+colour": {**MASK, **RCT},
     "mask+lct": {**MASK, **LCT},
     "mask+colour+mmd": {**MASK, **RCT, **MMD},
-    "7x7:mask+colour": {**MASK, **RCT, ("model", "encoder_stages"): 1},  # the seed's day-13 geometry at 64²
-    "7x7:baseline": {("model", "encoder_stages"): 1},
+    "7x7:mask+colour": {**MASK, **RCT, ("model", "encoder_stages"): SEVEN},  # the seed's day-13 geometry
+    "7x7:baseline": {("model", "encoder_stages"): SEVEN},
 }
 KEYS = ("recon_psnr_a", "recon_psnr_b", "recon_lpips", "swap_collapse_a2b", "swap_collapse_b2a",
         "swap_follow_structure_a2b", "swap_follow_structure_b2a",
@@ -51,7 +52,10 @@ KEYS = ("recon_psnr_a", "recon_psnr_b", "recon_lpips", "swap_collapse_a2b", "swa
 def arm_params(base: dict, arm: str, steps: int, seeds: list[int], variant: str, folder: Path,
                data_root: Path) -> dict:
     p = json.loads(json.dumps(base))
+    size = int(p["base"]["image_size"])
     for (*sections, name), value in ARMS[arm].items():
+        if value == SEVEN:
+            value = size.bit_length() - 1 - 5
         node = p
         for section in sections:
             node = node[section]
@@ -61,11 +65,48 @@ def arm_params(base: dict, arm: str, steps: int, seeds: list[int], variant: str,
                       checkpoint_every=max(200, steps // 5))
     p["evaluate"]["mlflow"] = False
     for key in ("accepted", "quarantine", "faces", "identity"):
-        p["paths"][key] = str((data_root / p["paths"][key]).resolve())
+        p["paths"][key] = str((data_root / p["paths"][key]).resolve())  # absolute paths stay as they are
     p["paths"].update(models=str(folder / "models"), train_metrics=str(folder / "train"),
                       train_curves=str(folder / "train" / "curves"), evaluations=str(folder / "evaluations"),
                       pictures=str(folder / "pictures"), variant_metrics=str(folder / "metrics"))
     return p
+
+
+TABLE = (("recon_psnr_a", "PSNR a", ".1f"), ("recon_psnr_b", "PSNR b", ".1f"),
+         ("swap_collapse_a2b", "collapse a→b", ".2f"), ("swap_collapse_b2a", "b→a", ".2f"),
+         ("swap_follow_structure_a2b", "structure r a→b", ".2f"), ("swap_follow_structure_b2a", "b→a", ".2f"),
+         ("swap_follow_mouth_a2b", "mouth r a→b", ".2f"), ("swap_follow_mouth_b2a", "b→a", ".2f"),
+         ("swap_identity_retrieved_a2b", "retrieved a→b", ".2f"), ("swap_identity_retrieved_b2a", "b→a", ".2f"),
+         ("swap_identity_verified_a2b", "verified a→b", ".2f"), ("swap_identity_verified_b2a", "b→a", ".2f"))
+
+
+def report(out: Path, arms: list[str], variant: str) -> None:
+    """The arms' evaluation records as one markdown table (mean [95% CI] where the record has one), and a trimmed
+    copy of them (metrics and estimates) in ``<out>/records.json``."""
+    records, lines = {}, []
+    head = "| arm | " + " | ".join(t for _, t, _ in TABLE) + " | fails |"
+    lines += [head, "|" + "---|" * (len(TABLE) + 2)]
+    from faceswap.config import RegisterParams
+    from faceswap.registry import gate_failures
+
+    for arm in arms:
+        path = out / arm.replace(":", "_").replace("+", "_") / "evaluations" / f"{variant}.json"
+        if not path.is_file():
+            continue
+        rec = json.loads(path.read_text())
+        m, est = rec["metrics"], rec.get("estimates", {})
+        records[arm] = {"metrics": m, "estimates": est}
+        cells = []
+        for key, _, spec in TABLE:
+            v, e = m.get(key), est.get(key) or {}
+            cell = "–" if v is None else f"{v:{spec}}"
+            if v is not None and e.get("ci_lo") is not None and e.get("kind") == "bootstrap":
+                cell += f" [{e['ci_lo']:{spec}}, {e['ci_hi']:{spec}}]"
+            cells.append(cell)
+        fails = len(gate_failures(m, RegisterParams()))
+        lines.append(f"| {arm} | " + " | ".join(cells) + f" | {fails} |")
+    (out / "records.json").write_text(json.dumps(records, indent=1))
+    print("\n".join(lines))
 
 
 def faceswap(*args: str) -> None:
@@ -78,11 +119,17 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=3000)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     ap.add_argument("--variant", default="resize_nearest")
-    ap.add_argument("--phase", choices=("train", "evaluate", "both"), default="both")
+    ap.add_argument("--phase", choices=("train", "evaluate", "both", "report"), default="both",
+                    help="report: the table of the arms' evaluation records (no training or evaluation)")
     ap.add_argument("--data-root", type=Path, default=REPO)
+    ap.add_argument("--params", type=Path, default=REPO / "params.yaml",
+                    help="the base params (e.g. the data stages' params at another image size)")
     ap.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "recipe_ablation")
     args = ap.parse_args()
-    base = yaml.safe_load((REPO / "params.yaml").read_text())
+    if args.phase == "report":
+        report(args.out, args.arms, args.variant)
+        return
+    base = yaml.safe_load(args.params.read_text())
     rows = []
     for arm in args.arms:
         folder = (args.out / arm.replace(":", "_").replace("+", "_")).resolve()

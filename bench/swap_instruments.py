@@ -78,21 +78,22 @@ def identity_calibration(faces: dict[str, np.ndarray], coverage: float) -> dict:
 
 
 def following(name: str, swaps: dict[str, np.ndarray], recons: dict[str, np.ndarray], sources: dict[str, np.ndarray],
-              coverage: float) -> dict:
-    """Collapse and every-swap expression of planted or real swaps, per direction (source identity → other)."""
+              coverage: float, drawn: tuple[dict, dict] | None = None) -> dict:
+    """Collapse and every-swap expression of planted or real swaps, per direction (source identity → other);
+    ``drawn``: (swaps, recons) as the decoders drew them, for collapse and structure (as evaluation does)."""
     from faceswap.data.template import face_region
     from faceswap.metrics.collapse import collapse, follow_structure
     from faceswap.metrics.expression import measure_expressions, preservation
 
     out = {"case": name}
     for src in sources:
-        s, r = swaps[src], recons[src]
+        s, r = (drawn[0][src], drawn[1][src]) if drawn else (swaps[src], recons[src])
         region = face_region(s.shape[1], coverage)
         c = collapse(s.astype(np.float32) / 255, r.astype(np.float32) / 255, region)
         flat = ((s.reshape(len(s), -1) - s.reshape(len(s), -1).mean(0)) ** 2).sum(1).mean() / max(
             ((r.reshape(len(r), -1) - r.reshape(len(r), -1).mean(0)) ** 2).sum(1).mean(), 1e-12)
         src_x = measure_expressions(sources[src], coverage)
-        every = measure_expressions(s, coverage, face_check=False, require_fit=False)
+        every = measure_expressions(swaps[src], coverage, face_check=False, require_fit=False)
         p = preservation(src_x, every, coverage=coverage)
         s01, r01 = s.astype(np.float32) / 255, r.astype(np.float32) / 255
         out[src] = {"collapse": c["ratio"], "collapse_ci": ci(np.asarray(c["per_face"])),
@@ -103,7 +104,7 @@ def following(name: str, swaps: dict[str, np.ndarray], recons: dict[str, np.ndar
     return out
 
 
-def model_outputs(path: Path, faces: dict[str, np.ndarray]) -> tuple[dict, dict]:
+def model_outputs(path: Path, faces: dict[str, np.ndarray]) -> tuple[dict, dict, tuple[dict, dict]]:
     import torch
 
     from faceswap.checkpoint import load_model
@@ -111,14 +112,15 @@ def model_outputs(path: Path, faces: dict[str, np.ndarray]) -> tuple[dict, dict]
 
     model, _ = load_model(path)
     (a, fa), (b, fb) = faces.items()
-    swaps, recons = {}, {}
+    swaps, recons, drawn_swaps, drawn_recons = {}, {}, {}, {}
     with torch.inference_mode():
         for ident, other, f in ((a, b, fa), (b, a, fb)):
             x = torch.from_numpy(f).permute(0, 3, 1, 2).float() / 255
             z = model.encode(x)
-            recons[ident] = to_uint8(model.composite(model.decode(z, ident), x))
-            swaps[ident] = to_uint8(model.composite(model.decode(z, other), x))
-    return swaps, recons
+            rec, swp = model.decode(z, ident), model.decode(z, other)
+            recons[ident], swaps[ident] = to_uint8(model.composite(rec, x)), to_uint8(model.composite(swp, x))
+            drawn_recons[ident], drawn_swaps[ident] = to_uint8(rec), to_uint8(swp)
+    return swaps, recons, (drawn_swaps, drawn_recons)
 
 
 def main() -> None:
@@ -159,8 +161,8 @@ def main() -> None:
              following("mean face + noise (smear)", smear, now, now, coverage)]
     for spec in args.models:
         name, _, path = spec.partition("=")
-        swaps, recons = model_outputs(Path(path), now)
-        cases.append(following(name, swaps, recons, now, coverage))
+        swaps, recons, drawn = model_outputs(Path(path), now)
+        cases.append(following(name, swaps, recons, now, coverage, drawn))
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "summary.json").write_text(json.dumps({"faces": args.faces, "identity": calibration,
                                                        "following": cases}, indent=1))

@@ -66,11 +66,15 @@ def run_model(
                 x = to_layout(x_all[start : start + batch_size].to(device), plan)
                 z = model.encode(x)
                 # a masked-input model draws the face on grey: its outputs are judged pasted into their source's
-                # crop by the same ellipse, as conversion shows them (the identity otherwise)
-                rec = model.composite(model.decode(z, ident).float(), x)
-                swap = model.composite(model.decode(z, other[ident]).float(), x)
+                # crop by the same ellipse, as conversion shows them (the identity otherwise); the decoder's own
+                # drawings are kept too (``drawn_*``), for the instruments that must not see the source's pixels
+                raw_rec, raw_swap = model.decode(z, ident).float(), model.decode(z, other[ident]).float()
+                rec, swap = model.composite(raw_rec, x), model.composite(raw_swap, x)
                 cyc = model.composite(model.decode(model.encode(to_layout(swap, plan)), ident).float(), x)
-                for key, t in (("truth", x), ("recon", rec), ("swap", swap), ("cycle", cyc)):
+                kept = [("truth", x), ("recon", rec), ("swap", swap), ("cycle", cyc)]
+                if model.masks_input:
+                    kept += [("drawn_recon", raw_rec), ("drawn_swap", raw_swap)]
+                for key, t in kept:
                     out.setdefault(f"{key}_{ident}", []).append(t.float().cpu().contiguous())
     return {k: torch.cat(v) for k, v in out.items()}
 
@@ -352,13 +356,16 @@ def expression_metrics(outs: dict[str, torch.Tensor], faces: EvalFaces, coverage
 def collapse_metrics(outs: dict[str, torch.Tensor], identities: tuple[str, str], coverage: float,
                      per: dict[str, list[float]]) -> dict[str, float | None]:
     """The collapse measure (:mod:`faceswap.metrics.collapse`) of each direction: swaps a→b against the
-    reconstructions a→a of the same faces, over every evaluated face."""
+    reconstructions a→a of the same faces, over every evaluated face. On what the decoders drew (``drawn_*``
+    where the model masks its input): a pasted output's feather holds the source's own pixels, which would make
+    any two outputs of one source look alike (a collapsed decoder read 1.00 on its composites)."""
     from faceswap.data.template import face_region
     from faceswap.metrics.collapse import collapse, follow_structure
 
     m: dict[str, float | None] = {}
     for tag, ident in (("a2b", identities[0]), ("b2a", identities[1])):
-        swaps, recons = _hwc(outs[f"swap_{ident}"]), _hwc(outs[f"recon_{ident}"])
+        kind = "drawn_" if f"drawn_swap_{ident}" in outs else ""
+        swaps, recons = _hwc(outs[f"{kind}swap_{ident}"]), _hwc(outs[f"{kind}recon_{ident}"])
         c = collapse(swaps, recons, face_region(swaps.shape[1], coverage))
         m[f"swap_collapse_{tag}"] = c["ratio"]
         if c["ratio"] is not None:
@@ -424,6 +431,16 @@ def identity_metrics(outs: dict[str, torch.Tensor], identities: tuple[str, str],
     return m
 
 
+#: per-face series whose mean is a Pearson r (standardised products): a resample's mean can pass ±1, r cannot
+CORRELATIONS = ("swap_follow_mouth", "swap_follow_expression")
+
+
+def _bounded(name: str, est: dict[str, Any]) -> dict[str, Any]:
+    if name in CORRELATIONS:
+        est["ci_lo"], est["ci_hi"] = max(-1.0, est["ci_lo"]), min(1.0, est["ci_hi"])
+    return est
+
+
 @dataclass
 class SeedRun:
     """One training seed's checkpoint, its training state and run record, and what it measured."""
@@ -455,8 +472,8 @@ def aggregate(runs: list[SeedRun]) -> tuple[dict[str, float | None], dict[str, d
             continue
         groups = [np.array([r.evaluation.per_image[s] for r in runs], dtype=float) for s in series]
         for s, g in zip(series, groups, strict=True):
-            estimates[s] = {**hierarchical_bootstrap([g]).as_dict(), "kind": "bootstrap"}
-        estimates[name] = {**hierarchical_bootstrap(groups).as_dict(), "kind": "bootstrap"}
+            estimates[s] = _bounded(name, {**hierarchical_bootstrap([g]).as_dict(), "kind": "bootstrap"})
+        estimates[name] = _bounded(name, {**hierarchical_bootstrap(groups).as_dict(), "kind": "bootstrap"})
     for k, v in metrics.items():
         if k in estimates or v is None or EVAL_METRICS[k][0] == INFO:
             continue
