@@ -7,9 +7,27 @@ import pytest
 import torch
 
 from faceswap.checkpoint import load_checkpoint
-from faceswap.compute import ComputeError, CpuFeatures, plan_compute
+from faceswap.compute import PRECISION_ENV, ComputeError, CpuFeatures, plan_compute
 from faceswap.train import TrainingError, default_workers
 from tests.test_train import faces, params, train  # noqa: F401 - the module's face-set fixture
+
+
+@pytest.fixture(autouse=True)
+def _auto_is_auto(monkeypatch):
+    """These tests check what auto decides, so a suite forced to one plan ($FACESWAP_PRECISION) does not apply."""
+    monkeypatch.delenv(PRECISION_ENV, raising=False)
+
+
+def test_the_environment_forces_what_auto_resolves_to_and_never_an_explicit_setting(monkeypatch):
+    monkeypatch.setenv(PRECISION_ENV, "fp32")
+    forced = plan_compute("cpu", cpu=ZEN4)
+    assert forced.precision == "fp32" and PRECISION_ENV in forced.reason
+    monkeypatch.setenv(PRECISION_ENV, "bf16")
+    assert plan_compute("cpu", cpu=ZEN3).precision == "bf16"
+    assert plan_compute("cpu", "fp32", cpu=ZEN4).precision == "fp32"  # an explicit setting wins
+    monkeypatch.setenv(PRECISION_ENV, "fp8")
+    with pytest.raises(ComputeError, match="FACESWAP_PRECISION='fp8'"):
+        plan_compute("cpu", cpu=ZEN4)
 
 ZEN3 = CpuFeatures(avx512_bf16=False, amx_bf16=False, capability="AVX2", onednn=True)
 ZEN4 = CpuFeatures(avx512_bf16=True, amx_bf16=False, capability="AVX512", onednn=True)

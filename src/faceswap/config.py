@@ -101,7 +101,7 @@ class ModelParams(_Section):
     )
     max_channels: int = Field(1024, ge=8, le=4096, description="Cap on encoder channels.")
     input_mask: OneOf[INPUT_MASKS] = Field(
-        "none", description="none | ellipse: the background outside the template's face ellipse is replaced by grey "
+        "ellipse", description="none | ellipse: the background outside the template's face ellipse is replaced by grey "
         "in the encoder's input and the training target (masked input; docs/training.md)."
     )
     variants: tuple[str, ...] = Field(names.VARIANTS, description="Decoder variants trained and compared.")
@@ -337,7 +337,7 @@ class LossParams(_Section):
         "together at a random offset of 0..shift px per axis, a new one each step; 0 = off."
     )
     background_weight: float = Field(
-        1.0, ge=0.0, le=1.0, description="Weight of the pixels outside the face (a feathered ellipse from the "
+        0.0, ge=0.0, le=1.0, description="Weight of the pixels outside the face (a feathered ellipse from the "
         "alignment template) in the pixel term: 1 = the plain loss, 0 = the face only (masked training); l1/mse."
     )
 
@@ -368,7 +368,7 @@ class AugmentParams(_Section):
     contrast: float = Field(0.1, ge=0.0, le=1.0, description="Colour jitter: contrast ±fraction.")
     saturation: float = Field(0.1, ge=0.0, le=1.0, description="Colour jitter: saturation ±fraction.")
     colour_transfer: OneOf[COLOUR_MODES] = Field(
-        "none", description="none | rct | lct: recolour a face with a random face of the other identity's colour "
+        "rct", description="none | rct | lct: recolour a face with a random face of the other identity's colour "
         "statistics (face region; rct: Reinhard in Lab, lct: linear RGB covariance), before the warp."
     )
     colour_transfer_p: float = Field(0.5, ge=0.0, le=1.0, description="Probability of the colour transfer per face.")

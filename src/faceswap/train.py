@@ -1012,7 +1012,9 @@ def _check_ranks_agree(model: nn.Module) -> None:
     """DDP keeps replicas identical; verify it (max over ranks minus min over ranks of every weight)."""
     import torch.distributed as dist
 
-    flat = torch.cat([p.detach().float().reshape(-1) for p in model.parameters()]).cpu()
+    # on the parameters' own device: NCCL reduces CUDA tensors only (a .cpu() here crashed every multi-GPU run
+    # after its last step), gloo reduces CPU tensors
+    flat = torch.cat([p.detach().float().reshape(-1) for p in model.parameters()])
     hi, lo = flat.clone(), flat.clone()
     dist.all_reduce(hi, op=dist.ReduceOp.MAX)
     dist.all_reduce(lo, op=dist.ReduceOp.MIN)

@@ -166,6 +166,13 @@ def format_record(r: EvaluationRecord, params: Params) -> str:
         f"eyes {f('swap_eyes_corr', '.2f')}, yaw {f('swap_yaw_corr', '.2f')}, pitch {f('swap_pitch_corr', '.2f')}); "
         f"reconstructions {f('recon_expression_corr', '.2f')}; swaps without usable landmarks "
         f"{f('swap_expression_unfitted', '.0%')}",
+        f"  swap follows    retrieved as the target at its own sharpness a→b {f('swap_identity_retrieved_a2b', '.2f')}"
+        f"  b→a {f('swap_identity_retrieved_b2a', '.2f')};  collapse a→b {f('swap_collapse_a2b', '.2f')}  b→a "
+        f"{f('swap_collapse_b2a', '.2f')};  structure r a→b {f('swap_follow_structure_a2b', '.2f')}  b→a "
+        f"{f('swap_follow_structure_b2a', '.2f')}",
+        f"                  every swap: mouth r a→b {f('swap_follow_mouth_a2b', '.2f')}  b→a "
+        f"{f('swap_follow_mouth_b2a', '.2f')};  expression r a→b {f('swap_follow_expression_a2b', '.2f')}  b→a "
+        f"{f('swap_follow_expression_b2a', '.2f')};  unmeasured {f('swap_follow_unmeasured', '.0%')}",
         f"  → {params.paths.variant_metrics_file(r.variant)}, {params.paths.pictures_dir(r.variant)}/ "
         f"({', '.join(PICTURES)})",
     ]
