@@ -205,9 +205,12 @@ def test_the_quality_table_marks_each_bar_a_variant_reaches():
     from faceswap.registry import quality_table
 
     good = cand("sharp", 0.1, recon_psnr_a=26.0, recon_psnr_b=24.9, recon_ssim_a=0.81, recon_ssim_b=0.80,
-                swap_identity_verified_a2b=0.9, swap_identity_verified_b2a=0.0, swap_mouth_corr=0.6,
-                recon_expression_corr=0.7)
+                swap_identity_retrieved_a2b=0.95, swap_identity_retrieved_b2a=0.5, swap_collapse_a2b=0.5,
+                swap_collapse_b2a=0.49, swap_follow_mouth_a2b=0.6, swap_follow_mouth_b2a=0.1,
+                swap_identity_verified_a2b=0.9, swap_identity_verified_b2a=0.0, recon_expression_corr=0.7)
     table = quality_table([good, cand("bare", 0.2)])
     row = next(line for line in table.splitlines() if line.startswith("| sharp"))
-    assert row == "| sharp | 26.0 ✓ | 24.9 | 0.810 ✓ | 0.800 ✓ | 0.90 ✓ | 0.00 | 0.60 ✓ | 0.70 |"
-    assert "| bare | – | – | – | – | – | – | – | – |" in table and "verified a→b (≥ 0.8)" in table
+    assert row == ("| sharp | 26.0 ✓ | 24.9 | 0.810 ✓ | 0.800 ✓ | 0.95 ✓ | 0.50 | 0.50 ✓ | 0.49 | 0.60 ✓ | 0.10 | "
+                   "0.90 ✓ | 0.00 | 0.70 |")
+    assert "| bare | – | – | – | – | – | – | – | – | – | – | – | – | – |" in table
+    assert "retrieved a→b (≥ 0.9)" in table and "verified a→b (≥ 0.5)" in table
