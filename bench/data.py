@@ -1,7 +1,7 @@
 """Benchmark of the data stages: extract + align throughput next to its two ceilings.
 
     python bench/data.py [--runs 3] [--ratio-runs 0] [--raw DIR (default: params paths.demo)] [--out bench/results]
-    python bench/data.py --device cuda --frame-size 1280x720 --no-mtcnn     # on a lent GPU
+    python bench/data.py --device cuda --frame-size 1280x720 --no-mtcnn     # on a machine with a CUDA GPU
 
 On the demo clips (generated into a temporary folder when ``--raw`` does not exist), measured in one
 process, each figure the median of ``--runs`` runs, frames = sampled frames (params extract.every):

@@ -82,22 +82,22 @@ def following(name: str, swaps: dict[str, np.ndarray], recons: dict[str, np.ndar
     """Collapse and every-swap expression of planted or real swaps, per direction (source identity → other);
     ``drawn``: (swaps, recons) as the decoders drew them, for collapse and structure (as evaluation does)."""
     from faceswap.data.template import face_region
-    from faceswap.metrics.collapse import collapse, follow_structure
+    from faceswap.metrics.collapse import following as collapse_and_structure
     from faceswap.metrics.expression import measure_expressions, preservation
 
     out = {"case": name}
     for src in sources:
         s, r = (drawn[0][src], drawn[1][src]) if drawn else (swaps[src], recons[src])
         region = face_region(s.shape[1], coverage)
-        c = collapse(s.astype(np.float32) / 255, r.astype(np.float32) / 255, region)
+        s01, r01 = s.astype(np.float32) / 255, r.astype(np.float32) / 255
+        c, structure = collapse_and_structure(s01, r01, region)
         flat = ((s.reshape(len(s), -1) - s.reshape(len(s), -1).mean(0)) ** 2).sum(1).mean() / max(
             ((r.reshape(len(r), -1) - r.reshape(len(r), -1).mean(0)) ** 2).sum(1).mean(), 1e-12)
         src_x = measure_expressions(sources[src], coverage)
         every = measure_expressions(swaps[src], coverage, face_check=False, require_fit=False)
         p = preservation(src_x, every, coverage=coverage)
-        s01, r01 = s.astype(np.float32) / 255, r.astype(np.float32) / 255
         out[src] = {"collapse": c["ratio"], "collapse_ci": ci(np.asarray(c["per_face"])),
-                    "follow_structure": follow_structure(s01, r01, region),
+                    "follow_structure": structure,
                     "pixel_spread_ratio": float(flat), "mouth_r": p["mouth_corr"],
                     "mouth_ci": [p["mouth"]["ci_lo"], p["mouth"]["ci_hi"]], "expression_r": p["corr_mean"],
                     "unmeasured": float((~every.fitted).mean())}

@@ -88,9 +88,6 @@ class BaseParams(_Section):
         return v
 
 
-INPUT_MASKS = ("none", "ellipse")
-
-
 class ModelParams(_Section):
     """The autoencoder's shape (see ``faceswap.model``)."""
 
@@ -100,7 +97,7 @@ class ModelParams(_Section):
         None, ge=1, le=8, description="Stride-2 encoder stages; null derives it so the bottleneck is 3×3."
     )
     max_channels: int = Field(1024, ge=8, le=4096, description="Cap on encoder channels.")
-    input_mask: OneOf[INPUT_MASKS] = Field(
+    input_mask: OneOf[names.INPUT_MASKS] = Field(
         "ellipse", description="none | ellipse: the background outside the template's face ellipse is replaced by grey "
         "in the encoder's input and the training target (masked input; docs/training.md)."
     )

@@ -14,6 +14,9 @@ from __future__ import annotations
 VARIANTS: tuple[str, ...] = ("convtranspose", "resize_nearest", "resize_bilinear", "pixelshuffle",
                              "pixelshuffle_icnr")
 
+# Masks a model can put on its encoder's input (ModelConfig.input_mask; params model.input_mask).
+INPUT_MASKS: tuple[str, ...] = ("none", "ellipse")
+
 LOWER, HIGHER, INFO = "lower", "higher", "info"
 
 # name → (direction, meaning). Suffixes _a/_b: per identity; _a2b/_b2a: per swap direction.

@@ -244,7 +244,6 @@ class SwapPairs(torch.utils.data.Dataset):
             out[f"{ident}_target"] = torch.from_numpy(target).permute(2, 0, 1).contiguous()
         return out
 
-
     def _recolour(self, face: np.ndarray, i: int, k: int, sets: list[FaceSet]) -> np.ndarray:
         """With probability ``colour_transfer_p``, ``face`` in the colours of a random face of another identity
         (its own RNG stream, so the other augmentations draw the same numbers with the transfer on or off)."""

@@ -254,7 +254,7 @@ def evaluate_model(
         m.update(identity_metrics(outs, faces.identities, identity, per, cfg.identity_faces, cfg.identity_margin))
         if cfg.expression:
             m.update(expression_metrics(outs, faces, identity.coverage, cfg.expression_faces, per))
-    m.update(collapse_metrics(outs, faces.identities, identity.coverage if identity is not None else 0.8, per))
+    m.update(collapse_metrics(outs, faces.identities, model.config.mask_coverage, per))
 
     details: dict[str, Any] = {}
     if cfg.landmarks:
@@ -355,22 +355,22 @@ def expression_metrics(outs: dict[str, torch.Tensor], faces: EvalFaces, coverage
 
 def collapse_metrics(outs: dict[str, torch.Tensor], identities: tuple[str, str], coverage: float,
                      per: dict[str, list[float]]) -> dict[str, float | None]:
-    """The collapse measure (:mod:`faceswap.metrics.collapse`) of each direction: swaps a→b against the
-    reconstructions a→a of the same faces, over every evaluated face. On what the decoders drew (``drawn_*``
+    """The collapse measure and structure r (:mod:`faceswap.metrics.collapse`) of each direction: swaps a→b against
+    the reconstructions a→a of the same faces, over every evaluated face, in the face region of crops cut with
+    ``coverage``. On what the decoders drew (``drawn_*``
     where the model masks its input): a pasted output's feather holds the source's own pixels, which would make
     any two outputs of one source look alike (a collapsed decoder read 1.00 on its composites)."""
     from faceswap.data.template import face_region
-    from faceswap.metrics.collapse import collapse, follow_structure
+    from faceswap.metrics.collapse import following
 
     m: dict[str, float | None] = {}
     for tag, ident in (("a2b", identities[0]), ("b2a", identities[1])):
         kind = "drawn_" if f"drawn_swap_{ident}" in outs else ""
         swaps, recons = _hwc(outs[f"{kind}swap_{ident}"]), _hwc(outs[f"{kind}recon_{ident}"])
-        c = collapse(swaps, recons, face_region(swaps.shape[1], coverage))
+        c, m[f"swap_follow_structure_{tag}"] = following(swaps, recons, face_region(swaps.shape[1], coverage))
         m[f"swap_collapse_{tag}"] = c["ratio"]
         if c["ratio"] is not None:
             per[f"swap_collapse_{tag}"] = c["per_face"]
-        m[f"swap_follow_structure_{tag}"] = follow_structure(swaps, recons, face_region(swaps.shape[1], coverage))
     m["swap_collapse"] = _mean(m["swap_collapse_a2b"], m["swap_collapse_b2a"])
     m["swap_follow_structure"] = _mean(m["swap_follow_structure_a2b"], m["swap_follow_structure_b2a"])
     return m

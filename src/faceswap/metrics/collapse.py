@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["LOWPASS", "collapse", "follow_structure"]
+__all__ = ["LOWPASS", "collapse", "follow_structure", "following"]
 
 LOWPASS = 16  # side the face region is area-averaged to before the spread is taken
 
@@ -45,26 +45,43 @@ def collapse(swaps: np.ndarray, recons: np.ndarray, region: np.ndarray, lowpass:
     """The collapse ratio of ``swaps`` against ``recons`` of the same source faces (both (N, H, W, 3), any scale
     as long as it is the same): {``ratio``, ``per_face`` (shares whose mean is the ratio), ``faces``}; ratio None
     where the reconstructions themselves do not vary."""
-    swaps, recons = np.asarray(swaps), np.asarray(recons)
-    if swaps.shape != recons.shape or len(swaps) < 2:
-        raise ValueError(f"need ≥ 2 paired swaps and reconstructions of one shape, got {swaps.shape} and "
-                         f"{recons.shape}")
-    s, r = _lowpassed(swaps, region, lowpass), _lowpassed(recons, region, lowpass)
-    ds = ((s - s.mean(0)) ** 2).sum(1)
-    dr = ((r - r.mean(0)) ** 2).sum(1)
-    scale = float(dr.mean())
-    if scale <= 1e-12:  # reconstructions that do not vary (an untrained decoder): nothing to compare the swaps with
-        return {"ratio": None, "per_face": [], "faces": len(swaps)}
-    per_face = ds / scale
-    return {"ratio": float(per_face.mean()), "per_face": per_face.tolist(), "faces": len(swaps)}
+    return _collapse(*_paired(swaps, recons, region, lowpass))
 
 
 def follow_structure(swaps: np.ndarray, recons: np.ndarray, region: np.ndarray, lowpass: int = LOWPASS) -> float:
     """Pearson r between the pairwise distances of the low-passed swaps and those of the reconstructions of the
     same sources (0 where the swaps do not vary at all)."""
+    return _structure(*_paired(swaps, recons, region, lowpass))
+
+
+def following(swaps: np.ndarray, recons: np.ndarray, region: np.ndarray,
+              lowpass: int = LOWPASS) -> tuple[dict[str, Any], float]:
+    """(:func:`collapse`, :func:`follow_structure`) from one low-pass of each set: what evaluation reports."""
+    s, r = _paired(swaps, recons, region, lowpass)
+    return _collapse(s, r), _structure(s, r)
+
+
+def _paired(swaps: np.ndarray, recons: np.ndarray, region: np.ndarray, lowpass: int) -> tuple[np.ndarray, np.ndarray]:
+    swaps, recons = np.asarray(swaps), np.asarray(recons)
+    if swaps.shape != recons.shape or len(swaps) < 2:
+        raise ValueError(f"need ≥ 2 paired swaps and reconstructions of one shape, got {swaps.shape} and "
+                         f"{recons.shape}")
+    return _lowpassed(swaps, region, lowpass), _lowpassed(recons, region, lowpass)
+
+
+def _collapse(s: np.ndarray, r: np.ndarray) -> dict[str, Any]:
+    ds = ((s - s.mean(0)) ** 2).sum(1)
+    dr = ((r - r.mean(0)) ** 2).sum(1)
+    scale = float(dr.mean())
+    if scale <= 1e-12:  # reconstructions that do not vary (an untrained decoder): nothing to compare the swaps with
+        return {"ratio": None, "per_face": [], "faces": len(s)}
+    per_face = ds / scale
+    return {"ratio": float(per_face.mean()), "per_face": per_face.tolist(), "faces": len(s)}
+
+
+def _structure(s: np.ndarray, r: np.ndarray) -> float:
     from scipy.spatial.distance import pdist
 
-    s, r = _lowpassed(np.asarray(swaps), region, lowpass), _lowpassed(np.asarray(recons), region, lowpass)
     ds, dr = pdist(s), pdist(r)
     if len(ds) < 3 or ds.std() < 1e-12 or dr.std() < 1e-12:
         return 0.0

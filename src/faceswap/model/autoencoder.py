@@ -24,9 +24,9 @@ import torch
 from torch import nn
 
 from faceswap.model.blocks import UPSAMPLERS, create_upsample
+from faceswap.names import INPUT_MASKS
 
 BOTTLENECK_TARGET = 3
-INPUT_MASKS = ("none", "ellipse")
 MASK_FILL = 0.5  # the grey that replaces the background of a masked input (and of its training target)
 
 
