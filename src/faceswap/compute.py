@@ -13,7 +13,10 @@ a GPU, and must never pick a mode that the machine only emulates:
 * **CPU layout: channels-last** wherever oneDNN runs the convolutions (its kernels are NHWC-blocked, so an
   NCHW tensor is reordered at every layer); ``bench/train.py`` measures the gain on each machine.
 
-The decision is a :class:`ComputePlan` with a one-line reason that the run logs and records in MLflow.
+The decision is a :class:`ComputePlan` with a one-line reason that the run logs and records in MLflow. The CPU
+rules are a starting point only: training times the candidate plans on its own model and batch and keeps the
+fastest (:mod:`faceswap.compute_timing`), because native bf16 is not always faster (AVX-512-BF16 without AMX
+measured 0.75-0.81× of fp32 on a Xeon).
 ``$FACESWAP_PRECISION`` (fp32 | bf16 | fp16) overrides what ``auto`` resolves to, so the whole test suite can be
 run under each plan on one machine (``FACESWAP_PRECISION=bf16 make test``); an explicit setting still wins.
 """
@@ -93,6 +96,8 @@ class ComputePlan:
     precision: str  # fp32 | bf16 | fp16
     channels_last: bool
     reason: str
+    auto_precision: bool = False  # resolved by auto (not set, not $FACESWAP_PRECISION): a timing may change it
+    auto_layout: bool = False  # channels_last was null (auto)
 
     def autocast(self) -> contextlib.AbstractContextManager:
         dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
@@ -139,7 +144,8 @@ def plan_compute(device: str | torch.device, precision: str = "auto", channels_l
     cl = auto_cl if channels_last is None else channels_last
     reasons = [f"precision {'auto: ' + why if precision == 'auto' else set_by}",
                f"layout {'auto: ' + why_cl if channels_last is None else 'set'}"]
-    return ComputePlan(kind, prec, cl, "; ".join(reasons))
+    return ComputePlan(kind, prec, cl, "; ".join(reasons), auto_precision=precision == "auto",
+                       auto_layout=channels_last is None)
 
 
 def to_layout(x: torch.Tensor, plan: ComputePlan) -> torch.Tensor:

@@ -32,7 +32,7 @@ import signal
 import sys
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -50,6 +50,7 @@ from faceswap.checkpoint import (
     save_checkpoint,
 )
 from faceswap.compute import ComputeError, ComputePlan, plan_compute
+from faceswap.compute_timing import timed_training_plan
 from faceswap.config import Params, TrainParams
 from faceswap.data.dataset import FaceSet, StepBatches, SwapPairs, load_faces, stack_faces, to_float, worker_init
 from faceswap.data.manifest import manifest_detector
@@ -531,6 +532,9 @@ def setup_run(params: Params, variant: str, out_dir: str | Path, *, manifest: st
               faces_dir: str | Path | None, seed: int | None = None) -> RunSetup:
     """Device and compute plan (joining DDP under torchrun), the run's faces, its config and fingerprint."""
     rt = setup_runtime(params.train)
+    if not rt.dist.enabled:  # auto on a CPU: the fastest plan for this model (DDP ranks keep the rules, alike)
+        t = params.train
+        rt = replace(rt, plan=timed_training_plan(rt.plan, model_config(params, variant), t.loss, t.batch_size))
     data = load_run_data(params, Path(manifest), faces_dir)
     seed = params.base.seed if seed is None else seed
     cfg = run_config(params, variant, data.version, seed)
@@ -548,13 +552,17 @@ class Trainables:
     scaler: torch.amp.GradScaler
 
 
-def build_model(params: Params, variant: str, rt: Runtime) -> tuple[FaceSwapAutoencoder, ModelConfig]:
-    """The autoencoder with ``variant``'s decoders, on the run's device and memory format (weights from the seed)."""
+def model_config(params: Params, variant: str) -> ModelConfig:
     m = params.model
-    mcfg = ModelConfig(image_size=params.base.image_size, width=m.width, bottleneck_channels=m.bottleneck_channels,
+    return ModelConfig(image_size=params.base.image_size, width=m.width, bottleneck_channels=m.bottleneck_channels,
                        encoder_stages=m.encoder_stages, max_channels=m.max_channels, decoder=variant,
                        identities=tuple(params.base.identities), input_mask=m.input_mask,
                        mask_coverage=params.align.coverage)
+
+
+def build_model(params: Params, variant: str, rt: Runtime) -> tuple[FaceSwapAutoencoder, ModelConfig]:
+    """The autoencoder with ``variant``'s decoders, on the run's device and memory format (weights from the seed)."""
+    mcfg = model_config(params, variant)
     model = FaceSwapAutoencoder(mcfg).to(rt.device)
     return (model.to(memory_format=torch.channels_last) if rt.channels_last else model), mcfg
 
