@@ -1,10 +1,10 @@
-"""The seed's experiment at the seed's scale, prepared for one call on a lent GPU (issue 15).
+"""The seed's experiment at the seed's scale, prepared on a CPU for one run on a machine with a GPU (issue 15).
 
 Three steps, two machines:
 
-    # here (CPU, beforehand): the demo faces' frame regions, LPIPS weights as float16, the wheels the device lacks
+    # here (CPU, beforehand): the demo faces' frame regions, LPIPS weights as float16, the wheels a bare Python lacks
     python bench/seed_scale.py pack --out .seedpack
-    # on the device, one call (bench/device_seed_scale.sh holds the exact command and carry list)
+    # on a machine with a GPU (bench/gpu.sh runs it there, with the other GPU checks)
     python bench/seed_scale.py run --pack .seedpack --out $OUT [--mode seed256|bottleneck512] [--budget-s 300]
     # here again, on what came back: identity transfer of the swaps with the dlib descriptor
     python bench/seed_scale.py identity --pack .seedpack --results DIR
@@ -18,13 +18,13 @@ variant at 256², width 128, 3×3×1024, the seed profile's loss L1 + 0.1 × LPI
 with the training stage's ``train()`` for the same number of steps, chosen so all of them fit ``--budget-s``
 (from a short throughput calibration of each), and evaluates it with the evaluation stage's ``evaluate_model``
 and ``write_pictures`` on the test faces (grid/checkerboard scores, LPIPS-alex, PSNR, SSIM, cycle LPIPS, preview
-grid, zoomed flattest crop, error spectrum). Landmarks (MTCNN weights) and identity (dlib) are not on the device:
+grid, zoomed flattest crop, error spectrum). Landmarks (MTCNN weights) and identity (dlib) are not used there:
 the swaps come back as JPEG q95 and ``identity`` scores them here with the evaluation's ``identity_metrics``
 against a reference built from the same re-aligned crops. Outputs in ``--out``: ``<mode>_<name>.tar`` per
 configuration (metrics.json, train.json, preview/zoom/spectrum PNGs, the last training preview, swaps/) and
-``<mode>_summary.md``; at most 8 files come back from the device, hence the tars.
+``<mode>_summary.md``: one file per configuration, easy to copy back to the CPU machine.
 
-A bench script, not a pipeline stage: it runs on a lent machine, outside DVC's graph, like gpu_train.py.
+A bench script, not a pipeline stage: it runs on the GPU machine, outside DVC's graph, like gpu_train.py.
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ FACES = "faces.parquet"
 REGIONS = "regions"
 WHEELS = "wheels"
 PACK_INFO = "pack.json"
-# what the device's Python (torch, numpy, pandas, pyarrow, opencv, pillow, pyyaml, tqdm, matplotlib) lacks
+# what a bare GPU image's Python (torch, numpy, pandas, pyarrow, opencv, pillow, pyyaml, tqdm, matplotlib) lacks
 DEVICE_WHEELS = ("pydantic", "pydantic_core", "annotated-types", "typing-inspection", "typing_extensions", "lpips")
 MODES = {"seed256": ("seed-256", 256), "bottleneck512": ("seed-512", 512)}
 
@@ -71,7 +71,7 @@ def _lock_pin(name: str) -> str:
 
 
 def download_wheels(dest: Path) -> None:
-    """The wheels of DEVICE_WHEELS at the lock's versions, for the device's CPython 3.12 on x86-64."""
+    """The wheels of DEVICE_WHEELS at the lock's versions, for a CPython 3.12 on x86-64."""
     plats = [a for p in ("manylinux_2_28_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64") for a in
              ("--platform", p)]
     for name in DEVICE_WHEELS:
@@ -134,7 +134,7 @@ def pack(manifest: Path, frames: Path, out: Path, quality: int = 95, nets: tuple
     return info
 
 
-# --- on the device -------------------------------------------------------------------------------------
+# --- on the GPU machine -------------------------------------------------------------------------------------
 
 
 def install_lpips(pack_dir: Path) -> None:
@@ -337,6 +337,29 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     return rows
 
 
+def prepare(args: argparse.Namespace) -> Path:
+    """A params file for ``faceswap train --params`` at the mode's profile on the pack's re-aligned crops, every
+    path below ``--out`` (what bench/gpu.sh runs under torchrun); returns the params file."""
+    import yaml
+
+    out = Path(args.out).resolve()
+    size = args.image_size or MODES[args.mode][1]
+    install_lpips(Path(args.pack))  # the profile's loss term
+    manifest = materialize(Path(args.pack), size, out / "data")
+    stated = yaml.safe_load((REPO / "params.yaml").read_text())["paths"]
+    overrides: dict[str, Any] = {f"paths.{k}": str(out / v) for k, v in stated.items()}
+    overrides |= {"paths.accepted": str(manifest), "paths.faces": str(manifest.parent), "base.image_size": size,
+                  "train.mlflow": False, "train.compile": False, "evaluate.mlflow": False}
+    for item in args.set or []:
+        key, _, value = item.partition("=")
+        overrides[key] = yaml.safe_load(value)
+    p = seed_params(args.mode, overrides)
+    path = out / "params.yaml"
+    path.write_text(yaml.safe_dump(p.model_dump(by_alias=True, mode="json"), sort_keys=False))
+    _log(f"{args.mode}: {path} ({size}², faces from {manifest})")
+    return path
+
+
 # --- back here: identity ---------------------------------------------------------------------------------
 
 
@@ -410,6 +433,12 @@ def main(argv: list[str] | None = None) -> Any:
     r.add_argument("--work", default=None, help="working folder (default: a temp folder, removed)")
     n = sub.add_parser("install", help="on the device: the pack's LPIPS weights into the cache (before gpu_train.py)")
     n.add_argument("--pack", default=".seedpack")
+    q = sub.add_parser("prepare", help="a params file for `faceswap train --params` on the pack's crops")
+    q.add_argument("--pack", default=".seedpack")
+    q.add_argument("--out", required=True, help="folder for the crops, the params file and every run output")
+    q.add_argument("--mode", choices=list(MODES), default="seed256")
+    q.add_argument("--image-size", type=int, default=0, help="0: the mode's (256 or 512)")
+    q.add_argument("--set", nargs="*", metavar="KEY=VALUE", help="more params overrides (YAML values)")
     i = sub.add_parser("identity", help="here: identity transfer of the swaps that came back")
     i.add_argument("--pack", default=".seedpack")
     i.add_argument("--results", required=True)
@@ -425,6 +454,8 @@ def main(argv: list[str] | None = None) -> Any:
         return info
     if args.cmd == "install":
         return install_lpips(Path(args.pack))
+    if args.cmd == "prepare":
+        return prepare(args)
     return run(args) if args.cmd == "run" else identity(args)
 
 
