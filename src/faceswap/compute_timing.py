@@ -75,10 +75,11 @@ def key_digest(key: Mapping[str, Any]) -> str:
     return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def measure_plans(make_step: MakeStep, candidates: Sequence[ComputePlan], *, warmup: int = 2,
-                  rounds: int = 4) -> dict[str, float]:
+def measure_plans(make_step: MakeStep, candidates: Sequence[ComputePlan], *, warmup: int = 1,
+                  rounds: int = 3, budget_s: float = 10.0) -> dict[str, float]:
     """Milliseconds per step of each candidate: the fastest of ``rounds`` single steps after ``warmup``, the
-    candidates interleaved round by round so load from other processes falls on all of them alike.
+    candidates interleaved round by round so load from other processes falls on all of them alike; no new round
+    starts past ``budget_s`` (one always runs), so a big model costs a few of its steps, not minutes.
 
     Runs under ``fork_rng``: building models and batches here leaves the caller's torch RNG where it was."""
     with torch.random.fork_rng(devices=[]):
@@ -87,7 +88,10 @@ def measure_plans(make_step: MakeStep, candidates: Sequence[ComputePlan], *, war
             for _ in range(warmup):
                 step()
         best = dict.fromkeys(steps, float("inf"))
-        for _ in range(rounds):
+        t_start = time.perf_counter()
+        for r in range(rounds):
+            if r and time.perf_counter() - t_start > budget_s:
+                break
             for name, step in steps.items():
                 t0 = time.perf_counter()
                 step()
