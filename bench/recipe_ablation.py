@@ -39,6 +39,9 @@ ARMS: dict[str, dict[tuple[str, ...], object]] = {
     "mask+colour": {**MASK, **RCT},
     "mask+lct": {**MASK, **LCT},
     "mask+colour+mmd": {**MASK, **RCT, **MMD},
+    # what stands behind the masked face while training (grey in the arms above)
+    "mask+colour+noise": {**MASK, **RCT, ("model", "input_fill"): "noise"},
+    "mask+colour+other": {**MASK, **RCT, ("model", "input_fill"): "other"},
     "7x7:mask+colour": {**MASK, **RCT, ("model", "encoder_stages"): SEVEN},  # the seed's day-13 geometry
     "7x7:baseline": {("model", "encoder_stages"): SEVEN},
 }

@@ -101,6 +101,11 @@ class ModelParams(_Section):
         "ellipse", description="none | ellipse: the background outside the template's face ellipse is replaced by grey "
         "in the encoder's input and the training target (masked input; docs/training.md)."
     )
+    input_fill: OneOf[names.INPUT_FILLS] = Field(
+        "grey", description="grey | noise | other: what replaces a masked input's background while training (noise: "
+        "fresh uniform noise per image; other: the background of a random face of the batch, either identity); "
+        "evaluation and conversion use a fixed noise image (noise) or the face's own background (other)."
+    )
     variants: tuple[str, ...] = Field(names.VARIANTS, description="Decoder variants trained and compared.")
 
     @field_validator("variants")
@@ -111,6 +116,13 @@ class ModelParams(_Section):
         if unknown or not v:
             raise ValueError(f"unknown or empty variant list {list(v)}; allowed: {', '.join(allowed)}")
         return v
+
+    @model_validator(mode="after")
+    def _fill_needs_mask(self) -> ModelParams:
+        if self.input_fill != "grey" and self.input_mask == "none":
+            raise ValueError(f"input_fill {self.input_fill!r} replaces a masked input's background: it needs "
+                             "input_mask other than none")
+        return self
 
 
 class CheckerboardParams(_Section):

@@ -16,6 +16,8 @@ VARIANTS: tuple[str, ...] = ("convtranspose", "resize_nearest", "resize_bilinear
 
 # Masks a model can put on its encoder's input (ModelConfig.input_mask; params model.input_mask).
 INPUT_MASKS: tuple[str, ...] = ("none", "ellipse")
+# What replaces a masked input's background during training (ModelConfig.input_fill; params model.input_fill).
+INPUT_FILLS: tuple[str, ...] = ("grey", "noise", "other")
 
 LOWER, HIGHER, INFO = "lower", "higher", "info"
 

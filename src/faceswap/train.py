@@ -554,7 +554,7 @@ def build_model(params: Params, variant: str, rt: Runtime) -> tuple[FaceSwapAuto
     mcfg = ModelConfig(image_size=params.base.image_size, width=m.width, bottleneck_channels=m.bottleneck_channels,
                        encoder_stages=m.encoder_stages, max_channels=m.max_channels, decoder=variant,
                        identities=tuple(params.base.identities), input_mask=m.input_mask,
-                       mask_coverage=params.align.coverage)
+                       mask_coverage=params.align.coverage, input_fill=m.input_fill)
     model = FaceSwapAutoencoder(mcfg).to(rt.device)
     return (model.to(memory_format=torch.channels_last) if rt.channels_last else model), mcfg
 
