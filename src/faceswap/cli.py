@@ -16,8 +16,8 @@ import typer
 
 from faceswap.console import App, fail
 from faceswap.errors import FaceswapError
-from faceswap.metrics.lpips_weights import NETS
-from faceswap.serving.swapper import DIRECTIONS
+from faceswap.names import DIRECTIONS
+from faceswap.names import LPIPS_NETS as NETS
 
 app = App(
     name="faceswap",
