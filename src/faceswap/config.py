@@ -583,9 +583,6 @@ class ServeParams(_Section):
 
 # --- orchestration (Prefect flow ``pipelines.flow`` and its schedule; see docs/orchestration.md) ---
 
-_CRON_FIELD = set("0123456789*/,-?LW#ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
-
-
 class ScheduleParams(_Section):
     """The deployment that re-runs the pipeline (``python -m pipelines.deploy``)."""
 
@@ -598,10 +595,19 @@ class ScheduleParams(_Section):
     @field_validator("cron")
     @classmethod
     def _cron(cls, v: str) -> str:
-        fields = v.split()
-        if len(fields) != 5 or any(set(f) - _CRON_FIELD for f in fields):
-            raise ValueError("must be a five-field cron expression such as '0 3 * * *' (03:00 every day)")
-        return " ".join(fields)
+        from datetime import datetime
+
+        from cronsim import CronSim, CronSimError  # installed with Prefect (pinned in requirements/lock.txt)
+
+        expr = " ".join(v.split())
+        try:
+            if len(expr.split()) != 5:  # cronsim would also take a sixth (seconds) field
+                raise CronSimError("wrong number of fields")
+            CronSim(expr, datetime(2000, 1, 1))
+        except CronSimError as err:
+            raise ValueError(f"must be a five-field cron expression such as '0 3 * * *' (03:00 every day): "
+                             f"{str(err).lower()}") from None
+        return expr
 
     @field_validator("timezone")
     @classmethod

@@ -19,6 +19,11 @@ INPUT_MASKS: tuple[str, ...] = ("none", "ellipse")
 # What replaces a masked input's background during training (ModelConfig.input_fill; params model.input_fill).
 INPUT_FILLS: tuple[str, ...] = ("grey", "noise", "other")
 
+# Swap directions (serving, `faceswap swap --direction`) and the LPIPS backbones whose weights the project prepares
+# (metrics.lpips_weights, `faceswap lpips --net`): here so the command line offers them without importing numpy.
+DIRECTIONS: tuple[str, ...] = ("a2b", "b2a")
+LPIPS_NETS: tuple[str, ...] = ("alex", "vgg")
+
 LOWER, HIGHER, INFO = "lower", "higher", "info"
 
 # name → (direction, meaning). Suffixes _a/_b: per identity; _a2b/_b2a: per swap direction.
