@@ -144,13 +144,13 @@ def main() -> None:
                                                        "rows": rows, "floor": floor}, indent=1))
     head = ("run", "wall s", "thr", "truth d", "recon d", "swap d", "verified a→b", "b→a", "expr r a→b", "b→a",
             "PSNR a", "PSNR b")
-    print("| " + " | ".join(head) + " |\n|" + "---|" * len(head))
-    for r in rows:
-        f = {k: ("–" if r[k] is None else f"{r[k]:.3f}") for k in KEYS}
-        cells = [f[k] for k in ("identity_threshold", "truth_identity_distance", "recon_identity_distance",
-                                "swap_identity_distance", "swap_identity_verified_a2b", "swap_identity_verified_b2a",
-                                "swap_expression_corr_a2b", "swap_expression_corr_b2a", "recon_psnr_a", "recon_psnr_b")]
-        print(f"| {r['run']} | {r['wall_s']:.0f} | " + " | ".join(cells) + " |")
+    shown = ("identity_threshold", "truth_identity_distance", "recon_identity_distance", "swap_identity_distance",
+             "swap_identity_verified_a2b", "swap_identity_verified_b2a", "swap_expression_corr_a2b",
+             "swap_expression_corr_b2a", "recon_psnr_a", "recon_psnr_b")
+    from faceswap.tables import markdown_table
+
+    print(markdown_table(head, [[r["run"], f"{r['wall_s']:.0f}", *("–" if r[k] is None else f"{r[k]:.3f}"
+                                                                  for k in shown)] for r in rows]))
 
 
 if __name__ == "__main__":

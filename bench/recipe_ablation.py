@@ -39,6 +39,9 @@ ARMS: dict[str, dict[tuple[str, ...], object]] = {
     "mask+colour": {**MASK, **RCT},
     "mask+lct": {**MASK, **LCT},
     "mask+colour+mmd": {**MASK, **RCT, **MMD},
+    # what stands behind the masked face while training (grey in the arms above)
+    "mask+colour+noise": {**MASK, **RCT, ("model", "input_fill"): "noise"},
+    "mask+colour+other": {**MASK, **RCT, ("model", "input_fill"): "other"},
     "7x7:mask+colour": {**MASK, **RCT, ("model", "encoder_stages"): SEVEN},  # the seed's day-13 geometry
     "7x7:baseline": {("model", "encoder_stages"): SEVEN},
 }
@@ -83,11 +86,10 @@ TABLE = (("recon_psnr_a", "PSNR a", ".1f"), ("recon_psnr_b", "PSNR b", ".1f"),
 def report(out: Path, arms: list[str], variant: str) -> None:
     """The arms' evaluation records as one markdown table (mean [95% CI] where the record has one), and a trimmed
     copy of them (metrics and estimates) in ``<out>/records.json``."""
-    records, lines = {}, []
-    head = "| arm | " + " | ".join(t for _, t, _ in TABLE) + " | fails |"
-    lines += [head, "|" + "---|" * (len(TABLE) + 2)]
+    records, table_rows = {}, []
     from faceswap.config import RegisterParams
     from faceswap.registry import gate_failures
+    from faceswap.tables import markdown_table
 
     for arm in arms:
         path = out / arm.replace(":", "_").replace("+", "_") / "evaluations" / f"{variant}.json"
@@ -103,10 +105,9 @@ def report(out: Path, arms: list[str], variant: str) -> None:
             if v is not None and e.get("ci_lo") is not None and e.get("kind") == "bootstrap":
                 cell += f" [{e['ci_lo']:{spec}}, {e['ci_hi']:{spec}}]"
             cells.append(cell)
-        fails = len(gate_failures(m, RegisterParams()))
-        lines.append(f"| {arm} | " + " | ".join(cells) + f" | {fails} |")
+        table_rows.append([arm, *cells, len(gate_failures(m, RegisterParams()))])
     (out / "records.json").write_text(json.dumps(records, indent=1))
-    print("\n".join(lines))
+    print(markdown_table(["arm", *(t for _, t, _ in TABLE), "fails"], table_rows))
 
 
 def faceswap(*args: str) -> None:
@@ -163,13 +164,13 @@ def main() -> None:
                                        "rows": rows}, indent=1))
         head = ("arm", "PSNR a", "PSNR b", "collapse a→b", "b→a", "mouth r a→b", "b→a", "retrieved a→b", "b→a",
                 "verified a→b", "b→a")
-        print("| " + " | ".join(head) + " |\n|" + "---|" * len(head))
-        for r in rows:
-            cells = [("–" if r[k] is None else f"{r[k]:.2f}") for k in (
-                "recon_psnr_a", "recon_psnr_b", "swap_collapse_a2b", "swap_collapse_b2a", "swap_follow_mouth_a2b",
+        keys = ("recon_psnr_a", "recon_psnr_b", "swap_collapse_a2b", "swap_collapse_b2a", "swap_follow_mouth_a2b",
                 "swap_follow_mouth_b2a", "swap_identity_retrieved_a2b", "swap_identity_retrieved_b2a",
-                "swap_identity_verified_a2b", "swap_identity_verified_b2a")]
-            print(f"| {r['arm']} | " + " | ".join(cells) + " |")
+                "swap_identity_verified_a2b", "swap_identity_verified_b2a")
+        from faceswap.tables import markdown_table
+
+        print(markdown_table(head, [[r["arm"], *("–" if r[k] is None else f"{r[k]:.2f}" for k in keys)]
+                                    for r in rows]))
 
 
 if __name__ == "__main__":

@@ -232,12 +232,11 @@ TABLE = [("steps", "steps", ".0f"), ("train_s", "train s", ".0f"), ("images_per_
 
 
 def summary_table(rows: list[dict[str, Any]], title: str) -> str:
-    head = "| configuration | " + " | ".join(h for _, h, _ in TABLE) + " |"
-    lines = [f"## {title}", "", head, "|---|" + "---:|" * len(TABLE)]
-    for r in rows:
-        cells = [("n/a" if r.get(k) is None else format(r[k], f)) for k, _, f in TABLE]
-        lines.append(f"| {r['name']} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+    from faceswap.tables import markdown_table
+
+    cells = [[r["name"], *("n/a" if r.get(k) is None else format(r[k], f) for k, _, f in TABLE)] for r in rows]
+    table = markdown_table(["configuration", *(h for _, h, _ in TABLE)], cells, ["left", *["right"] * len(TABLE)])
+    return f"## {title}\n\n{table}\n"
 
 
 def run(args: argparse.Namespace) -> list[dict[str, Any]]:

@@ -167,21 +167,20 @@ def main() -> None:
     (args.out / "summary.json").write_text(json.dumps({"faces": args.faces, "identity": calibration,
                                                        "following": cases}, indent=1))
     print(f"retrieval margin (max p99 of impostor scores over blurs): {calibration['margin']:.4f}")
-    print("| blur σ px | FAR | FRR | impostor p99 | genuine median | target's mean face retrieved |\n"
-          "|---|---|---|---|---|---|")
-    for r in calibration["blurs"]:
-        print(f"| {r['sigma']} | {r['far']:.3f} | {r['frr']:.3f} | {r['impostor_p99']:.3f} | {r['genuine_median']:.3f}"
-              f" | {r['mean_face_retrieved']} |")
-    print("\n| case | dir | collapse [95% CI] | per-pixel spread ratio | structure r | mouth r [95% CI] "
-          "| expression r |"
-          " unmeasured |\n|---|---|---|---|---|---|---|---|")
-    for c in cases:
-        for i in ids:
-            d = c[i]
-            print(f"| {c['case']} | {i}→{other[i]} | {d['collapse']:.2f} [{d['collapse_ci'][0]:.2f}, "
-                  f"{d['collapse_ci'][1]:.2f}] | {d['pixel_spread_ratio']:.2f} | {d['follow_structure']:.2f} "
-                  f"| {d['mouth_r']:.2f} [{d['mouth_ci'][0]:.2f}, {d['mouth_ci'][1]:.2f}] | {d['expression_r']:.2f} "
-                  f"| {d['unmeasured']:.2f} |")
+    from faceswap.tables import markdown_table
+
+    print(markdown_table(
+        ["blur σ px", "FAR", "FRR", "impostor p99", "genuine median", "target's mean face retrieved"],
+        [[r["sigma"], f"{r['far']:.3f}", f"{r['frr']:.3f}", f"{r['impostor_p99']:.3f}", f"{r['genuine_median']:.3f}",
+          r["mean_face_retrieved"]] for r in calibration["blurs"]]))
+    print()
+    print(markdown_table(
+        ["case", "dir", "collapse [95% CI]", "per-pixel spread ratio", "structure r", "mouth r [95% CI]",
+         "expression r", "unmeasured"],
+        [[c["case"], f"{i}→{other[i]}", f"{d['collapse']:.2f} [{d['collapse_ci'][0]:.2f}, {d['collapse_ci'][1]:.2f}]",
+          f"{d['pixel_spread_ratio']:.2f}", f"{d['follow_structure']:.2f}",
+          f"{d['mouth_r']:.2f} [{d['mouth_ci'][0]:.2f}, {d['mouth_ci'][1]:.2f}]", f"{d['expression_r']:.2f}",
+          f"{d['unmeasured']:.2f}"] for c in cases for i in ids for d in [c[i]]]))
 
 
 if __name__ == "__main__":

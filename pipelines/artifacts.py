@@ -12,6 +12,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from faceswap.tables import markdown_table
 from faceswap.tracking import ui_url
 
 KEYS = {  # Prefect artifact keys (lower case, digits, dashes): each run adds a version under the same key
@@ -56,9 +57,7 @@ def _scalars(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def _table(header: list[str], rows: Iterable[list[Any]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(_fmt(c) for c in row) + " |" for row in rows]
-    return "\n".join(lines)
+    return markdown_table(header, ([_fmt(c) for c in row] for row in rows))
 
 
 def variant_metrics_markdown(root: Path, files: dict[str, str | Path]) -> str:
@@ -160,8 +159,7 @@ def mlflow_runs_markdown(root: Path, files: dict[str, str | Path], ui: str | Non
         exp = info.get("mlflow_experiment_id")
         link = f"[{run_id[:12]}]({ui_url(base, exp, run_id)})" if base and exp else f"`runs:/{run_id}`"
         rows.append([v, link, f"tracking `{uri}`" if uri else "default tracking store"])
-    lines = ["# MLflow runs", "", "| variant | run | where |", "|---|---|---|"]
-    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    lines = ["# MLflow runs", "", markdown_table(["variant", "run", "where"], rows)]
     if not any(r[1].startswith("[") for r in rows):
         lines += ["", "Set `flow.mlflow_ui` (or `$MLFLOW_UI_URL`) to the MLflow UI address to get clickable links."]
     return "\n".join(lines) + "\n"

@@ -147,3 +147,16 @@ def test_an_invalid_params_file_and_a_bad_override_name_the_key(tmp_path):
     r = CliRunner().invoke(app, ["align", "frames", "--detector", "dlib", "--params", str(REPO / "params.yaml")])
     assert r.exit_code == 2
     assert "align.detector = 'dlib': must be one of" in _one_error_line(r.stderr)
+
+
+def test_a_choice_option_names_its_values_from_the_one_tuple():
+    """``--net`` and ``--direction`` are Enum options built from the tuples the code uses (usage error, status 2)."""
+    from faceswap.metrics.lpips_weights import NETS
+    from faceswap.serving.swapper import DIRECTIONS
+
+    r = CliRunner().invoke(app, ["lpips", "a.png", "b.png", "--net", "squeeze"])
+    assert r.exit_code == 2 and "'squeeze' is not one of" in r.stderr
+    assert all(f"'{n}'" in r.stderr for n in NETS)
+    help_text = CliRunner().invoke(app, ["swap", "--help"]).stdout
+    assert f"<{'|'.join(DIRECTIONS)}>" in help_text and f"<{'|'.join(NETS)}>" in CliRunner().invoke(
+        app, ["lpips", "--help"]).stdout

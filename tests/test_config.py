@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import yaml
 
@@ -115,3 +117,11 @@ def test_the_default_is_the_real_pair_and_the_portraits_profile_is_a_valid_overr
     assert res.exit_code == 0, res.output
     assert res.output.split() == ["-S", "data.demo.source=portraits", "-S", "extract.every=2",
                                   "-S", "extract.max_frames=500", "-S", "split.blocks=1"]
+
+
+@pytest.mark.parametrize(("cron", "why"), [("every night", "wrong number of fields"), ("0 3 * * * *", "wrong number"),
+                                           ("61 3 * * *", "bad minute"), ("0 25 * * *", "bad hour")])
+def test_a_cron_expression_is_parsed_not_just_counted(cron, why):
+    with pytest.raises(ConfigError, match=rf"flow\.schedule\.cron = '{re.escape(cron)}': must be a five-field .*{why}"):
+        parse_params({"flow": {"schedule": {"cron": cron}}})
+    assert parse_params({"flow": {"schedule": {"cron": " 0  3 * * MON-FRI"}}}).flow.schedule.cron == "0 3 * * MON-FRI"

@@ -9,6 +9,7 @@ so the whole module runs in about a minute; one Prefect test server is shared by
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import textwrap
@@ -222,14 +223,15 @@ def test_first_run_runs_every_stage_in_order_and_publishes_artifacts(prefect_ser
     assert out["plan"] == EXPECTED
     assert [o["status"] for o in out["stages"]] == ["ran"] * len(EXPECTED)
     metrics = _artifact(art.KEYS["metrics"])
-    assert "| convtranspose |" in metrics and "| pixelshuffle |" in metrics and "recon_lpips" in metrics
+    assert re.search(r"\| convtranspose +\|", metrics) and re.search(r"\| pixelshuffle +\|", metrics)
+    assert "recon_lpips" in metrics
     assert "Gate **passed**" in _artifact(art.KEYS["validation"])
     champion = _artifact(art.KEYS["champion"])
     assert "version **3**" in champion and "**moved**" in champion and "models:/faceswap@champion" in champion
     runs = _artifact(art.KEYS["mlflow"])
     link = "http://mlflow.example:5000/#/experiments/7/runs/runpixelshuffle0123456789?workflowType=machine_learning"
     assert link in runs
-    assert "| prep | ran |" in _artifact(art.KEYS["stages"])
+    assert re.search(r"\| prep +\| ran +\|", _artifact(art.KEYS["stages"]))
 
 
 @pytest.mark.slow

@@ -52,6 +52,33 @@ def test_masked_input_leaves_no_background_for_the_encoder(two_faces):
     assert torch.equal(plain.mask(noisy), noisy) and plain.composite(x, noisy) is x
 
 
+def test_background_fills_keep_the_face_and_replace_only_the_background(two_faces):
+    """noise and other: in training the background is replaced (fresh noise; another face's own background), the
+    face never; outside training a fixed noise image, or the face's own background; a seeded run repeats itself."""
+    x = torch.stack([torch.from_numpy(f).permute(2, 0, 1).float() / 255 for f in two_faces] * 4)
+    for fill in ("noise", "other"):
+        model = FaceSwapAutoencoder(ModelConfig(width=4, bottleneck_channels=16, input_mask="ellipse",
+                                                input_fill=fill))
+        face = (model.face_mask == 1).expand_as(x)
+        back = (model.face_mask == 0).expand_as(x)
+        torch.manual_seed(3)
+        train_in = model.train().mask(x)
+        torch.manual_seed(3)
+        assert torch.equal(train_in, model.mask(x))  # the same seed, the same fill
+        assert torch.allclose(train_in[face], x[face])
+        assert not torch.equal(train_in[back], x[back])
+        if fill == "other":  # each background is one of the batch's real backgrounds
+            for i in range(len(x)):
+                assert any(torch.equal(train_in[i][back[i]], x[j][back[j]]) for j in range(len(x)))
+            assert torch.equal(model.eval().mask(x), x)
+        else:
+            assert 0.45 < float(train_in[back].mean()) < 0.55 and float(train_in[back].std()) > 0.25
+            fixed = model.eval().mask(x)
+            assert torch.equal(fixed, model.mask(x)) and torch.equal(fixed[0][back[0]], fixed[1][back[1]])
+    with pytest.raises(ValueError, match="input_fill"):
+        FaceSwapAutoencoder(ModelConfig(input_mask="ellipse", input_fill="checkers"))
+
+
 def test_composite_pastes_the_face_into_the_source_background(two_faces):
     model = FaceSwapAutoencoder(ModelConfig(width=4, bottleneck_channels=16, input_mask="ellipse"))
     out = torch.full((1, 3, SIZE, SIZE), 0.5)

@@ -5,6 +5,7 @@ dlib weights."""
 from __future__ import annotations
 
 import json
+import re
 import sys
 import tarfile
 from pathlib import Path
@@ -74,6 +75,16 @@ def test_lpips_weights_travel_as_float16_and_load_as_the_real_ones(packed, seed_
     assert ours[w].dtype == torch.float32 and torch.allclose(ours[w], real[w], rtol=1e-3, atol=1e-6)
 
 
+def test_the_summary_is_a_markdown_table_with_numbers_right_aligned(seed_scale):
+    rows = [{"name": "convtranspose", "steps": 2.0, "recon_lpips": 0.51234}, {"name": "resize_nearest"}]
+    lines = seed_scale.summary_table(rows, "tiny").splitlines()
+    assert lines[:2] == ["## tiny", ""] and re.fullmatch(r"\|:-+\|(-+:\|)+", lines[3])
+    cells = [[c.strip() for c in line.strip("|").split("|")] for line in lines[2:]]
+    assert cells[0][:2] == ["configuration", "steps"] and len(cells[0]) == len(seed_scale.TABLE) + 1
+    assert cells[2][:2] == ["convtranspose", "2"] and "0.5123" in cells[2]
+    assert cells[3] == ["resize_nearest", *["n/a"] * len(seed_scale.TABLE)]
+
+
 @pytest.mark.slow  # 50–75 s on 2 shared cores: four tiny trainings with the LPIPS-vgg loss, evaluations, dlib
 def test_run_then_identity(packed, seed_scale, tmp_path):
     out = tmp_path / "out"
@@ -86,7 +97,7 @@ def test_run_then_identity(packed, seed_scale, tmp_path):
         names = set(tar.getnames())
     assert {f"seed256_convtranspose/{f}" for f in ("metrics.json", "preview.png", "zoom.png", "spectrum.png")} <= names
     assert sum(n.endswith(".jpg") for n in names) == 6  # the swaps, for identity back on the CPU
-    assert "| convtranspose |" in (out / "seed256_summary.md").read_text()
+    assert re.search(r"^\| convtranspose +\|", (out / "seed256_summary.md").read_text(), re.M)
     # the day-13 comparison: the same network with the pinned stages (7×7 at 64²) and the derived (3×3)
     # (steps from a throughput calibration within a budget this time: the same number for both)
     rows = seed_scale.main(["run", *tiny, "--image-size", "64", "--mode", "bottleneck512", "--variants",

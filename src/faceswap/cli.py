@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
+from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -15,6 +16,8 @@ import typer
 
 from faceswap.console import App, fail
 from faceswap.errors import FaceswapError
+from faceswap.names import DIRECTIONS
+from faceswap.names import LPIPS_NETS as NETS
 
 app = App(
     name="faceswap",
@@ -25,6 +28,10 @@ app = App(
 )
 
 ParamsOpt = Annotated[Path, typer.Option("--params", help="Parameters file.")]
+
+# choices of options that no params key checks: click names the allowed values in a usage error (exit 2)
+LpipsNet = Enum("LpipsNet", {n: n for n in NETS}, type=str)
+Direction = Enum("Direction", {d: d for d in DIRECTIONS}, type=str)
 
 
 def _params(path: Path, overrides: dict[str, Any] | None = None, options: str = "options"):
@@ -86,15 +93,14 @@ def model_info(
 def lpips_cmd(
     image_a: Annotated[Path, typer.Argument(help="First image.")],
     image_b: Annotated[Path, typer.Argument(help="Second image (same size).")],
-    net: Annotated[str, typer.Option(help="Backbone: alex (evaluation) or vgg (loss).")] = "alex",
+    net: Annotated[LpipsNet, typer.Option(help="Backbone: alex (evaluation) or vgg (loss).")] = LpipsNet.alex,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """LPIPS distance between two images, with the real ImageNet backbones (offline)."""
     from faceswap.imageio import read_rgb
     from faceswap.metrics.lpips import lpips_distance
 
-    if net not in ("alex", "vgg"):
-        fail(f"--net must be 'alex' or 'vgg', got {net!r}", 2)
+    net = net.value
     a, b = read_rgb(image_a), read_rgb(image_b)
     if a.shape != b.shape:
         fail(f"images differ in size: {image_a} is {a.shape[1]}×{a.shape[0]}, "
@@ -156,7 +162,7 @@ def checkerboard_cmd(
 
 @app.command("weights")
 def weights_cmd(
-    net: Annotated[list[str] | None, typer.Option(help="Backbones to prepare (default: alex and vgg).")] = None,
+    net: Annotated[list[LpipsNet] | None, typer.Option(help="Backbones to prepare (default: alex and vgg).")] = None,
     identity: Annotated[
         bool, typer.Option(help="Also fetch dlib's face descriptor and shape predictors (identity metric).")
     ] = True,
@@ -167,7 +173,7 @@ def weights_cmd(
     from faceswap.metrics.dlib_models import ensure_dlib_models
     from faceswap.metrics.lpips_weights import ensure_lpips_weights
 
-    for name in net or ["alex", "vgg"]:
+    for name in [n.value for n in net] if net else NETS:
         path = ensure_lpips_weights(name)
         typer.echo(f"LPIPS-{name} weights ready: {path}")
     typer.echo(f"RetinaFace mobilenet-0.25 weights ready: {ensure_retinaface_onnx()}")
@@ -432,33 +438,27 @@ flow_app = App(help="Prefect orchestration of the DVC pipeline (docs/orchestrati
 app.add_typer(flow_app, name="flow")
 
 
-def _option_value(args: list[str], name: str) -> str | None:
-    """The value of ``--name X`` or ``--name=X`` in raw arguments (the last one wins, as in click)."""
-    value = None
-    for i, arg in enumerate(args):
-        if arg == name and i + 1 < len(args):
-            value = args[i + 1]
-        elif arg.startswith(f"{name}="):
-            value = arg.split("=", 1)[1]
-    return value
-
-
 @flow_app.command("run", add_help_option=False,
                   context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-def flow_run_cmd(ctx: typer.Context) -> None:
+def flow_run_cmd(
+    ctx: typer.Context,
+    repo: Annotated[Path, typer.Option(help="The DVC repository (holds dvc.yaml and params.yaml).")] = Path("."),
+) -> None:
     """Run the DVC pipeline once as a Prefect flow: `python -m pipelines.flow` of the repository (options: --help).
 
     The flow and its options live in the repository's pipelines/ (not in this package), so this command runs it
-    in a child process with the repository on the import path.
+    in a child process with the repository on the import path; ``--repo`` is read here (to find pipelines/) and
+    passed on with the other options.
     """
     import os
     import subprocess
 
-    root = Path(_option_value(ctx.args, "--repo") or ".").resolve()
+    root = repo.resolve()
     if not (root / "pipelines" / "flow.py").is_file():
         fail(f"no pipelines/ package in {root}: run from the repository root or pass --repo", 2)
     path = os.pathsep.join(p for p in (str(root), os.environ.get("PYTHONPATH", "")) if p)
-    code = subprocess.call([sys.executable, "-m", "pipelines.flow", *ctx.args], env={**os.environ, "PYTHONPATH": path})
+    args = [*ctx.args, "--repo", str(repo)]
+    code = subprocess.call([sys.executable, "-m", "pipelines.flow", *args], env={**os.environ, "PYTHONPATH": path})
     raise typer.Exit(code)
 
 
@@ -518,9 +518,8 @@ def serve_cmd(
 def swap_cmd(
     input_path: Annotated[Path, typer.Argument(metavar="INPUT", help="A video (mp4, avi, ...) or an image.")],
     output: Annotated[Path, typer.Option("-o", "--output", help="Output video (.mp4) or image (.png).")],
-    direction: Annotated[str, typer.Option(help="a2b: render the face as the second identity; b2a: as the first.")] = (
-        "a2b"
-    ),
+    direction: Annotated[Direction, typer.Option(
+        help="a2b: render the face as the second identity; b2a: as the first.")] = Direction.a2b,
     model: Annotated[
         str | None, typer.Option(help="MLflow model URI or checkpoint .pt (default: params serve.model, the champion).")
     ] = None,
@@ -531,10 +530,7 @@ def swap_cmd(
 ) -> None:
     """Swap faces in a whole video (same fps, size and frame count; audio kept when ffmpeg is there) or a still."""
     p = _params(params)
-    from faceswap.serving.swapper import DIRECTIONS
-
-    if direction not in DIRECTIONS:
-        fail(f"direction must be {' or '.join(DIRECTIONS)}, got {direction!r}", 2)
+    direction = direction.value
     if not input_path.is_file():
         fail(f"input not found: {input_path}", 2)
     if input_path.resolve() == output.resolve():

@@ -101,6 +101,11 @@ class ModelParams(_Section):
         "ellipse", description="none | ellipse: the background outside the template's face ellipse is replaced by grey "
         "in the encoder's input and the training target (masked input; docs/training.md)."
     )
+    input_fill: OneOf[names.INPUT_FILLS] = Field(
+        "grey", description="grey | noise | other: what replaces a masked input's background while training (noise: "
+        "fresh uniform noise per image; other: the background of a random face of the batch, either identity); "
+        "evaluation and conversion use a fixed noise image (noise) or the face's own background (other)."
+    )
     variants: tuple[str, ...] = Field(names.VARIANTS, description="Decoder variants trained and compared.")
 
     @field_validator("variants")
@@ -111,6 +116,13 @@ class ModelParams(_Section):
         if unknown or not v:
             raise ValueError(f"unknown or empty variant list {list(v)}; allowed: {', '.join(allowed)}")
         return v
+
+    @model_validator(mode="after")
+    def _fill_needs_mask(self) -> ModelParams:
+        if self.input_fill != "grey" and self.input_mask == "none":
+            raise ValueError(f"input_fill {self.input_fill!r} replaces a masked input's background: it needs "
+                             "input_mask other than none")
+        return self
 
 
 class CheckerboardParams(_Section):
@@ -571,9 +583,6 @@ class ServeParams(_Section):
 
 # --- orchestration (Prefect flow ``pipelines.flow`` and its schedule; see docs/orchestration.md) ---
 
-_CRON_FIELD = set("0123456789*/,-?LW#ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
-
-
 class ScheduleParams(_Section):
     """The deployment that re-runs the pipeline (``python -m pipelines.deploy``)."""
 
@@ -586,10 +595,19 @@ class ScheduleParams(_Section):
     @field_validator("cron")
     @classmethod
     def _cron(cls, v: str) -> str:
-        fields = v.split()
-        if len(fields) != 5 or any(set(f) - _CRON_FIELD for f in fields):
-            raise ValueError("must be a five-field cron expression such as '0 3 * * *' (03:00 every day)")
-        return " ".join(fields)
+        from datetime import datetime
+
+        from cronsim import CronSim, CronSimError  # installed with Prefect (pinned in requirements/lock.txt)
+
+        expr = " ".join(v.split())
+        try:
+            if len(expr.split()) != 5:  # cronsim would also take a sixth (seconds) field
+                raise CronSimError("wrong number of fields")
+            CronSim(expr, datetime(2000, 1, 1))
+        except CronSimError as err:
+            raise ValueError(f"must be a five-field cron expression such as '0 3 * * *' (03:00 every day): "
+                             f"{str(err).lower()}") from None
+        return expr
 
     @field_validator("timezone")
     @classmethod

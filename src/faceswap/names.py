@@ -16,6 +16,13 @@ VARIANTS: tuple[str, ...] = ("convtranspose", "resize_nearest", "resize_bilinear
 
 # Masks a model can put on its encoder's input (ModelConfig.input_mask; params model.input_mask).
 INPUT_MASKS: tuple[str, ...] = ("none", "ellipse")
+# What replaces a masked input's background during training (ModelConfig.input_fill; params model.input_fill).
+INPUT_FILLS: tuple[str, ...] = ("grey", "noise", "other")
+
+# Swap directions (serving, `faceswap swap --direction`) and the LPIPS backbones whose weights the project prepares
+# (metrics.lpips_weights, `faceswap lpips --net`): here so the command line offers them without importing numpy.
+DIRECTIONS: tuple[str, ...] = ("a2b", "b2a")
+LPIPS_NETS: tuple[str, ...] = ("alex", "vgg")
 
 LOWER, HIGHER, INFO = "lower", "higher", "info"
 

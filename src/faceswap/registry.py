@@ -31,7 +31,8 @@ from typing import TYPE_CHECKING, Any
 
 from faceswap.errors import FaceswapError
 from faceswap.evaluation.record import EvaluationRecord, MetricView
-from faceswap.names import EVAL_METRICS, RANKABLE, best_word, bound_word
+from faceswap.names import EVAL_METRICS, HIGHER, RANKABLE, best_word, bound_word, direction
+from faceswap.tables import markdown_table
 
 if TYPE_CHECKING:
     from faceswap.config import Params, RegisterParams
@@ -40,23 +41,28 @@ CHAMPION, CHALLENGER = "champion", "challenger"
 #: the alias of a version registered by ``fallback`` although it fails the gates: usable, never the champion
 UNQUALIFIED = "unqualified"
 MODEL_ARTIFACT = "faceswap_model"
+#: metric → (column heading, number format): the one list both tables of the summary read their columns from
+COLUMNS: dict[str, tuple[str, str]] = {
+    "recon_lpips": ("recon LPIPS", ".3f"),
+    "recon_psnr": ("PSNR dB", ".2f"),
+    "recon_ssim": ("SSIM", ".3f"),
+    "recon_psnr_a": ("PSNR a dB", ".1f"), "recon_psnr_b": ("PSNR b dB", ".1f"),
+    "recon_ssim_a": ("SSIM a", ".3f"), "recon_ssim_b": ("SSIM b", ".3f"),
+    "swap_checkerboard_excess": ("swap grid", ".3f"),
+    "recon_checkerboard_excess": ("recon grid", ".3f"),
+    "swap_identity_retrieved_a2b": ("retrieved a→b", ".2f"), "swap_identity_retrieved_b2a": ("retrieved b→a", ".2f"),
+    "swap_collapse_a2b": ("collapse a→b", ".2f"), "swap_collapse_b2a": ("collapse b→a", ".2f"),
+    "swap_follow_structure_a2b": ("structure r a→b", ".2f"), "swap_follow_structure_b2a": ("structure r b→a", ".2f"),
+    "swap_follow_mouth_a2b": ("mouth r a→b", ".2f"), "swap_follow_mouth_b2a": ("mouth r b→a", ".2f"),
+    "swap_identity_verified_a2b": ("verified a→b", ".2f"), "swap_identity_verified_b2a": ("verified b→a", ".2f"),
+    "cycle_lpips": ("cycle LPIPS", ".3f"),
+}
+#: the comparison table's columns (mean [95% CI]), each headed with its direction from the metric catalogue
 SUMMARY_COLUMNS = (
-    ("recon_lpips", "recon LPIPS ↓", ".3f"),
-    ("recon_psnr", "PSNR dB ↑", ".2f"),
-    ("recon_ssim", "SSIM ↑", ".3f"),
-    ("swap_checkerboard_excess", "swap grid ↓", ".3f"),
-    ("recon_checkerboard_excess", "recon grid ↓", ".3f"),
-    ("swap_identity_retrieved_a2b", "retrieved a→b ↑", ".2f"),
-    ("swap_identity_retrieved_b2a", "retrieved b→a ↑", ".2f"),
-    ("swap_collapse_a2b", "collapse a→b ↑", ".2f"),
-    ("swap_collapse_b2a", "collapse b→a ↑", ".2f"),
-    ("swap_follow_structure_a2b", "structure r a→b ↑", ".2f"),
-    ("swap_follow_structure_b2a", "structure r b→a ↑", ".2f"),
-    ("swap_follow_mouth_a2b", "mouth r a→b ↑", ".2f"),
-    ("swap_follow_mouth_b2a", "mouth r b→a ↑", ".2f"),
-    ("swap_identity_verified_a2b", "verified a→b ↑", ".2f"),
-    ("swap_identity_verified_b2a", "verified b→a ↑", ".2f"),
-    ("cycle_lpips", "cycle LPIPS ↓", ".3f"),
+    "recon_lpips", "recon_psnr", "recon_ssim", "swap_checkerboard_excess", "recon_checkerboard_excess",
+    "swap_identity_retrieved_a2b", "swap_identity_retrieved_b2a", "swap_collapse_a2b", "swap_collapse_b2a",
+    "swap_follow_structure_a2b", "swap_follow_structure_b2a", "swap_follow_mouth_a2b", "swap_follow_mouth_b2a",
+    "swap_identity_verified_a2b", "swap_identity_verified_b2a", "cycle_lpips",
 )
 
 
@@ -284,45 +290,39 @@ def _fmt(v: float | None, spec: str) -> str:
     return "–" if v is None else format(v, spec)
 
 
+def _by_rank(candidates: list[Candidate]) -> list[Candidate]:
+    return sorted(candidates, key=lambda c: (c.rank is None, c.rank or 0, c.variant))
+
+
 def summary_table(candidates: list[Candidate], winner: str | None) -> str:
-    head = "| variant | qualifies | rank | " + " | ".join(t for _, t, _ in SUMMARY_COLUMNS) + " |"
-    sep = "|" + "---|" * (3 + len(SUMMARY_COLUMNS))
-    lines = [head, sep]
-    for c in sorted(candidates, key=lambda c: (c.rank is None, c.rank or 0, c.variant)):
-        name = f"**{c.variant}**" if c.variant == winner else c.variant
-        q = "yes" if c.qualifies else f"no ({c.note})"
-        cells = [_fmt_est(c, k, spec, "–") for k, _, spec in SUMMARY_COLUMNS]
-        lines.append(f"| {name} | {q} | {c.rank or '–'} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    arrows = {name: "↑" if direction(name) == HIGHER else "↓" for name in SUMMARY_COLUMNS}
+    head = ["variant", "qualifies", "rank", *(f"{COLUMNS[k][0]} {arrows[k]}" for k in SUMMARY_COLUMNS)]
+    rows = [[f"**{c.variant}**" if c.variant == winner else c.variant, "yes" if c.qualifies else f"no ({c.note})",
+             c.rank or "–", *(_fmt_est(c, k, COLUMNS[k][1], "–") for k in SUMMARY_COLUMNS)]
+            for c in _by_rank(candidates)]
+    return markdown_table(head, rows)
 
 
 #: what a user of a face swap asks of it, per identity and per direction: the columns of the summary's second table,
 #: each beside the bar it is read against (the showcase's targets, issue #31; verified ≥ 0.5: as sharp as a real face)
-QUALITY_COLUMNS = (
-    ("recon_psnr_a", "PSNR a dB", ".1f", 25.0), ("recon_psnr_b", "PSNR b dB", ".1f", 25.0),
-    ("recon_ssim_a", "SSIM a", ".3f", 0.80), ("recon_ssim_b", "SSIM b", ".3f", 0.80),
-    ("swap_identity_retrieved_a2b", "retrieved a→b", ".2f", 0.9),
-    ("swap_identity_retrieved_b2a", "retrieved b→a", ".2f", 0.9),
-    ("swap_collapse_a2b", "collapse a→b", ".2f", 0.5), ("swap_collapse_b2a", "collapse b→a", ".2f", 0.5),
-    ("swap_follow_mouth_a2b", "mouth r a→b", ".2f", 0.5), ("swap_follow_mouth_b2a", "mouth r b→a", ".2f", 0.5),
-    ("swap_identity_verified_a2b", "verified a→b", ".2f", 0.5),
-    ("swap_identity_verified_b2a", "verified b→a", ".2f", 0.5),
-)
+QUALITY_BARS: dict[str, float] = {
+    "recon_psnr_a": 25.0, "recon_psnr_b": 25.0, "recon_ssim_a": 0.80, "recon_ssim_b": 0.80,
+    "swap_identity_retrieved_a2b": 0.9, "swap_identity_retrieved_b2a": 0.9,
+    "swap_collapse_a2b": 0.5, "swap_collapse_b2a": 0.5, "swap_follow_mouth_a2b": 0.5, "swap_follow_mouth_b2a": 0.5,
+    "swap_identity_verified_a2b": 0.5, "swap_identity_verified_b2a": 0.5,
+}
 
 
 def quality_table(candidates: list[Candidate]) -> str:
     """Each variant against the quality bars of a real face swap (a ✓ where the mean reaches the bar)."""
-    bars = " | ".join(f"{t} (≥ {bar:g})" for _, t, _, bar in QUALITY_COLUMNS)
-    head = f"| variant | {bars} | recon expression r |"
-    lines = [head, "|" + "---|" * (len(QUALITY_COLUMNS) + 2)]
-    for c in sorted(candidates, key=lambda c: (c.rank is None, c.rank or 0, c.variant)):
-        cells = []
-        for name, _, spec, bar in QUALITY_COLUMNS:
-            v = c.metrics.get(name)
-            cells.append("–" if v is None else f"{float(v):{spec}}{' ✓' if float(v) >= bar else ''}")
-        ceiling = _fmt(c.metrics.get("recon_expression_corr"), ".2f")
-        lines.append(f"| {c.variant} | " + " | ".join(cells) + f" | {ceiling} |")
-    return "\n".join(lines)
+
+    def cell(name: str, bar: float, v: float | None) -> str:
+        return "–" if v is None else f"{float(v):{COLUMNS[name][1]}}{' ✓' if float(v) >= bar else ''}"
+
+    head = ["variant", *(f"{COLUMNS[k][0]} (≥ {bar:g})" for k, bar in QUALITY_BARS.items()), "recon expression r"]
+    rows = [[c.variant, *(cell(k, bar, c.metrics.get(k)) for k, bar in QUALITY_BARS.items()),
+             _fmt(c.metrics.get("recon_expression_corr"), ".2f")] for c in _by_rank(candidates)]
+    return markdown_table(head, rows)
 
 
 def summary_markdown(candidates: list[Candidate], rule: RegisterParams, result: RegisterRecord) -> str:

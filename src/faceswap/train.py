@@ -557,7 +557,7 @@ def model_config(params: Params, variant: str) -> ModelConfig:
     return ModelConfig(image_size=params.base.image_size, width=m.width, bottleneck_channels=m.bottleneck_channels,
                        encoder_stages=m.encoder_stages, max_channels=m.max_channels, decoder=variant,
                        identities=tuple(params.base.identities), input_mask=m.input_mask,
-                       mask_coverage=params.align.coverage)
+                       mask_coverage=params.align.coverage, input_fill=m.input_fill)
 
 
 def build_model(params: Params, variant: str, rt: Runtime) -> tuple[FaceSwapAutoencoder, ModelConfig]:

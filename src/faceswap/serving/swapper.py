@@ -19,10 +19,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from faceswap.names import DIRECTIONS  # the serving code names it from here (pyfunc, swap)
+
 if TYPE_CHECKING:
     from faceswap.config import AlignParams, ServeParams
-
-DIRECTIONS = ("a2b", "b2a")
 
 
 @dataclass(frozen=True)
