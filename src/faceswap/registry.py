@@ -88,6 +88,18 @@ class Candidate:
         return self.view.metrics
 
 
+def check_rule(rule: RegisterParams) -> None:
+    """Every metric the rule names is a ranked one of the catalogue (faceswap/names.py): checked by the register
+    stage, which ranks, not when params load, so that no other stage depends on the metric catalogue."""
+    from faceswap.config import ConfigError
+
+    for key, names in (("gates", tuple(rule.gates)), ("primary", (rule.primary,)), ("prefer", rule.prefer)):
+        unknown = [n for n in names if n not in RANKABLE]
+        if unknown:
+            raise ConfigError(f"register.{key}: {', '.join(map(repr, unknown))} must be a lower- or higher-is-better "
+                              f"metric: {', '.join(RANKABLE)}")
+
+
 def _bound(name: str, threshold: float) -> str:
     return f"{name} {bound_word(name)} {threshold:g}"
 
