@@ -292,7 +292,7 @@ def test_cli_register_with_nothing_qualifying(evaluated, tmp_path):
     import mlflow
 
     assert set(mlflow.MlflowClient(evaluated["uri"]).get_registered_model("fallback-model").aliases) == {"unqualified"}
-    from faceswap.registry import alias_problem
+    from faceswap.aliases import alias_problem
 
     problem = alias_problem("models:/fallback-model@champion", evaluated["uri"])
     assert "has no @champion" in problem and "@unqualified → version 1" in problem
