@@ -248,6 +248,7 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     from faceswap.evaluation.pictures import write_pictures
     from faceswap.model import UPSAMPLERS, derive_geometry
     from faceswap.pictures import to_uint8
+    from faceswap.stages.evaluate import landmark_detector
     from faceswap.train import train
 
     t0 = time.perf_counter()
@@ -301,7 +302,8 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
         model, _ = load_model(folder / "model" / "model.pt", device)
         geo = derive_geometry(model.config)
         faces = load_eval_faces(manifest, tuple(model.config.identities), size, None, p.evaluate.max_faces)
-        ev = evaluate_model(model, faces, p.evaluate, p.metrics.checkerboard.periods, str(device))
+        ev = evaluate_model(model, faces, p.evaluate, p.metrics.checkerboard.periods, str(device),
+                            landmark_detector(p.evaluate, str(device)))
         report = folder / f"{args.mode}_{name}"
         report.mkdir(parents=True)
         write_pictures(ev, faces.identities, p.evaluate, report, f"{name} ({size}², {steps} steps)")

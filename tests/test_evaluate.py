@@ -235,6 +235,14 @@ def test_register_champion_challenger_and_pyfunc(evaluated):
     assert str(client.get_model_version_by_alias("faceswap", "champion").version) == "2"
     assert "challenger" not in client.get_registered_model("faceswap").aliases  # v2 was challenger: cleared
 
+    # 4b. Measured on other faces (a planted fingerprint) and worse: the records cannot compare it with the champion
+    # and register runs no evaluation code, so the new version, which passes the gates, takes the alias, saying why.
+    record["eval_fingerprint"] = "0" * 64
+    plant(champ_lpips + 0.05)
+    rec = register_best()
+    assert rec["version"] == "3" and rec["alias"] == "champion" and rec["champion_changed"]
+    assert "champion version 2 was measured on other test faces" in rec["alias_reason"]
+
     # 5. The champion loads by alias and swaps a real held-out face; a bad row gets its own error.
     mlflow.set_tracking_uri(uri)
     model = mlflow.pyfunc.load_model("models:/faceswap@champion")
@@ -292,7 +300,7 @@ def test_cli_register_with_nothing_qualifying(evaluated, tmp_path):
     import mlflow
 
     assert set(mlflow.MlflowClient(evaluated["uri"]).get_registered_model("fallback-model").aliases) == {"unqualified"}
-    from faceswap.registry import alias_problem
+    from faceswap.aliases import alias_problem
 
     problem = alias_problem("models:/fallback-model@champion", evaluated["uri"])
     assert "has no @champion" in problem and "@unqualified → version 1" in problem

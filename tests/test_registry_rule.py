@@ -7,7 +7,7 @@ import pytest
 from faceswap.config import ConfigError, RegisterParams, parse_params
 from faceswap.evaluation.record import MetricView
 from faceswap.names import EVAL_METRICS, RANKABLE, direction
-from faceswap.registry import Candidate, beats, select, summary_table
+from faceswap.registry import Candidate, beats, check_rule, select, summary_table
 
 
 def cand(name: str, lpips: float, cycle: float = 0.3, swap_excess: float = 0.0, ci: float | None = None,
@@ -184,11 +184,24 @@ def test_params_sections_validate_with_clear_errors():
     assert p.evaluate.lpips_net == "alex" and p.registry.model_name == "faceswap"
     with pytest.raises(ConfigError) as err:
         parse_params({"evaluate": {"device": "tpu", "max_faces": 1, "colour": 1},
-                      "register": {"primary": "accuracy", "gates": {"colour": 1.0}, "model_name": "a b"}})
+                      "register": {"model_name": "a b"}})
     msg = str(err.value)
-    for needle in ("evaluate.device", "evaluate.max_faces", "evaluate.colour: unknown key", "register.primary",
-                   "register.gates", "lower- or higher-is-better", "register.model_name"):
+    for needle in ("evaluate.device", "evaluate.max_faces", "evaluate.colour: unknown key", "register.model_name"):
         assert needle in msg, needle
+
+
+@pytest.mark.parametrize(("section", "key"), [({"primary": "accuracy"}, "register.primary"),
+                                              ({"gates": {"colour": 1.0}}, "register.gates"),
+                                              ({"prefer": ["recon_lpips", "faces_a"]}, "register.prefer")])
+def test_the_rules_metrics_are_checked_by_the_register_stage(section, key):
+    """Loading params does not read the metric catalogue (only evaluate and register depend on it); the register
+    stage checks every metric its rule names before it reads a record, and lists the valid ones."""
+    p = parse_params({"register": section})
+    check_rule(parse_params({}).registry)
+    with pytest.raises(ConfigError) as err:
+        check_rule(p.registry)
+    assert str(err.value).startswith(key) and "lower- or higher-is-better" in str(err.value)
+    assert "recon_lpips" in str(err.value)
 
 
 def test_repository_params_load():

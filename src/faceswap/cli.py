@@ -58,10 +58,12 @@ def _number_or_word(value: str | None) -> int | str | None:
 
 
 def _check_variant(variant: str) -> None:
-    from faceswap import names
+    from faceswap.model.blocks import check_variant
 
-    if variant not in names.VARIANTS:
-        fail(f"unknown variant {variant!r}; valid: {', '.join(names.VARIANTS)}", 2)
+    try:
+        check_variant(variant)
+    except ValueError as err:
+        fail(str(err), 2)
 
 
 @app.command("model-info")

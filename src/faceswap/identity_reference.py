@@ -91,6 +91,11 @@ class IdentityReference:
             "distances and the calibrated verification threshold, issue #21): rerun `dvc repro identity`")
 
 
+def reference_path(params: Params) -> Path:
+    """Where stage ``identity`` writes the reference and the evaluation reads it."""
+    return Path(params.paths.identity) / REFERENCE_NAME
+
+
 def _evenly(images: np.ndarray, k: int | None) -> np.ndarray:
     if k is None or k >= len(images):
         return images

@@ -1,23 +1,13 @@
-"""The project's vocabulary: decoder variant names and every evaluation metric with its direction.
+"""The project's metric vocabulary: every evaluation metric with its direction.
 
-A torch-free table that the config validates against, so that loading params.yaml (which every stage does)
-imports no model or metric code: a decoder edit then reruns only the stages that build models. The decoder
-registry (``@upsampler`` in faceswap/model/blocks.py) must list exactly ``VARIANTS`` (tests/test_names.py);
-the evaluation writes only metrics named in ``EVAL_METRICS``; the registry ranks by ``direction()``.
-``docs/metrics.md`` defines each metric in full.
+A torch-free table for the stages that measure and rank: the evaluation writes only metrics named in
+``EVAL_METRICS``; the registry ranks by ``direction()`` and checks the register rule's metric names against
+``RANKABLE`` when it runs. Loading params.yaml does not read it, so only evaluate and register depend on it.
+(Decoder variant names are the registry's in faceswap/model/blocks.py.) ``docs/metrics.md`` defines each metric
+in full.
 """
 
 from __future__ import annotations
-
-# Decoder up-sampling variants, in the order they are reported. Adding one: this name, its class in
-# faceswap/model/blocks.py (``@upsampler(name)``) and, to train it, params.yaml ``model.variants``.
-VARIANTS: tuple[str, ...] = ("convtranspose", "resize_nearest", "resize_bilinear", "pixelshuffle",
-                             "pixelshuffle_icnr")
-
-# Masks a model can put on its encoder's input (ModelConfig.input_mask; params model.input_mask).
-INPUT_MASKS: tuple[str, ...] = ("none", "ellipse")
-# What replaces a masked input's background during training (ModelConfig.input_fill; params model.input_fill).
-INPUT_FILLS: tuple[str, ...] = ("grey", "noise", "other")
 
 # Swap directions (serving, `faceswap swap --direction`) and the LPIPS backbones whose weights the project prepares
 # (metrics.lpips_weights, `faceswap lpips --net`): here so the command line offers them without importing numpy.

@@ -17,9 +17,11 @@ The output says in plain words why the winner won and why each other variant did
 The winner is logged as an MLflow pyfunc (:mod:`faceswap.serving.pyfunc`) into its evaluation's run and
 registered under ``model_name``. The alias ``champion`` moves to the new version only when it beats
 the current champion by the same rule on the same evaluation data (same test faces, same metric
-settings; if the champion was measured on other data it is re-evaluated now); otherwise the new
-version gets ``challenger`` and the output says why the champion stayed. The first version becomes
-champion. A winner that is already registered (same checkpoint, same evaluation) is not registered again.
+settings); otherwise the new version gets ``challenger`` and the output says why the champion stayed. A
+champion measured on other data (new faces, other settings) cannot be compared from the records, which are all
+this stage reads (it runs no evaluation code): the new version, which passed the gates, takes the alias. The
+first version becomes champion. A winner that is already registered (same checkpoint, same evaluation) is not
+registered again.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from faceswap.aliases import CHALLENGER, CHAMPION, UNQUALIFIED
 from faceswap.errors import FaceswapError
 from faceswap.evaluation.record import EvaluationRecord, MetricView
 from faceswap.names import EVAL_METRICS, HIGHER, RANKABLE, best_word, bound_word, direction
@@ -37,9 +40,6 @@ from faceswap.tables import markdown_table
 if TYPE_CHECKING:
     from faceswap.config import Params, RegisterParams
 
-CHAMPION, CHALLENGER = "champion", "challenger"
-#: the alias of a version registered by ``fallback`` although it fails the gates: usable, never the champion
-UNQUALIFIED = "unqualified"
 MODEL_ARTIFACT = "faceswap_model"
 #: metric → (column heading, number format): the one list both tables of the summary read their columns from
 COLUMNS: dict[str, tuple[str, str]] = {
@@ -92,6 +92,18 @@ class Candidate:
     @property
     def metrics(self) -> dict[str, float | None]:
         return self.view.metrics
+
+
+def check_rule(rule: RegisterParams) -> None:
+    """Every metric the rule names is a ranked one of the catalogue (faceswap/names.py): checked by the register
+    stage, which ranks, not when params load, so that no other stage depends on the metric catalogue."""
+    from faceswap.config import ConfigError
+
+    for key, names in (("gates", tuple(rule.gates)), ("primary", (rule.primary,)), ("prefer", rule.prefer)):
+        unknown = [n for n in names if n not in RANKABLE]
+        if unknown:
+            raise ConfigError(f"register.{key}: {', '.join(map(repr, unknown))} must be a lower- or higher-is-better "
+                              f"metric: {', '.join(RANKABLE)}")
 
 
 def _bound(name: str, threshold: float) -> str:
@@ -405,32 +417,6 @@ def _champion(client: Any, name: str) -> Any | None:
         return None
 
 
-def alias_problem(model_uri: str, tracking_uri: str) -> str | None:
-    """Why ``models:/<name>@<alias>`` cannot be loaded, in words that name the way out (None: it can, or the URI
-    is not an alias). The usual case: ``@champion`` before any version passed the gates, when the registry holds
-    only an ``@unqualified`` fallback."""
-    from mlflow.exceptions import MlflowException
-
-    from faceswap.tracking import connect
-
-    if not model_uri.startswith("models:/") or "@" not in model_uri:
-        return None
-    name, alias = model_uri.removeprefix("models:/").split("@", 1)
-    client = connect(tracking_uri)
-    try:
-        aliases = client.get_registered_model(name).aliases or {}
-    except MlflowException:
-        return (f"no registered model {name!r} in {tracking_uri}: run the pipeline (`dvc repro`) or "
-                "`faceswap register` first, or pass --model with a checkpoint .pt")
-    if alias in aliases:
-        return None
-    held = ", ".join(f"@{a} → version {v}" for a, v in sorted(aliases.items())) or "no alias at all"
-    hint = (f"; --model models:/{name}@{UNQUALIFIED} loads the best one registered without passing them"
-            if UNQUALIFIED in aliases else "")
-    why = " (no version has passed the register gates yet: metrics/register.json says why)" if alias == CHAMPION else ""
-    return f"{name} has no @{alias}{why}; it holds {held}{hint}"
-
-
 def _existing_version(client: Any, name: str, sha: str, fingerprint: str) -> Any | None:
     from mlflow.exceptions import MlflowException
 
@@ -442,32 +428,6 @@ def _existing_version(client: Any, name: str, sha: str, fingerprint: str) -> Any
         if mv.tags.get("checkpoint_sha256") == sha and mv.tags.get("eval_fingerprint") == fingerprint:
             return mv
     return None
-
-
-def reevaluate_version(tracking_uri: str, name: str, version: str, params: Params) -> Candidate:
-    """Measure a registered version again on the current test faces with the current settings (its one
-    checkpoint: the CIs cover the faces, not retraining)."""
-    import mlflow
-
-    from faceswap.checkpoint import load_model
-    from faceswap.devices import resolve_device
-    from faceswap.evaluation.faces import load_eval_faces
-    from faceswap.evaluation.metrics import SeedRun, aggregate, evaluate_model
-    from faceswap.tracking import connect
-
-    connect(tracking_uri)
-    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}/{version}"))
-    found = sorted(local.rglob("model.pt"))
-    if not found:
-        raise RegisterError(f"registered version {name}/{version} holds no checkpoint (model.pt)")
-    device = resolve_device(params.evaluate.device, "evaluate.device")
-    model, _ = load_model(found[0], device)
-    cfg = params.evaluate
-    faces = load_eval_faces(params.paths.accepted, tuple(model.config.identities), model.config.image_size,
-                            params.paths.faces, cfg.max_faces)
-    ev = evaluate_model(model, faces, cfg, params.metrics.checkerboard.periods, device)
-    metrics, estimates = aggregate([SeedRun(0, found[0], {}, {}, ev)])
-    return Candidate(f"version {version}", MetricView(metrics, estimates))
 
 
 def log_and_register(win: Candidate, rule: RegisterParams, tracking_uri: str, reason: str,
@@ -640,14 +600,14 @@ def register_winner(win: Candidate, params: Params, uri: str, reason: str) -> tu
     else:
         if champ.tags.get("eval_fingerprint") == ev.eval_fingerprint:
             champ_c = _candidate_from_tags(champ.tags.get("variant", "champion"), champ.tags)
-            basis = "same evaluation data"
-        else:
-            champ_c = reevaluate_version(uri, rule.model_name, champ.version, params)
-            basis = "champion re-evaluated on the current test faces"
-        better, why = beats(win, champ_c, rule)
-        alias = CHAMPION if better else CHALLENGER
-        why = (f"beats champion version {champ.version} ({basis}): {why}" if better
-               else f"champion version {champ.version} stays ({basis}): {why}")
+            better, why = beats(win, champ_c, rule)
+            alias = CHAMPION if better else CHALLENGER
+            why = (f"beats champion version {champ.version} (same evaluation data): {why}" if better
+                   else f"champion version {champ.version} stays (same evaluation data): {why}")
+        else:  # the records hold no numbers of the old champion on these faces: the current evaluation decides
+            alias = CHAMPION
+            why = (f"champion version {champ.version} was measured on other test faces or settings, so the two "
+                   "cannot be compared; the current evaluation decides, and this version passes the gates")
     client.set_registered_model_alias(rule.model_name, alias, mv.version)
     if alias == CHAMPION:
         from mlflow.exceptions import MlflowException

@@ -63,7 +63,7 @@ def load_swapper(params: Params, model: str | None = None) -> Swapper:
     import mlflow
     from mlflow.exceptions import MlflowException
 
-    from faceswap.registry import alias_problem
+    from faceswap.aliases import alias_problem
     from faceswap.tracking import connect, tracking_uri
 
     uri = tracking_uri(params)

@@ -24,11 +24,12 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from faceswap.config import DETECTORS
+from faceswap.detections import Detections, Detector
 from faceswap.devices import resolve_device
 from faceswap.errors import FaceswapError
 from faceswap.files import file_sha256
@@ -52,32 +53,6 @@ class DetectorError(FaceswapError, RuntimeError):
 
 class RetinaFaceWeightsError(DetectorError):
     """RetinaFace's weights are not where we look for them."""
-
-
-@dataclass(frozen=True)
-class Detections:
-    """The faces found in one frame."""
-
-    boxes: np.ndarray  # (K, 4) float64 x0, y0, x1, y1
-    scores: np.ndarray  # (K,) float64
-    landmarks: np.ndarray  # (K, 5, 2) float64
-
-    @staticmethod
-    def empty() -> Detections:
-        return Detections(np.zeros((0, 4)), np.zeros(0), np.zeros((0, 5, 2)))
-
-    def __len__(self) -> int:
-        return len(self.scores)
-
-
-class Detector(Protocol):
-    name: str  # recorded with every face
-    weights_digest: str  # "sha256:<hex>" of the weights, recorded with every face
-    device: str
-
-    def detect(self, frames: Sequence[np.ndarray]) -> list[Detections]:
-        """Faces in each of ``frames`` (RGB uint8, all the same size)."""
-        ...
 
 
 def _as_float_array(x, shape: tuple[int, ...]) -> np.ndarray:

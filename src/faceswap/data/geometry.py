@@ -11,8 +11,8 @@ import math
 
 import numpy as np
 
-from faceswap.data.detect import Detections
 from faceswap.data.template import ARCFACE_TEMPLATE_112, face_template  # noqa: F401  (re-exported)
+from faceswap.detections import Detections
 
 
 def umeyama(src: np.ndarray, dst: np.ndarray) -> np.ndarray:

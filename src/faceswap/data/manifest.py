@@ -17,7 +17,8 @@ import numpy as np
 MANIFEST_NAME = "manifest.parquet"
 
 
-def _schema_spec():
+def schema_spec():
+    """Each manifest column as (name, arrow type, meaning): the one layout the manifest and the validation read."""
     import pyarrow as pa
 
     f64, i64, s = pa.float64(), pa.int64(), pa.string()
@@ -52,12 +53,12 @@ def _schema_spec():
 def manifest_schema():
     import pyarrow as pa
 
-    return pa.schema([pa.field(name, typ, nullable=False) for name, typ, _ in _schema_spec()])
+    return pa.schema([pa.field(name, typ, nullable=False) for name, typ, _ in schema_spec()])
 
 
 @dataclass(frozen=True)
 class ManifestRow:
-    """One aligned face: a row of the manifest, its fields in the schema's order (see :func:`_schema_spec`)."""
+    """One aligned face: a row of the manifest, its fields in the schema's order (see :func:`schema_spec`)."""
 
     face_id: str
     identity: str

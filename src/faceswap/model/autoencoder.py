@@ -23,8 +23,8 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
+from faceswap.config import INPUT_FILLS, INPUT_MASKS
 from faceswap.model.blocks import UPSAMPLERS, create_upsample
-from faceswap.names import INPUT_FILLS, INPUT_MASKS
 
 BOTTLENECK_TARGET = 3
 MASK_FILL = 0.5  # the grey that replaces the background of a masked input (and of its training target)

@@ -7,9 +7,11 @@ variants differ only in how they up-sample. Each has two geometries:
 * ``first=True``: the step out of the b×b bottleneck, H' = 2b + 2 (3→8 for the 3×3 bottleneck,
   7→16 for the seed's day-13 7×7 one), so that a chain of ×2 steps then lands on the input size.
 
-Adding a variant is one class with this constructor, decorated ``@upsampler("name")``, its name in
-``faceswap.names.VARIANTS`` (the torch-free list that params validation and the CLI read, so loading params
-never imports this module) and, to train it, in params.yaml ``model.variants``.
+Adding a variant is one class with this constructor, decorated ``@upsampler("name")``, and, to train it, its
+name in params.yaml ``model.variants``. ``UPSAMPLERS`` is the only list of names (timm's ``register_model``
+pattern): loading params does not check them, so the data stages never depend on this module; the train stage
+and the commands that take ``--variant`` check names here (:func:`check_variant`), with the valid ones in the
+error.
 """
 
 from __future__ import annotations
@@ -19,8 +21,6 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from faceswap import names
-
 UPSAMPLERS: dict[str, type[nn.Module]] = {}  # filled by @upsampler, in definition order
 
 
@@ -28,14 +28,19 @@ def upsampler(name: str) -> Callable[[type[nn.Module]], type[nn.Module]]:
     """Register a block class as the decoder variant ``name`` (params ``model.variants``, ``--variant``)."""
 
     def register(cls: type[nn.Module]) -> type[nn.Module]:
-        if name not in names.VARIANTS:
-            raise ValueError(f"decoder variant {name!r} is not in faceswap/names.py VARIANTS; add it there too")
         if UPSAMPLERS.get(name, cls) is not cls:
             raise ValueError(f"decoder variant {name!r} is already registered as {UPSAMPLERS[name].__name__}")
         UPSAMPLERS[name] = cls
         return cls
 
     return register
+
+
+def check_variant(name: str, setting: str = "variant") -> str:
+    """``name`` if it is a registered variant, else a ValueError that names ``setting`` and every valid name."""
+    if name not in UPSAMPLERS:
+        raise ValueError(f"unknown {setting} {name!r}; valid: {', '.join(UPSAMPLERS)}")
+    return name
 
 
 def _norm_act(channels: int) -> list[nn.Module]:
@@ -139,8 +144,4 @@ class PixelShuffleICNRUp(PixelShuffleUp):
 
 def create_upsample(name: str, in_channels: int, out_channels: int, *, first: bool = False) -> nn.Module:
     """Build the named up-sampling block; an unknown name is an error listing the valid ones."""
-    try:
-        cls = UPSAMPLERS[name]
-    except KeyError:
-        raise ValueError(f"unknown decoder variant {name!r}; valid: {', '.join(UPSAMPLERS)}") from None
-    return cls(in_channels, out_channels, first=first)
+    return UPSAMPLERS[check_variant(name, "decoder variant")](in_channels, out_channels, first=first)

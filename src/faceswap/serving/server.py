@@ -139,7 +139,7 @@ class Server:
             return str(package_checkpoint(self.model, base / "pyfunc"))
         if self.model.endswith(".pt"):
             raise ServeError(f"checkpoint not found: {self.model}")
-        from faceswap.registry import alias_problem
+        from faceswap.aliases import alias_problem
 
         problem = alias_problem(self.model, self.tracking_uri)
         if problem:

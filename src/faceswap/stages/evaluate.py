@@ -29,11 +29,11 @@ from faceswap.evaluation.pictures import PICTURES, write_pictures
 from faceswap.evaluation.record import EvaluationRecord, MlflowRef
 from faceswap.evaluation.runs import log_record, log_to_mlflow
 from faceswap.files import file_sha256, write_json
-from faceswap.stages.identity import reference_path
 from faceswap.tracking import git_commit
 
 if TYPE_CHECKING:
     from faceswap.config import EvaluateParams, Params
+    from faceswap.detections import Detector
 
 
 def eval_fingerprint(faces: EvalFaces, cfg: EvaluateParams, periods: tuple[int, ...]) -> str:
@@ -63,18 +63,28 @@ def _load_run(run_folder: Path, variant: str, seed: int, device: str) -> tuple[A
     return model, state, run_info, ckpt
 
 
-def run(params: Params, variant: str, detector: Any = None) -> EvaluationRecord:
+def landmark_detector(cfg: EvaluateParams, device: str) -> Detector | None:
+    """The detector of the landmark metrics (MTCNN: its weights ship in its wheel), or None when they are off."""
+    if not cfg.landmarks:
+        return None
+    from faceswap.data.detect import MtcnnDetector
+
+    return MtcnnDetector(str(device), min_face_size=max(20, cfg.landmark_upscale // 5))
+
+
+def run(params: Params, variant: str, detector: Detector | None = None) -> EvaluationRecord:
     """Evaluate every seed of ``variant``; write its record, DVC metrics, pictures; log to MLflow."""
     cfg, paths = params.evaluate, params.paths
     periods = params.metrics.checkerboard.periods
     device = resolve_device(cfg.device, "evaluate.device")
+    detector = detector if detector is not None else landmark_detector(cfg, device)
     runs: list[SeedRun] = []
     faces: EvalFaces | None = None
     identity = None
     for seed in params.train.seeds:
         model, state, run_info, ckpt = _load_run(paths.run_dir(variant, seed), variant, seed, device)
         if cfg.identity and identity is None:  # after the first checkpoint: a missing model is the first error
-            from faceswap.identity_reference import IdentityReference
+            from faceswap.identity_reference import IdentityReference, reference_path
 
             identity = IdentityReference.load(reference_path(params))
         if faces is None:

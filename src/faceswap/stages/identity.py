@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from faceswap.files import write_json
-from faceswap.identity_reference import REFERENCE_NAME, IdentityReference, build_reference
+from faceswap.identity_reference import IdentityReference, build_reference, reference_path
 
 if TYPE_CHECKING:
     from faceswap.config import Params
@@ -60,11 +60,6 @@ class IdentityRecord:
                           ("per_identity_own_distance_median", "own_distance_median")):
             flat |= {f"{name}_{i}": v for i, v in d.pop(key).items()}
         return {"truth_identity_success": d.pop("truth_identity_success"), **flat, **d}
-
-
-def reference_path(params: Params) -> Path:
-    """Where the evaluation reads the reference this stage writes."""
-    return Path(params.paths.identity) / REFERENCE_NAME
 
 
 def summarise(ref: IdentityReference, seconds: float, where: Path) -> IdentityRecord:

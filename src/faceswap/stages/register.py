@@ -19,6 +19,7 @@ from faceswap.registry import (
     RegisterError,
     RegisterRecord,
     caveats,
+    check_rule,
     describe_rule,
     load_candidates,
     register_winner,
@@ -35,6 +36,7 @@ def run(params: Params) -> RegisterRecord:
     from faceswap.tracking import tracking_uri
 
     rule, paths = params.registry, params.paths
+    check_rule(rule)
     candidates = load_candidates(params.model.variants,
                                  {v: paths.evaluation_record(v) for v in params.model.variants})
     win, reason = select(candidates, rule)

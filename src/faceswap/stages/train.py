@@ -63,10 +63,23 @@ class TrainRecord:
                    world_size=r.speed.world_size, run_dir=str(r.out_dir))
 
 
+def check_variants(params: Params) -> None:
+    """Every name of params ``model.variants`` is a registered decoder (model/blocks.py): checked here, where a
+    model is built, not when params load, so that the data stages do not depend on the registry's module."""
+    from faceswap.model.blocks import check_variant
+
+    for name in params.model.variants:
+        try:
+            check_variant(name)
+        except ValueError as err:
+            raise ConfigError(f"model.variants: {err}") from None
+
+
 def run(params: Params, variant: str, seed: int) -> TrainRecord:
     """Train ``variant`` with ``seed`` into ``paths.run_dir``; write its metrics file and curves when it finished."""
     from faceswap.train import train  # torch: not imported before the command line's arguments are checked
 
+    check_variants(params)
     paths = params.paths
     result = train(params, variant, paths.run_dir(variant, seed), manifest=paths.accepted, faces_dir=paths.faces,
                    seed=seed)

@@ -20,7 +20,7 @@ from __future__ import annotations
 import uuid
 
 from faceswap.config import ValidateParams
-from faceswap.data.manifest import _schema_spec
+from faceswap.data.manifest import schema_spec
 
 FACES_SUITE = "faces"
 IDENTITIES_SUITE = "identities"
@@ -38,7 +38,7 @@ def _manifest_types() -> dict[str, str | None]:
     import pyarrow as pa
 
     names = {pa.int64(): "int64", pa.float64(): "float64", pa.string(): "str"}
-    return {name: names.get(typ) for name, typ, _ in _schema_spec()}
+    return {name: names.get(typ) for name, typ, _ in schema_spec()}
 
 
 def face_expectations(v: ValidateParams, *, size: int, identities: tuple[str, ...], split_guard: str) -> list:

