@@ -295,20 +295,27 @@ def _wait_healthy(url: str, proc: subprocess.Popen, timeout_s: float) -> None:
 
 
 @contextlib.contextmanager
-def serve_store(params: Params | MlflowParams | None = None, log: Path | None = None,
+def serve_store(params: Params | MlflowParams | None = None, log: Path | None = None, root: Path | None = None,
                 timeout_s: float = 120.0) -> Iterator[dict[str, str]]:
     """An MLflow tracking server on 127.0.0.1 (a free port) in front of the project's local store, for as long as
     the block runs; yields the environment that points a child process at it (``MLFLOW_TRACKING_URI`` and
     :data:`STORE_ENV`). An http store is already a server: it is yielded as it is, and nothing is started.
 
     The experiment is created first on the store itself, so it keeps the one artifact layout; the server does
-    not proxy artifacts (the runs write them to that folder directly, as they do without a server).
+    not proxy artifacts (the runs write them to that folder directly, as they do without a server). A relative
+    sqlite path is read against ``root`` (the repository the stages run in), else the working directory.
     """
+    from faceswap.config import MlflowParams
+
     cfg = _cfg(params)
-    uri = tracking_uri(cfg)
+    raw = os.environ.get(TRACKING_ENV) or cfg.tracking_uri
+    if root is not None and raw.startswith("sqlite:///") and not raw.startswith("sqlite:////"):
+        raw = "sqlite:///" + str((Path(root) / raw.removeprefix("sqlite:///")).resolve())  # as the stages see it
+    uri = tracking_uri(MlflowParams(tracking_uri=raw))
     if not uri.startswith("sqlite:"):
         yield {TRACKING_ENV: uri}
         return
+    cfg = cfg.model_copy(update={"tracking_uri": uri})
     ensure_experiment(connect(uri), cfg, uri)  # also creates the schema: N fresh clients would race on it
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
