@@ -442,3 +442,16 @@ def test_both_entry_points_offer_the_same_options(tmp_path):
                              capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300)
     assert nowhere.returncode == 2 and nowhere.stderr.strip() == (
         f"error: no pipelines/ package in {tmp_path.resolve()}: run from the repository root or pass --repo")
+
+
+def test_lanes_split_the_cores_on_cpu_and_give_each_run_a_gpu():
+    from pipelines.fanout import plan_lanes
+
+    cpu = plan_lanes("auto", "auto", cores=2, gpus=())
+    assert (cpu.workers, cpu.threads) == (2, 1)
+    assert [cpu.env(i) for i in range(2)] == [{"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}] * 2
+    gpu = plan_lanes("auto", "auto", cores=16, gpus=("2", "5"))
+    assert (gpu.workers, gpu.threads) == (2, 8)
+    assert [gpu.env(i)["CUDA_VISIBLE_DEVICES"] for i in range(2)] == ["2", "5"]
+    assert plan_lanes("auto", "auto", device="cpu", cores=16, gpus=("0",)).gpus == ()  # train.device: cpu
+    assert plan_lanes(3, 2, cores=2, gpus=()).workers == 3  # explicit settings win
