@@ -27,9 +27,10 @@ $(STAMP): requirements/lock.txt requirements/no-deps.txt pyproject.toml
 	$(PY) -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
 	@touch $(STAMP)
 
-## pipeline: the whole pipeline on the bundled demo data (CPU is enough)
+## pipeline: the whole pipeline on the bundled demo data (CPU is enough): DVC's stages through the Prefect flow,
+## the train matrix side by side (params flow.workers / flow.threads_per_run; docs/orchestration.md)
 pipeline: setup
-	$(VENV)/bin/dvc repro
+	$(PY) -m pipelines.flow
 
 ## test: lint, then the whole test suite (slow integration tests included)
 test: setup lint

@@ -1,77 +1,51 @@
-"""The Prefect flow: the DVC pipeline stage by stage, one task per stage (and per ``stage@variant``).
+"""The Prefect flow: the DVC pipeline stage by stage, one task per stage (and per ``stage@item``).
 
 DVC decides what is up to date: each task asks ``dvc status`` for its stage and runs ``dvc repro --single-item``
-only when something changed, streaming the stage's own output into the Prefect logs. The stage list and its
-order come from ``dvc.yaml`` (``pipelines.graph``); settings from the ``flow`` section of ``params.yaml``.
+only when something changed, streaming the stage's own output into the Prefect logs. The items of the stages in
+params ``flow.fan_out`` (the train matrix) run side by side instead, each recorded by ``dvc commit``
+(``pipelines.fanout``). The stage list and its order come from ``dvc.yaml`` (``pipelines.graph``); settings from
+the ``flow`` section of ``params.yaml``, which the flow never writes: a run with parameter overrides (``--set``)
+is a DVC experiment in a temporary copy of the workspace (``dvc exp run --temp -S``; ``dvc exp show`` lists it).
 
 Run once, locally, with no server set up: ``faceswap flow run`` or ``python -m pipelines.flow``.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
-import subprocess
+import re
 import sys
 import time
-from collections import deque
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
+from prefect.tasks import exponential_backoff
 
-# A fresh Prefect database makes the temporary server start in ~30 s, over Prefect's 20 s default.
-os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
-for _k, _v in {"PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "true",
-               "MLFLOW_DISABLE_TELEMETRY": "true", "DVC_NO_ANALYTICS": "1", "NO_ALBUMENTATIONS_UPDATE": "1"}.items():
-    os.environ.setdefault(_k, _v)
+from faceswap.console import App, fail
+from faceswap.errors import FaceswapError
+from pipelines import artifacts as art
+from pipelines import fanout
+from pipelines.graph import StageSpec, discover, select
+from pipelines.proc import StageFailed, dvc, stream
 
-from prefect import flow, get_run_logger, task  # noqa: E402
-from prefect.artifacts import create_markdown_artifact  # noqa: E402
-from prefect.cache_policies import NO_CACHE  # noqa: E402
-
-from faceswap.console import App, fail  # noqa: E402
-from faceswap.errors import FaceswapError  # noqa: E402
-from pipelines import artifacts as art  # noqa: E402
-from pipelines.graph import StageSpec, discover, select  # noqa: E402
+__all__ = ["PARAMS_FILE", "StageFailed", "main", "pipeline"]
 
 PARAMS_FILE = "params.yaml"
 
-
-class StageFailed(FaceswapError, RuntimeError):
-    """A DVC stage exited non-zero; the message ends with the stage's last output lines."""
-
-
-def _child_env() -> dict[str, str]:
-    # Stage commands run `faceswap`/`python` from PATH: put this interpreter's environment first, so a served
-    # deployment works without an activated virtualenv.
-    path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
-    return {**os.environ, "PATH": path, "PYTHONUNBUFFERED": "1"}
-
-
-def _stream(args: list[str], cwd: Path, label: str, tail: int) -> tuple[int, list[str]]:
-    """Run ``args``, log every output line to the Prefect run logger, return (exit code, last lines)."""
-    logger = get_run_logger()
-    last: deque[str] = deque(maxlen=tail)
-    proc = subprocess.Popen(args, cwd=cwd, env=_child_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, errors="replace", bufsize=1)
-    try:
-        assert proc.stdout is not None
-        for raw in proc.stdout:
-            line = raw.rstrip("\n").rsplit("\r", 1)[-1].rstrip()  # progress bars: keep the last redraw
-            if line:
-                logger.info("%s | %s", label, line)
-                last.append(line)
-        return proc.wait(), list(last)
-    finally:
-        if proc.poll() is None:  # cancelled or interrupted: do not leave the stage running
-            proc.terminate()
-            proc.wait(timeout=30)
-
-
-def _dvc(*args: str) -> list[str]:
-    return [sys.executable, "-m", "dvc", *args]
+# Set by main() for the processes it starts, unless already set: telemetry that fails offline stays off, and a
+# fresh Prefect database makes the temporary server start in ~30 s, over Prefect's 20 s default.
+ENV_DEFAULTS = {
+    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "DO_NOT_TRACK": "true",
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+    "DVC_NO_ANALYTICS": "1",
+    "NO_ALBUMENTATIONS_UPDATE": "1",
+}
 
 
 def _stage_status(root: Path, address: str) -> dict[str, Any]:
@@ -109,57 +83,76 @@ def run_stage(address: str, repo: str, force: bool = False, log_tail: int = 30) 
         return {"stage": address, "status": "skipped", "seconds": time.perf_counter() - t0, "detail": "up to date"}
     detail = "forced" if force else _describe(status)
     logger.info("%s: running (%s)", address, detail)
-    rc, last = _stream(_dvc("repro", "--single-item", *(["--force"] if force else []), address), root, address,
-                       log_tail)
+    rc, last = stream(dvc("repro", "--single-item", *(["--force"] if force else []), address), root, address,
+                      log_tail)
     if rc != 0:
         raise StageFailed(f"stage {address} failed (exit {rc}); its last output:\n" + "\n".join(last))
     return {"stage": address, "status": "ran", "seconds": time.perf_counter() - t0, "detail": detail}
+
+
+@task(name="dvc-experiment", cache_policy=NO_CACHE, persist_result=False)
+def run_experiment(targets: list[str], overrides: list[str], repo: str, force: bool = False,
+                   log_tail: int = 30) -> dict[str, Any]:
+    """``dvc exp run --temp -S ...``: the stages with the overrides, in a temporary copy of the workspace (the
+    workspace and its params.yaml are never written); the result is a DVC experiment (``dvc exp show``)."""
+    t0 = time.perf_counter()
+    args = ["exp", "run", "--temp", *(a for o in overrides for a in ("-S", o)), *(["--force"] if force else []),
+            *targets]
+    rc, last = stream(dvc(*args), Path(repo), "experiment", log_tail)
+    if rc != 0:
+        raise StageFailed(f"experiment {' '.join(overrides)} failed (exit {rc}); its last output:\n" + "\n".join(last))
+    names = [m.group(1) for line in last for m in [re.search(r"Ran experiment\(s\): (\S+)", line)] if m]
+    return {"stage": "experiment", "status": "ran", "seconds": time.perf_counter() - t0,
+            "detail": f"dvc experiment {names[-1] if names else '?'} ({', '.join(overrides)})",
+            "experiment": names[-1] if names else None}
 
 
 @task(name="dvc-sync", cache_policy=NO_CACHE, persist_result=False)
 def dvc_sync(command: str, repo: str, log_tail: int = 30) -> None:
     """``dvc pull`` (new data from the remote before a run) or ``dvc push`` (outputs after it)."""
     args = [command, "--allow-missing"] if command == "pull" else [command]
-    rc, last = _stream(_dvc(*args), Path(repo), f"dvc {command}", log_tail)
+    rc, last = stream(dvc(*args), Path(repo), f"dvc {command}", log_tail)
     if rc != 0:
         raise StageFailed(f"dvc {command} failed (exit {rc}):\n" + "\n".join(last))
 
 
-@contextlib.contextmanager
-def params_overlay(root: Path, overrides: list[str]) -> Iterator[None]:
-    """Apply ``dvc exp run -S``-style overrides (``key=value``) to params.yaml; restore the file afterwards."""
-    if not overrides:
-        yield
-        return
-    from dvc.utils.hydra import apply_overrides
+def _load_params(root: Path, overrides: list[str] = ()):
+    """params.yaml, validated, with ``dvc exp run -S``-style ``overrides`` applied to a copy of it outside the
+    workspace (a ConfigError names each bad key, overrides included)."""
+    import shutil
+    import tempfile
 
-    path = root / PARAMS_FILE
-    original = path.read_bytes()
-    try:
-        apply_overrides(path, list(overrides))
-        yield
-    finally:
-        path.write_bytes(original)
-
-
-def _load_params(root: Path):
-    """params.yaml, validated (a ConfigError names each bad key, overlay included)."""
     from faceswap.config import load_params
 
-    return load_params(root / PARAMS_FILE)
+    if not overrides:
+        return load_params(root / PARAMS_FILE)
+    from dvc.utils.hydra import apply_overrides
+
+    with tempfile.TemporaryDirectory(prefix="faceswap-flow-") as tmp:
+        copy = Path(tmp) / PARAMS_FILE
+        shutil.copyfile(root / PARAMS_FILE, copy)
+        apply_overrides(copy, list(overrides))
+        return load_params(copy)
 
 
-def _retry_delays(first: float, retries: int) -> list[float]:
-    return [first * 2**i for i in range(retries)]
+def _retrying(f, retries: int | None = None) -> dict[str, Any]:
+    """Prefect retry options from params ``flow``: ``retries`` tries, the first after ``retry_delay_s``, doubling."""
+    retries = f.retries if retries is None else retries
+    return {"retries": retries, "retry_delay_seconds": exponential_backoff(backoff_factor=f.retry_delay_s)(retries)
+            if retries else 0}
 
 
 def _publish(root: Path, params, outcomes: list[dict[str, Any]], overlay: list[str], excluded: list[str]) -> None:
+    stages = (art.stages_markdown(outcomes, overlay, excluded), "What each stage did in this run")
+    if overlay:  # an experiment's files are in its DVC experiment, not in the workspace the other artifacts read
+        create_markdown_artifact(markdown=stages[0], key=art.KEYS["stages"], description=stages[1])
+        return
     f, paths = params.flow, params.paths  # the files the stages wrote, where params.yaml says they are
     variants = params.model.variants
     metrics = {v: paths.variant_metrics_file(v) for v in variants}
     records = {v: paths.evaluation_record(v) for v in variants}
     docs = {
-        "stages": (art.stages_markdown(outcomes, overlay, excluded), "What each stage did in this run"),
+        "stages": stages,
         "metrics": (art.variant_metrics_markdown(root, metrics), "Metrics per variant"),
         "validation": (art.validation_markdown(root, paths.validation_metrics), "Validation gate summary"),
         "champion": (art.champion_markdown(root, paths.register_record, f.mlflow_ui), "Registry: champion"),
@@ -185,7 +178,8 @@ def pipeline(
     Args:
         variants: items of the foreach stages to run (default: all, i.e. params model.variants).
         force: stage names or addresses to rerun even if DVC finds them up to date.
-        set_params: params overlay, ``dvc exp run -S`` syntax (``train.steps=50``); params.yaml is restored after.
+        set_params: parameter overrides, ``dvc exp run -S`` syntax (``train.steps=50``): the run is a DVC
+            experiment in a temporary copy of the workspace (``dvc exp show``); params.yaml is never written.
         register_model: false leaves out the stages in params flow.register_stages.
         pull / push: ``dvc pull`` before / ``dvc push`` after (default: params flow.pull / flow.push).
         dry_run: only discover and return the plan.
@@ -194,44 +188,90 @@ def pipeline(
     logger = get_run_logger()
     root = Path(repo)
     overlay = list(set_params or [])
-    base = _load_params(root)
-    f = base.flow
+    params = _load_params(root, overlay)
+    f = params.flow  # the overrides may set flow.* too (retries, register stages)
     outcomes: list[dict[str, Any]] = []
     if (f.pull if pull is None else pull) and not dry_run:
-        dvc_sync.with_options(retries=f.retries, retry_delay_seconds=_retry_delays(f.retry_delay_s, f.retries))(
-            "pull", repo, f.log_tail)
-    with params_overlay(root, overlay):
-        params = _load_params(root) if overlay else base
-        stages = discover(root)
-        f = params.flow  # the overlay may set flow.* too (retries, register stages)
-        todo, excluded, forced = select(stages, variants, () if register_model else f.register_stages, force or ())
-        plan = [s.address for s in todo]
-        logger.info("plan: %s%s", " → ".join(plan), f" (excluded: {', '.join(s.address for s in excluded)})"
-                    if excluded else "")
-        if dry_run:
-            return {"plan": plan, "excluded": [s.address for s in excluded], "forced": sorted(forced)}
-        try:
-            for s in todo:
-                outcomes.append(_run(s, repo, s.address in forced, f))
-        except BaseException:
-            failed = next((s.address for s in todo if s.address not in {o["stage"] for o in outcomes}), "?")
-            outcomes.append({"stage": failed, "status": "failed", "seconds": 0.0, "detail": "see the task's logs"})
-            raise
-        finally:
-            _publish(root, params, outcomes, overlay, [s.address for s in excluded])
+        dvc_sync.with_options(**_retrying(f))("pull", repo, f.log_tail)
+    stages = discover(root)
+    todo, excluded, forced = select(stages, variants, () if register_model else f.register_stages, force or ())
+    plan = [s.address for s in todo]
+    logger.info("plan: %s%s", " → ".join(plan), f" (excluded: {', '.join(s.address for s in excluded)})"
+                if excluded else "")
+    if dry_run:
+        return {"plan": plan, "excluded": [s.address for s in excluded], "forced": sorted(forced)}
+    try:
+        if overlay:
+            outcomes.append(run_experiment.with_options(**_retrying(f))(plan, overlay, repo, bool(forced), f.log_tail))
+        else:
+            _run_all(root, todo, forced, params, outcomes)
+    except BaseException:
+        done = {o["stage"] for o in outcomes}
+        failed = next((a for a in (["experiment"] if overlay else plan) if a not in done), "?")
+        outcomes.append({"stage": failed, "status": "failed", "seconds": 0.0, "detail": "see the task's logs"})
+        raise
+    finally:
+        _publish(root, params, outcomes, overlay, [s.address for s in excluded])
     if (f.push if push is None else push) and any(o["status"] == "ran" for o in outcomes):
-        dvc_sync.with_options(retries=f.retries, retry_delay_seconds=_retry_delays(f.retry_delay_s, f.retries))(
-            "push", repo, f.log_tail)
+        dvc_sync.with_options(**_retrying(f))("push", repo, f.log_tail)
     ran = [o["stage"] for o in outcomes if o["status"] == "ran"]
     logger.info("done: %d stage(s) ran, %d up to date", len(ran), len(outcomes) - len(ran))
     return {"plan": plan, "excluded": [s.address for s in excluded], "stages": outcomes}
 
 
+def _run_all(root: Path, todo: list[StageSpec], forced: set[str], params, outcomes: list[dict[str, Any]]) -> None:
+    """Every stage in DVC's order; the items of a fan-out stage side by side where the first of them comes."""
+    f, done = params.flow, set()
+    for s in todo:
+        if s.address in done:
+            continue
+        group = [t for t in todo if t.name == s.name] if s.item is not None and s.name in f.fan_out else [s]
+        if len(group) > 1:
+            lanes = fanout.plan_lanes(f.workers, f.threads_per_run, params.train.device)
+            if lanes.workers > 1:
+                outcomes += _fan_out(root, group, forced, lanes, params)
+                done.update(t.address for t in group)
+                continue
+        for t in group:
+            outcomes.append(_run(t, str(root), t.address in forced, f))
+            done.add(t.address)
+
+
+def _fan_out(root: Path, group: list[StageSpec], forced: set[str], lanes: fanout.Lanes,
+             params) -> list[dict[str, Any]]:
+    """The items DVC finds changed (or forced) side by side; the others reported as skipped."""
+    import contextlib
+
+    from faceswap.tracking import serve_store
+
+    logger, f, t0 = get_run_logger(), params.flow, time.perf_counter()
+    outcomes, changed = [], []
+    for s in group:
+        if s.address in forced or _stage_status(root, s.address):
+            changed.append(s.address)
+        else:
+            outcomes.append({"stage": s.address, "status": "skipped", "seconds": 0.0, "detail": "up to date"})
+    logger.info("%s: %d item(s) to run, %d at once (%d thread(s) each%s)", group[0].name, len(changed),
+                lanes.workers, lanes.threads, f", GPUs {','.join(lanes.gpus)}" if lanes.gpus else "")
+    if not changed:
+        return outcomes
+    address = fanout.cluster_address(f.cluster_address)
+    served = serve_store(params, log=root / ".dvc" / "tmp" / "mlflow-server.log", root=root) if (
+        f.mlflow_server and not address and len(changed) > 1) else contextlib.nullcontext({})
+    retries = 0 if group[0].name in f.no_retry else f.retries
+    with served as tracking_env:
+        if tracking_env:
+            logger.info("MLflow: the runs log through %s (store %s)", *tracking_env.values())
+        ran = fanout.run_group(root, changed, lanes, address, **_retrying(f, retries), extra_env=dict(tracking_env),
+                               log_tail=f.log_tail)
+    logger.info("%s: %d item(s) in %.1f s", group[0].name, len(ran), time.perf_counter() - t0)
+    order = {s.address: i for i, s in enumerate(group)}
+    return sorted(outcomes + ran, key=lambda o: order[o["stage"]])
+
+
 def _run(s: StageSpec, repo: str, force: bool, f) -> dict[str, Any]:
     retries = 0 if (s.name in f.no_retry or s.address in f.no_retry) else f.retries
-    task_ = run_stage.with_options(name=s.address, retries=retries,
-                                   retry_delay_seconds=_retry_delays(f.retry_delay_s, retries) if retries else 0)
-    return task_(s.address, repo, force, f.log_tail)
+    return run_stage.with_options(name=s.address, **_retrying(f, retries))(s.address, repo, force, f.log_tail)
 
 
 cli = App(name="pipelines.flow", add_completion=False, pretty_exceptions_enable=False)
@@ -271,6 +311,8 @@ def run(
 
 def main(argv: list[str] | None = None) -> None:
     """``python -m pipelines.flow [options]``, also what ``faceswap flow run [options]`` runs."""
+    for k, v in ENV_DEFAULTS.items():
+        os.environ.setdefault(k, v)
     cli(sys.argv[1:] if argv is None else argv, prog_name="python -m pipelines.flow")
 
 

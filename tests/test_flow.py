@@ -26,13 +26,22 @@ TINY_PARAMS = {
     # the project's layout: the tiny stages below write the files the flow's artifacts read from these paths
     "paths": yaml.safe_load((REPO / "params.yaml").read_text())["paths"],
     "model": {"variants": ["convtranspose", "pixelshuffle"]},
-    "flow": {"retries": 0, "schedule": {"name": "tiny-nightly", "cron": "30 2 * * *", "timezone": "Europe/Berlin"}},
+    # two train items side by side, one thread each, logging through an MLflow server in front of the tiny store
+    "flow": {"retries": 0, "workers": 2, "threads_per_run": 1,
+             "schedule": {"name": "tiny-nightly", "cron": "30 2 * * *", "timezone": "Europe/Berlin"}},
+    "mlflow": {"tracking_uri": "sqlite:///mlflow.db"},
 }
 
 STAGES_PY = '''
-import json, sys
+import json, os, sys, time
 from pathlib import Path
 import yaml
+
+def trace(what):  # outside the repository (not an output): when each stage ran, and how it was pinned
+    if os.environ.get("TINY_TRACE"):
+        with open(os.environ["TINY_TRACE"], "a") as f:
+            f.write(json.dumps({"what": what, "t": time.time(), "omp": os.environ.get("OMP_NUM_THREADS"),
+                                "mlflow": os.environ.get("MLFLOW_TRACKING_URI")}) + "\\n")
 
 seed = yaml.safe_load(open("params.yaml"))["base"]["seed"]
 what = sys.argv[1]
@@ -42,9 +51,13 @@ def dump(path, data):
     Path(path).write_text(json.dumps(data))
 
 if what == "prep":
-    if seed == 21 and not Path(".flaky").exists():  # fails once, then works: a transient failure
-        Path(".flaky").touch()
+    flaky = os.environ.get("TINY_FLAKY")  # a file outside the repository: fails once, then works (transient)
+    if flaky and not Path(flaky).exists():
+        Path(flaky).touch()
         sys.exit("prep: transient failure")
+    if os.environ.get("TINY_SLOW_PREP"):
+        trace("prep-slow")
+        time.sleep(float(os.environ["TINY_SLOW_PREP"]))
     if seed == 13:
         print("prep: seed 13 is refused (planted failure)", file=sys.stderr)
         sys.exit(3)
@@ -53,6 +66,9 @@ if what == "prep":
                                      "quarantined": 2, "identities": {"a": {"train": 4, "val": 1}}})
 elif what == "train":
     v = sys.argv[2]
+    trace(f"train-{v}-start")
+    time.sleep(3)
+    trace(f"train-{v}-end")
     dump(f"models/{v}/run.json", {"variant": v, "mlflow_run_id": f"run{v}0123456789", "mlflow_experiment_id": "7",
                                   "tracking_uri": "http://mlflow.example:5000"})
 elif what == "evaluate":
@@ -199,7 +215,20 @@ def tiny_repo(tmp_path_factory) -> Path:
     (root / "params.yaml").write_text(yaml.safe_dump(TINY_PARAMS, sort_keys=False))
     (root / "dvc.yaml").write_text(DVC_YAML)
     (root / "stages.py").write_text(STAGES_PY)
+    (root / ".gitignore").write_text("mlflow.db\nmlruns/\n")
+    _commit(root)
     return root
+
+
+def _commit(root: Path) -> None:
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@example.com"]
+    subprocess.run(["git", "add", "-A"], cwd=root, check=True)
+    subprocess.run([*git, "commit", "-q", "-m", "state", "--allow-empty"], cwd=root, check=True)
+
+
+def _git_status(root: Path) -> str:
+    return subprocess.run(["git", "status", "--porcelain"], cwd=root, capture_output=True, text=True,
+                          check=True).stdout
 
 
 def _artifact(key: str) -> str:
@@ -215,13 +244,37 @@ def _artifact(key: str) -> str:
 
 
 @pytest.mark.slow
-def test_first_run_runs_every_stage_in_order_and_publishes_artifacts(prefect_server, tiny_repo):
+def test_first_run_runs_every_stage_in_order_and_publishes_artifacts(prefect_server, tiny_repo, tmp_path,
+                                                                    monkeypatch):
+    """... with the train items side by side (one thread each, MLflow through a server), recorded in dvc.lock
+    exactly as a serial ``dvc repro`` of the same repository records them."""
+    import shutil
+
     from pipelines import artifacts as art
     from pipelines.flow import pipeline
 
+    serial = tmp_path / "serial"
+    shutil.copytree(tiny_repo, serial)
+    subprocess.run([sys.executable, "-m", "dvc", "repro", "-q"], cwd=serial, check=True, capture_output=True)
+    monkeypatch.setenv("TINY_TRACE", str(tmp_path / "trace.jsonl"))
     out = pipeline(repo=str(tiny_repo))
     assert out["plan"] == EXPECTED
     assert [o["status"] for o in out["stages"]] == ["ran"] * len(EXPECTED)
+    assert all("fanned out (OMP_NUM_THREADS=1" in o["detail"] for o in out["stages"] if o["stage"].startswith("train"))
+    trace = [json.loads(line) for line in (tmp_path / "trace.jsonl").read_text().splitlines()]
+    t = {e["what"]: e for e in trace}
+    starts = [t[f"train-{v}-start"]["t"] for v in ("convtranspose", "pixelshuffle")]
+    ends = [t[f"train-{v}-end"]["t"] for v in ("convtranspose", "pixelshuffle")]
+    assert max(starts) < min(ends), "the two train items did not run at the same time"
+    for v in ("convtranspose", "pixelshuffle"):
+        assert t[f"train-{v}-start"]["omp"] == "1"
+        assert t[f"train-{v}-start"]["mlflow"].startswith("http://127.0.0.1:")
+    assert yaml.safe_load((tiny_repo / "dvc.lock").read_text()) == yaml.safe_load((serial / "dvc.lock").read_text())
+    assert list(yaml.safe_load((tiny_repo / "dvc.lock").read_text())["stages"]) == list(
+        yaml.safe_load((serial / "dvc.lock").read_text())["stages"])
+    status = subprocess.run([sys.executable, "-m", "dvc", "status", "--json"], cwd=tiny_repo, capture_output=True,
+                            text=True, check=True).stdout
+    assert json.loads(status) == {}
     metrics = _artifact(art.KEYS["metrics"])
     assert re.search(r"\| convtranspose +\|", metrics) and re.search(r"\| pixelshuffle +\|", metrics)
     assert "recon_lpips" in metrics
@@ -232,6 +285,7 @@ def test_first_run_runs_every_stage_in_order_and_publishes_artifacts(prefect_ser
     link = "http://mlflow.example:5000/#/experiments/7/runs/runpixelshuffle0123456789?workflowType=machine_learning"
     assert link in runs
     assert re.search(r"\| prep +\| ran +\|", _artifact(art.KEYS["stages"]))
+    _commit(tiny_repo)  # the experiments below start from this state
 
 
 @pytest.mark.slow
@@ -246,29 +300,31 @@ def test_second_run_skips_every_stage(prefect_server, tiny_repo):
 
 
 @pytest.mark.slow
-def test_params_overlay_runs_an_experiment_and_restores_params(prefect_server, tiny_repo):
+def test_overrides_run_a_dvc_experiment_and_write_no_tracked_file(prefect_server, tiny_repo):
+    from dvc.api import exp_show
     from pipelines.flow import pipeline
 
-    before = (tiny_repo / "params.yaml").read_bytes()
+    lock = (tiny_repo / "dvc.lock").read_bytes()
     out = pipeline(repo=str(tiny_repo), set_params=["base.seed=7"], variants=["pixelshuffle"], register_model=False)
-    assert json.loads((tiny_repo / "data/prep.json").read_text()) == {"seed": 7}
-    assert (tiny_repo / "params.yaml").read_bytes() == before
     assert out["plan"] == ["prep", "train@pixelshuffle", "evaluate@pixelshuffle"]
     assert out["excluded"] == ["train@convtranspose", "evaluate@convtranspose", "register"]
-    assert [o["status"] for o in out["stages"]] == ["ran", "ran", "skipped"]  # same evaluation output: DVC skips
-    lock = yaml.safe_load((tiny_repo / "dvc.lock").read_text())
-    assert lock["stages"]["prep"]["params"]["params.yaml"]["base.seed"] == 7
+    (o,) = out["stages"]
+    assert o["stage"] == "experiment" and o["status"] == "ran" and o["experiment"]
+    assert _git_status(tiny_repo) == "" and (tiny_repo / "dvc.lock").read_bytes() == lock
+    assert json.loads((tiny_repo / "data/prep.json").read_text()) == {"seed": 0}  # the workspace is untouched
+    rows = {r["Experiment"]: r for r in exp_show(repo=str(tiny_repo))}
+    assert rows[o["experiment"]]["base.seed"] == 7
 
 
 @pytest.mark.slow
-def test_transient_failure_is_retried(prefect_server, tiny_repo):
+def test_transient_failure_is_retried(prefect_server, tiny_repo, tmp_path, monkeypatch):
     from pipelines.flow import pipeline
 
+    monkeypatch.setenv("TINY_FLAKY", str(tmp_path / "flaky"))
     out = pipeline(repo=str(tiny_repo), set_params=["base.seed=21", "flow.retries=1", "+flow.retry_delay_s=0"],
                    register_model=False)
-    assert (tiny_repo / ".flaky").exists()  # the first attempt failed
-    assert out["stages"][0]["stage"] == "prep" and out["stages"][0]["status"] == "ran"
-    assert json.loads((tiny_repo / "data/prep.json").read_text()) == {"seed": 21}
+    assert (tmp_path / "flaky").exists()  # the first attempt failed
+    assert [(o["stage"], o["status"]) for o in out["stages"]] == [("experiment", "ran")]
 
 
 @pytest.mark.slow
@@ -277,12 +333,11 @@ def test_failing_stage_fails_the_flow_with_its_message(prefect_server, tiny_repo
     from prefect import get_client
     from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
 
-    before = (tiny_repo / "params.yaml").read_bytes()
     state = pipeline(repo=str(tiny_repo), set_params=["base.seed=13"], return_state=True)
     assert state.is_failed()
-    with pytest.raises(StageFailed, match=r"stage prep failed \(exit \d+\)[\s\S]*seed 13 is refused"):
+    with pytest.raises(StageFailed, match=r"base.seed=13 failed \(exit \d+\)[\s\S]*seed 13 is refused"):
         state.result()
-    assert (tiny_repo / "params.yaml").read_bytes() == before
+    assert _git_status(tiny_repo) == ""
     run_filter = LogFilter(flow_run_id=LogFilterFlowRunId(any_=[state.state_details.flow_run_id]))
     found, deadline = False, time.monotonic() + 20  # logs reach the API in batches, every ~2 s
     while not found and time.monotonic() < deadline:
@@ -291,6 +346,31 @@ def test_failing_stage_fails_the_flow_with_its_message(prefect_server, tiny_repo
         found = any("seed 13 is refused (planted failure)" in log.message for log in logs)
         time.sleep(0.0 if found else 0.5)
     assert found, "the stage's own message is not in the flow run's logs"
+
+
+@pytest.mark.slow
+def test_a_flow_killed_with_sigkill_leaves_no_tracked_file_changed(prefect_server, tiny_repo, tmp_path):
+    """SIGKILL (no ``finally`` runs) to the whole flow, mid-stage, with parameter overrides: git status is clean."""
+    import os
+    import signal
+
+    from prefect.settings import PREFECT_API_URL
+
+    trace = tmp_path / "trace.jsonl"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "src")]), "TINY_TRACE": str(trace),
+           "TINY_SLOW_PREP": "120", "PREFECT_API_URL": PREFECT_API_URL.value()}
+    proc = subprocess.Popen([sys.executable, "-m", "pipelines.flow", "--repo", str(tiny_repo), "--set", "base.seed=5",
+                             "--no-register"], cwd=tiny_repo, env=env, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 240
+        while not (trace.exists() and "prep-slow" in trace.read_text()):
+            assert proc.poll() is None and time.monotonic() < deadline, "the flow never reached its first stage"
+            time.sleep(0.5)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert _git_status(tiny_repo) == ""
 
 
 @pytest.mark.slow
@@ -364,3 +444,16 @@ def test_both_entry_points_offer_the_same_options(tmp_path):
                              capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300)
     assert nowhere.returncode == 2 and nowhere.stderr.strip() == (
         f"error: no pipelines/ package in {tmp_path.resolve()}: run from the repository root or pass --repo")
+
+
+def test_lanes_split_the_cores_on_cpu_and_give_each_run_a_gpu():
+    from pipelines.fanout import plan_lanes
+
+    cpu = plan_lanes("auto", "auto", cores=2, gpus=())
+    assert (cpu.workers, cpu.threads) == (2, 1)
+    assert [cpu.env(i) for i in range(2)] == [{"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}] * 2
+    gpu = plan_lanes("auto", "auto", cores=16, gpus=("2", "5"))
+    assert (gpu.workers, gpu.threads) == (2, 8)
+    assert [gpu.env(i)["CUDA_VISIBLE_DEVICES"] for i in range(2)] == ["2", "5"]
+    assert plan_lanes("auto", "auto", device="cpu", cores=16, gpus=("0",)).gpus == ()  # train.device: cpu
+    assert plan_lanes(3, 2, cores=2, gpus=()).workers == 3  # explicit settings win

@@ -138,3 +138,54 @@ def test_manifest_is_logged_as_the_runs_dataset_input(tmp_path, monkeypatch):
     assert evaluated.dataset.digest == "d" * 32
     assert {t.key: t.value for t in evaluated.tags} == {"mlflow.data.context": "evaluation",
                                                         "git_commit": "c0ffee-dirty"}
+
+
+# --- concurrent writers: the flow's fan-out logs N training runs at once ---
+
+WRITER = '''
+import sys
+from faceswap.config import MlflowParams
+from faceswap import tracking
+
+name, steps = sys.argv[1], int(sys.argv[2])
+t = tracking.open_run(MlflowParams(tracking_uri="sqlite:///unused.db"), name)  # $MLFLOW_TRACKING_URI wins
+run_id, uri = t.run_id, t.uri
+for step in range(steps):  # full rate: one batch right after the other, as fast as the store takes them
+    t.log_metrics({"loss": step / 7, "lr": 1 / (step + 1), "grad_norm": step % 5}, step)
+t.end()
+print(run_id, uri)
+'''
+
+
+@pytest.mark.slow
+def test_concurrent_runs_through_the_served_store_lose_no_metric(tmp_path, monkeypatch):
+    """N training runs logging at full rate at once, through the server the flow puts in front of the sqlite store:
+    every metric arrives, no writer fails ('database is locked' or otherwise), and each run records the store
+    behind the server (which outlives it), not the server's address."""
+    import os
+    import subprocess
+    import sys
+
+    from faceswap.tracking import STORE_ENV, TRACKING_ENV, connect, serve_store
+
+    n, steps = 4, 150
+    monkeypatch.chdir(tmp_path)
+    cfg = MlflowParams(tracking_uri="sqlite:///mlflow.db")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "src"), str(REPO)]), "OMP_NUM_THREADS": "1"}
+    with serve_store(cfg, log=tmp_path / "server.log") as served:
+        assert served[TRACKING_ENV].startswith("http://127.0.0.1:")
+        procs = [subprocess.Popen([sys.executable, "-c", WRITER, f"w{i}", str(steps)], env=env | served, text=True,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE) for i in range(n)]
+        outs = [p.communicate(timeout=600) for p in procs]
+    for p, (_, err) in zip(procs, outs, strict=True):
+        assert p.returncode == 0, err[-2000:]
+        assert "database is locked" not in err
+    store = (tmp_path / "mlflow.db").resolve()
+    client = connect(f"sqlite:///{store}")  # read back from the file itself: the server is gone
+    for out, _ in outs:
+        run_id, recorded = out.strip().splitlines()[-1].split()
+        assert recorded == f"sqlite:///{store}" == served[STORE_ENV]
+        for key in ("loss", "lr", "grad_norm"):
+            history = client.get_metric_history(run_id, key)
+            assert sorted(m.step for m in history) == list(range(steps)), key
+    assert "database is locked" not in (tmp_path / "server.log").read_text()

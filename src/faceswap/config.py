@@ -611,6 +611,22 @@ class FlowParams(_Section):
 
     retries: int = Field(2, ge=0, le=20, description="Retries of a failed stage (transient failures).")
     retry_delay_s: float = Field(30.0, ge=0.0, le=3600.0, description="First retry delay; doubles on each retry.")
+    fan_out: tuple[str, ...] = Field(
+        ("train",), description="Stages whose items (foreach/matrix) run side by side, each recorded by `dvc commit`."
+    )
+    workers: Annotated[Any, AfterValidator(lambda v: _auto_or_int(v, 1, 1024))] = Field(
+        "auto", description="Items of a fan-out stage at once; auto = one per GPU, else CPU cores / threads_per_run."
+    )
+    threads_per_run: Annotated[Any, AfterValidator(lambda v: _auto_or_int(v, 1, 1024))] = Field(
+        "auto", description="Torch threads of each fanned-out run; auto = 1 on CPU, CPU cores / GPUs with GPUs."
+    )
+    cluster_address: str | None = Field(
+        None, description="A Dask scheduler (tcp://host:8786) that runs the fan-out; null = $DASK_SCHEDULER_ADDRESS, "
+        "else this machine (Prefect's thread pool)."
+    )
+    mlflow_server: bool = Field(
+        True, description="Fan-out with a sqlite store: runs log through an MLflow server on 127.0.0.1 in front of it."
+    )
     no_retry: tuple[str, ...] = Field(
         ("validate",), description="Stages whose failure is a verdict, not an accident: never retried."
     )

@@ -13,16 +13,25 @@
 - **The data** (:func:`log_manifest_input`): the face manifest a run trained or was evaluated on is logged as the
   run's MLflow dataset input (the UI's *Dataset* column), its digest the file's DVC md5, tagged with the commit.
 
+- **Concurrent writers** (:func:`serve_store`): several training runs at once (the flow's fan-out) log through an
+  MLflow tracking server on 127.0.0.1 in front of the sqlite store, never to the file directly: the server is the
+  one process that writes it, and a client retries what the server could not write (HTTP 5xx) instead of losing
+  it. tests/test_tracking.py runs N writers at full rate through it and counts every metric.
+
 No other module sets the tracking URI or builds an ``MlflowClient`` (tests/test_tracking.py checks this).
 ``import mlflow`` happens inside functions only (it costs ~3 s).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import subprocess
+import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -34,6 +43,9 @@ if TYPE_CHECKING:
     from faceswap.config import MlflowParams, Params
 
 GROUP_ENV = "FACESWAP_PIPELINE_RUN"
+# Set beside MLFLOW_TRACKING_URI by whoever puts a server in front of the project's store: the store behind it,
+# which records (run.json) name, so a reader finds the runs after the server is gone.
+STORE_ENV = "FACESWAP_TRACKING_STORE"
 
 
 def file_md5(path: str | Path) -> str:
@@ -241,7 +253,7 @@ def open_run(
         run = client.create_run(exp_id, run_name=run_name, tags=tags or {})
     else:
         mark_model_experiment(client, run.info.experiment_id)
-    tracker = Tracker(run, client, uri)
+    tracker = Tracker(run, client, os.environ.get(STORE_ENV) or uri)
     if run_id and run.info.run_id == run_id and tags:
         tracker.set_tags(tags)
     return tracker
@@ -256,6 +268,77 @@ def start_run(
     if tracker.run is not None and run_id and tracker.run_id == run_id:
         tracker.client.update_run(run_id, status="RUNNING")
     return tracker
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_healthy(url: str, proc: subprocess.Popen, timeout_s: float) -> None:
+    import urllib.request
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"the MLflow server exited with status {proc.returncode} before it was up")
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=2) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.3)
+    raise TimeoutError(f"the MLflow server at {url} did not answer /health within {timeout_s:.0f} s")
+
+
+@contextlib.contextmanager
+def serve_store(params: Params | MlflowParams | None = None, log: Path | None = None, root: Path | None = None,
+                timeout_s: float = 120.0) -> Iterator[dict[str, str]]:
+    """An MLflow tracking server on 127.0.0.1 (a free port) in front of the project's local store, for as long as
+    the block runs; yields the environment that points a child process at it (``MLFLOW_TRACKING_URI`` and
+    :data:`STORE_ENV`). An http store is already a server: it is yielded as it is, and nothing is started.
+
+    The experiment is created first on the store itself, so it keeps the one artifact layout; the server does
+    not proxy artifacts (the runs write them to that folder directly, as they do without a server). A relative
+    sqlite path is read against ``root`` (the repository the stages run in), else the working directory.
+    """
+    from faceswap.config import MlflowParams
+
+    cfg = _cfg(params)
+    raw = os.environ.get(TRACKING_ENV) or cfg.tracking_uri
+    if root is not None and raw.startswith("sqlite:///") and not raw.startswith("sqlite:////"):
+        raw = "sqlite:///" + str((Path(root) / raw.removeprefix("sqlite:///")).resolve())  # as the stages see it
+    uri = tracking_uri(MlflowParams(tracking_uri=raw))
+    if not uri.startswith("sqlite:"):
+        yield {TRACKING_ENV: uri}
+        return
+    cfg = cfg.model_copy(update={"tracking_uri": uri})
+    ensure_experiment(connect(uri), cfg, uri)  # also creates the schema: N fresh clients would race on it
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    exe = Path(sys.executable).with_name("mlflow")
+    args = [str(exe) if exe.exists() else "mlflow", "server", "--backend-store-uri", uri, "--registry-store-uri", uri,
+            "--default-artifact-root", artifact_root(cfg, uri).as_uri(), "--no-serve-artifacts",
+            "-h", "127.0.0.1", "-p", str(port), "-w", "1"]
+    out = open(log, "ab") if log else subprocess.DEVNULL  # noqa: SIM115 (closed below)
+    proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **TELEMETRY_OFF},
+                            start_new_session=True)
+    try:
+        _wait_healthy(url, proc, timeout_s)
+        yield {TRACKING_ENV: url, STORE_ENV: uri}
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)  # the server's workers are its children
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        if log:
+            out.close()
 
 
 TRAINING, EVALUATION = "training", "evaluation"  # dataset contexts (the UI shows them beside the dataset)
