@@ -18,7 +18,7 @@ import yaml
 from faceswap.checkpoint import load_checkpoint, load_model
 from faceswap.config import ConfigError, parse_params
 from faceswap.data.dataset import StepBatches, SwapPairs, load_faces
-from faceswap.train import TrainingError, lr_at
+from faceswap.train import GRID_KEYS, TrainingError, lr_at
 from faceswap.train import train as train_lib
 from tests._faces import make_face_set
 from tests.conftest import REPO, repo_paths
@@ -57,7 +57,7 @@ def write_params(tmp_path, **train):
 
 
 def cli_env(**extra):
-    return {**os.environ, "PYTHONPATH": str(REPO), **extra}
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "src"), str(REPO)]), **extra}
 
 
 def train(p, variant, out, faces, **kw):
@@ -227,7 +227,7 @@ def test_grid_curves_and_metrics_are_written_and_leave_the_training_unchanged(fa
     random numbers and changes no state)."""
     from mlflow import MlflowClient
 
-    import faceswap.train as tr
+    import faceswap.train.run as tr
     from faceswap.stages import train as stage
 
     p = params(tmp_path, steps=10, val_every=5, checkpoint_every=10, preview_every=10, mlflow=True,
@@ -245,7 +245,7 @@ def test_grid_curves_and_metrics_are_written_and_leave_the_training_unchanged(fa
     out = Path(r.run_dir)
 
     def no_grid(*args, **kwargs):
-        return dict.fromkeys(tr.GRID_KEYS, float("nan"))
+        return dict.fromkeys(GRID_KEYS, float("nan"))
 
     monkeypatch.setattr(tr, "validation_grid", no_grid)
     ref = train(params(tmp_path, steps=10, val_every=5, checkpoint_every=10, preview_every=10), "convtranspose",
@@ -260,8 +260,9 @@ def test_grid_curves_and_metrics_are_written_and_leave_the_training_unchanged(fa
 
 
 def test_grid_reference_is_decoder_grid_score_and_old_histories_pad_with_nan(faces):
-    from faceswap.metrics.checkerboard import decoder_grid_score, plant_lattice
-    from faceswap.train import Curves, GridReference, _hwc
+    from faceswap.metrics.checkerboard import GridReference, decoder_grid_score, plant_lattice
+    from faceswap.train import Curves
+    from faceswap.train.validation import hwc as _hwc
 
     val = load_faces(faces, ("a", "b"), "val", 64)
     truth = {i: _hwc(torch.from_numpy(f.images).permute(0, 3, 1, 2).float() / 255) for i, f in val.items()}
@@ -337,7 +338,7 @@ def test_a_checkpoint_of_an_unknown_schema_stops_the_resume_with_what_to_do(face
 
 def _nan_loss_at(monkeypatch, steps: set[int]) -> None:
     """Make the training loss NaN at these steps (fault injection from outside: train() has no test hook)."""
-    import faceswap.train as tr
+    import faceswap.train.step as tr
 
     real_uses, real_loss = tr.uses_lpips, tr.reconstruction_loss
     now = {"step": -1}
@@ -382,7 +383,7 @@ class _NanGrad(torch.autograd.Function):
 
 
 def test_nonfinite_gradients_with_a_finite_loss_skip_the_step(faces, tmp_path, capsys, monkeypatch):
-    import faceswap.train as tr
+    import faceswap.train.step as tr
 
     real = tr.reconstruction_loss
     calls = {"n": 0}
