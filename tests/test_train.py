@@ -193,7 +193,7 @@ def test_sigterm_saves_and_resume_matches_an_uninterrupted_run(faces, tmp_path):
     cfg = write_params(tmp_path, steps=steps, checkpoint_every=2, val_every=50)
     out = tmp_path / "models" / "pixelshuffle_icnr" / "seed0"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "faceswap.cli", "train", "--variant", "pixelshuffle_icnr", "--out", str(out),
+        [sys.executable, "-m", "faceswap.cli", "train", "--variant", "pixelshuffle_icnr",  # into paths.run_dir: out
          "--data", str(faces), "--faces-dir", str(faces.parent), "--params", str(cfg)],
         env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
@@ -417,23 +417,18 @@ def test_ddp_two_cpu_processes_train_and_agree(faces, tmp_path):
     load_model(out / "model.pt")
 
 
-def test_cli_run_locations_are_the_params_layout(faces, tmp_path):
-    """--out/--metrics/--curves name this run's files: they set the folder above them, and elsewhere is refused."""
+def test_cli_has_no_run_location_options(faces, tmp_path):
+    """A run's files go where params.paths puts them (dvc.yaml's outs, metrics and plots): the command line takes
+    no other location for them."""
     from typer.testing import CliRunner
 
     from faceswap.cli import app
-    from faceswap.stages.train import check_locations, location_overrides
 
-    over = location_overrides(out=tmp_path / "m" / "convtranspose" / "seed3", metrics="x/convtranspose/seed3.json")
-    assert over == {"paths.models": str(tmp_path / "m"), "paths.train_metrics": "x", "paths.train_curves": None}
-    p = params(tmp_path, paths={"models": str(tmp_path / "m"), "train_metrics": "x"})
-    check_locations(p, "convtranspose", 3, out=tmp_path / "m" / "convtranspose" / "seed3",
-                    metrics="x/convtranspose/seed3.json")
     cfg = write_params(tmp_path, paths=with_faces(faces))
-    r = CliRunner().invoke(app, ["train", "--variant", "convtranspose", "--out", str(tmp_path / "run"),
-                                 "--params", str(cfg)])
-    assert r.exit_code == 2, r.output
-    assert "--out" in r.stderr and "<models>/<variant>/seed<seed>" in r.stderr and "paths.models" in r.stderr
+    for option in ("--out", "--metrics", "--curves"):
+        r = CliRunner().invoke(app, ["train", "--variant", "convtranspose", option, str(tmp_path / "run"),
+                                     "--params", str(cfg)])
+        assert r.exit_code == 2 and "No such option" in r.output + r.stderr, r.output
     assert not (tmp_path / "run").exists() and not (tmp_path / "models").exists()
 
 
