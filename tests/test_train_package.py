@@ -82,6 +82,32 @@ def test_the_step_does_not_wait_for_the_device_and_the_guard_sees_a_wait():
     assert reads.seen == ["_local_scalar_dense", "index by mask"]
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_the_step_never_synchronises_a_gpu(precision):
+    """CUDA's own sync check: an op that makes the host wait for the GPU raises inside the step."""
+    from faceswap.compute import plan_compute
+
+    cuda = torch.device("cuda")
+    parts = _parts()
+    parts.model.to(cuda)
+    parts.opt = make_optimizer(parts.model, TrainParams(), cuda)
+    parts.scaler = torch.amp.GradScaler("cuda", enabled=precision == "fp16")
+    parts.autocast = plan_compute(cuda, precision, True).autocast
+    window = LossWindow(cuda)
+    batches = [[[x.to(cuda) for x in xy] for xy in _batch(k)] for k in range(4)]
+    train_step(parts, *batches[0], 0, 1e-3)
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for k in range(1, 4):
+            out = train_step(parts, *batches[k], k, 1e-3)
+            window.add(out.loss, out.ok)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert window.state()[1] == 3
+
+
 @pytest.mark.parametrize("poison", ["loss", "gradients"])
 def test_a_nonfinite_step_leaves_weights_and_optimiser_alone(poison):
     parts = _parts(code_mmd=0.0, grad_clip=None)

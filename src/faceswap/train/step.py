@@ -134,7 +134,7 @@ def train_step(s: StepParts, xs: list[torch.Tensor], ys: list[torch.Tensor], ste
     _step_unless(s.opt, bad.amax())
     if s.scaler.is_enabled():
         s.scaler.update()  # lowers the scale after an overflow, as GradScaler.step + update would
-        bad = bad * torch.tensor([1.0, 0.0], device=bad.device)  # overflows are the scaler's, not counted
+        bad = torch.stack([bad[0], torch.zeros_like(bad[1])])  # overflows are the scaler's, not counted
     s.opt.zero_grad(set_to_none=True)
     return StepOutput(loss.detach(), [p[1] for p in parts], bad)
 
