@@ -3,8 +3,10 @@
     python bench/gpu_train.py [--steps 30] [--batch 32] [--variants ...] [--lpips vgg|alex|none]
                               [--loss fast|reference] [--compile-lpips] [--profile] [--out DIR]
 
-Uses the training code itself (SwapPairs + StepBatches + DataLoader with workers and pinned memory, SwapModel,
-reconstruction_loss — whose LPIPS term is the fast :class:`faceswap.losses.LpipsLoss` — and fused AdamW).
+Times the training's own step, :func:`faceswap.train.train_step` (forward through SwapModel, reconstruction_loss
+— whose LPIPS term is the fast :class:`faceswap.losses.LpipsLoss` —, backward, clip, the on-device non-finite check
+and the fused AdamW), fed by the training's data path (SwapPairs + StepBatches + DataLoader with workers and
+pinned memory), on the model :meth:`ModelConfig.from_params` builds from the flags' sizes.
 Crops are synthetic uint8 noise faces (the data path's cost does not depend on content). Per variant: images/s,
 ms/step, the share of step time spent waiting for data, peak GPU memory, and two throughputs against a bf16
 matmul ceiling measured in the same run:
@@ -14,7 +16,8 @@ matmul ceiling measured in the same run:
   and the target, and its backward for the prediction branch only (input gradients; its weights are frozen),
   counted once per variant with ``torch.utils.flop_counter.FlopCounterMode`` on one image.
 
-``--loss reference`` runs the metric's LPIPS path (``lpips_tensor`` on fp32 copies) for the before/after ratio;
+``--loss reference`` runs the same step with the metric's LPIPS (``lpips_tensor`` on fp32 copies) as its LPIPS
+term, for the before/after ratio;
 ``--profile`` adds a torch.profiler table of the top kernels of a few steps of the first variant (in the JSON and
 printed), which explains the gap where the target (≥ 1,000 images/s, ≥ 30 % of the ceiling) is not met.
 Runs on CPU too (fp32, tiny sizes via flags), so the script is checked before GPU time is spent. Writes
@@ -34,12 +37,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from faceswap.config import AugmentParams, LossParams
+from faceswap.config import AugmentParams, LossParams, TrainParams, parse_params
 from faceswap.data.dataset import FaceSet, StepBatches, SwapPairs, to_float, worker_init
-from faceswap.losses import lpips_loss, pixel_loss, reconstruction_loss
+from faceswap.losses import lpips_loss
 from faceswap.model import UPSAMPLERS, FaceSwapAutoencoder, ModelConfig
 from faceswap.model.info import describe_model
-from faceswap.train import SwapModel
+from faceswap.train import StepParts, SwapModel, make_optimizer, train_step
 
 
 def sync(device: torch.device) -> None:
@@ -76,54 +79,62 @@ def lpips_gflops(net: str, image_size: int, device: torch.device, dtype: torch.d
     return counter.get_total_flops() / 1e9
 
 
-def reference_loss(pred: torch.Tensor, target: torch.Tensor, cfg: LossParams) -> torch.Tensor:
-    """The loss as it was before the fast term: the metric's LPIPS on fp32 copies (for the before/after ratio)."""
+def reference_term(net: str) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """The LPIPS term as it was before the fast one: the metric's LPIPS on fp32 copies (for the before/after
+    ratio), given to the step in place of :class:`~faceswap.losses.LpipsLoss`."""
     from faceswap.metrics.lpips import lpips_tensor
 
-    loss = pixel_loss(pred, target, cfg.pixel)
-    if cfg.lpips_net != "none" and cfg.lpips_weight > 0:
-        loss = loss + cfg.lpips_weight * lpips_tensor(pred.float(), target.float(), net=cfg.lpips_net).mean()
-    return loss
+    return lambda pred, target: lpips_tensor(pred.float(), target.float(), net=net)
 
 
-def synthetic_faces(n: int, count: int, seed: int = 0) -> dict[str, FaceSet]:
+def synthetic_faces(n: int, count: int, seed: int = 0, identities: tuple[str, ...] = ("a", "b")
+                    ) -> dict[str, FaceSet]:
     rng = np.random.default_rng(seed)
     return {i: FaceSet(i, "train", tuple(str(k) for k in range(count)),
-                       rng.integers(0, 256, (count, n, n, 3), dtype=np.uint8)) for i in ("a", "b")}
+                       rng.integers(0, 256, (count, n, n, 3), dtype=np.uint8)) for i in identities}
+
+
+def model_config(image_size: int, width: int, bottleneck: int, variant: str) -> ModelConfig:
+    """The training's model at these sizes: params.yaml's defaults with the flags' sizes, through the one
+    constructor the training uses."""
+    params = parse_params({"base": {"image_size": image_size},
+                           "model": {"width": width, "bottleneck_channels": bottleneck}}, "gpu_train flags")
+    return ModelConfig.from_params(params, variant)
 
 
 def measure(cfg: ModelConfig, faces: dict[str, FaceSet], loss_cfg: LossParams, *, batch: int, steps: int,
             warmup: int, workers: int, device: torch.device, dtype: torch.dtype, loss_kind: str = "fast",
-            compile_lpips: bool = False, profile_steps: int = 0) -> dict[str, Any]:
-    """Time ``steps`` training steps of one configuration after ``warmup``; optionally profile a few more."""
+            compile_lpips: bool = False, profile_steps: int = 0, train: TrainParams | None = None) -> dict[str, Any]:
+    """Time ``steps`` training steps (:func:`faceswap.train.train_step`) of one configuration after ``warmup``;
+    optionally profile a few more. ``train``: the optimiser's and the clip's settings (default params.yaml's)."""
     cuda = device.type == "cuda"
+    t = train or TrainParams()
     model = FaceSwapAutoencoder(cfg).to(device).to(memory_format=torch.channels_last)
-    net = SwapModel(model).train()
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=cuda)
     total = warmup + steps + profile_steps
     loader = torch.utils.data.DataLoader(
         SwapPairs(faces, AugmentParams(), 0), batch_sampler=StepBatches(0, total, batch),
         num_workers=workers, pin_memory=cuda, prefetch_factor=4 if workers else None, worker_init_fn=worker_init)
-    term = lpips_loss(loss_cfg.lpips_net, device, compile=compile_lpips) if loss_cfg.lpips_net != "none" else None
-    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = (
-        (lambda p, y: reconstruction_loss(p, y, loss_cfg, True, term)[0]) if loss_kind == "fast"
-        else (lambda p, y: reference_loss(p, y, loss_cfg)))
+    term = None
+    if loss_cfg.lpips_net != "none":
+        term = (lpips_loss(loss_cfg.lpips_net, device, compile=compile_lpips) if loss_kind == "fast"
+                else reference_term(loss_cfg.lpips_net))
+    parts = StepParts(net=SwapModel(model, with_codes=loss_cfg.code_mmd > 0).train(), model=model,
+                      opt=make_optimizer(model, t, device), scaler=torch.amp.GradScaler(device.type, enabled=False),
+                      loss=loss_cfg, grad_clip=t.grad_clip, lpips=term,
+                      autocast=lambda: torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32))
     if cuda:
         torch.cuda.reset_peak_memory_stats()
     it = iter(loader)
+    done = [0]
 
     def step() -> float:
         tw = time.perf_counter()
         b = next(it)
         waited = time.perf_counter() - tw
-        xs = [to_float(b[f"{i}_in"], device, True) for i in ("a", "b")]
-        ys = [to_float(b[f"{i}_target"], device, True) for i in ("a", "b")]
-        with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
-            preds = net(*xs)
-            loss = sum(loss_fn(p, y) for p, y in zip(preds, ys, strict=True))
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
+        xs = [to_float(b[f"{i}_in"], device, True) for i in cfg.identities]
+        ys = [to_float(b[f"{i}_target"], device, True) for i in cfg.identities]
+        train_step(parts, xs, ys, done[0], t.lr)
+        done[0] += 1
         return waited
 
     for _ in range(warmup):
@@ -133,7 +144,8 @@ def measure(cfg: ModelConfig, faces: dict[str, FaceSet], loss_cfg: LossParams, *
     wait = sum(step() for _ in range(steps))
     sync(device)
     dt = (time.perf_counter() - t0) / steps
-    row: dict[str, Any] = {"step_ms": dt * 1e3, "images_per_s": 2 * batch / dt, "data_wait_share": wait / steps / dt,
+    row: dict[str, Any] = {"step_ms": dt * 1e3, "images_per_s": len(cfg.identities) * batch / dt,
+                           "data_wait_share": wait / steps / dt,
                            "peak_mem_gib": torch.cuda.max_memory_allocated() / 2**30 if cuda else None}
     if profile_steps:
         row["profile"] = profile_table(step, profile_steps, device)
@@ -191,7 +203,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
           f"(fwd pred+target, bwd pred)", flush=True)
     rows = []
     for k, v in enumerate(args.variants):
-        cfg = ModelConfig(image_size=n, width=args.width, bottleneck_channels=args.bottleneck, decoder=v)
+        cfg = model_config(n, args.width, args.bottleneck, v)
         gflops = describe_model(image_size=n, width=args.width, bottleneck_channels=args.bottleneck,
                                 decoder=v)["gflops"]
         r = measure(cfg, faces, loss_cfg, batch=args.batch, steps=args.steps, warmup=args.warmup,

@@ -194,6 +194,8 @@ def seed_params(mode: str, overrides: dict[str, Any]) -> Any:
 
 def _calibrate(params: Any, variant: str, stages: int | None, device: Any, steps: int) -> float:
     """Training images/s of one configuration over a few steps of the training step (gpu_train.measure)."""
+    import dataclasses
+
     import torch
 
     sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -201,12 +203,11 @@ def _calibrate(params: Any, variant: str, stages: int | None, device: Any, steps
     from gpu_train import measure, synthetic_faces
 
     n, t = params.base.image_size, params.train
-    cfg = ModelConfig(image_size=n, width=params.model.width, bottleneck_channels=params.model.bottleneck_channels,
-                      encoder_stages=stages, max_channels=params.model.max_channels, decoder=variant)
+    cfg = dataclasses.replace(ModelConfig.from_params(params, variant), encoder_stages=stages)
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
-    r = measure(cfg, synthetic_faces(n, 2 * t.batch_size), t.loss, batch=t.batch_size, steps=steps, warmup=2,
-                workers=0 if device.type == "cpu" else min(8, (os.cpu_count() or 2) - 1), device=device,
-                dtype=dtype)
+    r = measure(cfg, synthetic_faces(n, 2 * t.batch_size, identities=cfg.identities), t.loss, batch=t.batch_size,
+                steps=steps, warmup=2, workers=0 if device.type == "cpu" else min(8, (os.cpu_count() or 2) - 1),
+                device=device, dtype=dtype, train=t)
     return r["images_per_s"]
 
 

@@ -2,8 +2,9 @@
 
     python bench/train.py [--repeats 5] [--steps 12] [--profiles demo-64 p128-32] [--no-compile]
 
-What is timed is the training step as ``faceswap.train`` runs it: a batch of each identity (8 faces) through
-the shared encoder and its own decoder, L1, backward, global-norm clip, AdamW. Every configuration is timed
+What is timed is the training's own step, :func:`faceswap.train.train_step`: a batch of each identity (8 faces)
+through the shared encoder and its own decoder, L1, backward, global-norm clip, the on-device non-finite check,
+AdamW. Every configuration is timed
 ``--repeats`` times, interleaved (config A, B, C, A, B, C, ...), so a load change on this shared machine hits
 all of them alike; the table gives the median and the ratio to the fp32 NCHW baseline of the same round.
 The CPU's fp32 and bf16 matmul and convolution ceilings are measured in the same run, so each figure is also
@@ -100,7 +101,7 @@ class Step:
     def __init__(self, profile: str, variant: str, precision: str, channels_last: bool, optimizer: str = "fused",
                  compile_model: bool = False, lpips: bool = False) -> None:
         from faceswap.compute import ComputePlan
-        from faceswap.train import SwapModel
+        from faceswap.train import StepParts, SwapModel
 
         torch.manual_seed(0)
         cfg = dict(PROFILES[profile], decoder=variant, identities=IDENTITIES)
@@ -117,9 +118,10 @@ class Step:
             self.xs = [x.contiguous(memory_format=torch.channels_last) for x in self.xs]
         from faceswap.config import LossParams
 
-        self.lpips = lpips
-        self.loss_cfg = LossParams(lpips_net="vgg", lpips_weight=0.1, lpips_every=5, lpips_images=4) if lpips \
+        loss_cfg = LossParams(lpips_net="vgg", lpips_weight=0.1, lpips_every=5, lpips_images=4) if lpips \
             else LossParams(lpips_net="none", lpips_weight=0.0)
+        self.parts = StepParts(net=self.net, model=self.model, opt=self.opt, loss=loss_cfg, grad_clip=1.0,
+                               scaler=torch.amp.GradScaler("cpu", enabled=False), autocast=self.plan.autocast)
         self.calls = 0
         t0 = time.perf_counter()
         self()  # warm-up (and the compile, when asked)
@@ -127,17 +129,11 @@ class Step:
         self()
 
     def __call__(self) -> None:
-        from faceswap.losses import reconstruction_loss
+        """One step of the training's own code (the inputs are their own targets)."""
+        from faceswap.train import train_step
 
-        with self.plan.autocast():
-            preds = self.net(*self.xs)
-            loss = sum(reconstruction_loss(p, x, self.loss_cfg, self.lpips and self.calls % 5 == 0)[0]
-                       for p, x in zip(preds, self.xs, strict=True))
+        train_step(self.parts, self.xs, self.xs, self.calls, 1e-3)
         self.calls += 1
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
-        self.opt.step()
-        self.opt.zero_grad(set_to_none=True)
 
 
 def time_steps(step: Step, steps: int, budget_s: float = 30.0) -> float:

@@ -51,12 +51,22 @@ def params_for_both(tmp: Path) -> Path:
 
 
 def run_stage(src: Path, variant: str, root: Path, params: Path, store: Path) -> dict:
-    """One stage run into ``root``: the options both sides read, in the layout today's CLI checks them against."""
+    """One stage run into ``root``: a baseline that still takes the run's locations on its command line gets them
+    there; today's CLI reads them from the params file's ``paths`` only, so its copy of the params file names them."""
     env = {**os.environ, "PYTHONPATH": str(src), "MLFLOW_TRACKING_URI": f"sqlite:///{store}"}
     metrics = root / "metrics" / variant / "seed0.json"
-    cmd = [sys.executable, "-m", "faceswap.cli", "train", "--variant", variant, "--seed", "0",
-           "--out", str(root / "models" / variant / "seed0"), "--metrics", str(metrics),
-           "--curves", str(root / "curves" / variant / "seed0"), "--params", str(params)]
+    cmd = [sys.executable, "-m", "faceswap.cli", "train", "--variant", variant, "--seed", "0"]
+    if "--curves" in (src / "faceswap" / "cli.py").read_text():
+        cmd += ["--out", str(root / "models" / variant / "seed0"), "--metrics", str(metrics),
+                "--curves", str(root / "curves" / variant / "seed0")]
+    else:
+        raw = yaml.safe_load(params.read_text())
+        raw["paths"] = {"models": str(root / "models"), "train_metrics": str(root / "metrics"),
+                        "train_curves": str(root / "curves")}
+        root.mkdir(parents=True, exist_ok=True)
+        params = root / "params.yaml"
+        params.write_text(yaml.safe_dump(raw))
+    cmd += ["--params", str(params)]
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
     if proc.returncode:
         raise SystemExit(f"{' '.join(cmd)} failed:\n{proc.stderr[-2000:]}")

@@ -21,7 +21,7 @@ def bench_on_path():
 def test_gpu_train_reports_throughput_flops_and_a_profile(tmp_path):
     import gpu_train
 
-    result = gpu_train.main(["--steps", "1", "--warmup", "1", "--batch", "2", "--image-size", "32", "--width", "8",
+    result = gpu_train.main(["--steps", "1", "--warmup", "1", "--batch", "2", "--image-size", "64", "--width", "8",
                              "--bottleneck", "16", "--variants", "resize_nearest", "--lpips", "alex",
                              "--workers", "0", "--faces", "4", "--profile", "1", "--out", str(tmp_path)])
     saved = json.loads((tmp_path / "gpu_train.json").read_text())

@@ -281,26 +281,16 @@ def train_cmd(
     faces_dir: Annotated[
         Path | None, typer.Option(help="Folder the manifest's crop paths are relative to (params paths.faces).")
     ] = None,
-    out: Annotated[Path | None, typer.Option(help="The run folder <models>/<variant>/seed<seed> (sets paths.models).")
-                   ] = None,
-    metrics: Annotated[Path | None, typer.Option(
-        help="The DVC metrics file <train_metrics>/<variant>/seed<seed>.json (sets paths.train_metrics).")] = None,
-    curves: Annotated[Path | None, typer.Option(
-        help="The loss curves' folder <train_curves>/<variant>/seed<seed> (sets paths.train_curves).")] = None,
     params: ParamsOpt = Path("params.yaml"),
 ) -> None:
     """Train one decoder variant (resumes from its checkpoints; Ctrl-C/SIGTERM save and stop: exit 128+signal)."""
     from faceswap.stages import train as stage
 
-    given = {"--steps": steps, "--data": data, "--faces-dir": faces_dir, "--out": out, "--metrics": metrics,
-             "--curves": curves}
-    p = _params(params, {"train.steps": steps, "paths.accepted": data, "paths.faces": faces_dir,
-                         **stage.location_overrides(out=out, metrics=metrics, curves=curves)},
+    given = {"--steps": steps, "--data": data, "--faces-dir": faces_dir}
+    p = _params(params, {"train.steps": steps, "paths.accepted": data, "paths.faces": faces_dir},
                 " ".join(k for k, v in given.items() if v is not None))
     _check_variant(variant)
-    seed = p.base.seed if seed is None else seed
-    stage.check_locations(p, variant, seed, out=out, metrics=metrics, curves=curves)
-    r = stage.run(p, variant, seed)
+    r = stage.run(p, variant, seed)  # the run's files go where params.paths puts them (dvc.yaml's outs)
     if r.interrupted is not None:
         typer.echo(stage.format_record(r), err=True)
         raise typer.Exit(128 + r.interrupted)

@@ -203,7 +203,12 @@ def code_mmd(za: torch.Tensor, zb: torch.Tensor, scales: tuple[float, ...] = (0.
     z = torch.cat([x, y])
     sq = (z * z).sum(1)
     d2 = (sq[:, None] + sq[None, :] - 2.0 * z @ z.T).clamp_min(0.0)
-    off = d2.detach()[~torch.eye(len(z), dtype=torch.bool, device=z.device)]
+    m = len(z)
+    # the off-diagonal entries, row by row, gathered by index: a boolean mask would make the GPU report its count
+    # to the host every step (a sync); these indices are arithmetic on the device
+    k = torch.arange(m * (m - 1), device=z.device)
+    i, j = k // max(m - 1, 1), k % max(m - 1, 1)
+    off = d2.detach().flatten()[i * m + j + (j >= i).long()]
     bw = off.median().clamp_min(1e-8) if off.numel() else torch.ones((), device=z.device)
     k = sum(torch.exp(-d2 / (s * bw)) for s in scales)
     n = len(x)

@@ -183,15 +183,29 @@ def decoder_grid_score(
     (identity a's crops at 1/8 cycle/pixel vertically), and an under-trained decoder that draws every output
     alike sharpens exactly that peak; ``excess`` does not charge it, a lattice the data lacks counts in full.
     """
-    periods = _check_periods(periods)
-    p_out, v_out = _set_spectrum(outputs, periods)
-    p_ref, v_ref = _set_spectrum(reference, periods)
-    peak, bg, _ = _peaks(p_ref, periods)
-    floor = np.maximum(1.0, peak / np.maximum(bg, np.finfo(float).tiny))
-    out = _score_power(p_out, v_out, periods)
-    excess = _score_power(p_out, v_out, periods, floor)
-    return {"score": out.score, "reference_score": _score_power(p_ref, v_ref, periods).score,
-            "excess": excess.score, "per_period": excess.as_dict()["per_period"]}
+    ref = GridReference(reference, periods)
+    p_out, v_out = _set_spectrum(outputs, ref.periods)
+    out = _score_power(p_out, v_out, ref.periods)
+    excess = _score_power(p_out, v_out, ref.periods, ref.floor)
+    return {"score": out.score, "reference_score": ref.score, "excess": excess.score,
+            "per_period": excess.as_dict()["per_period"]}
+
+
+class GridReference:
+    """A reference set of :func:`decoder_grid_score` with its spectrum computed once, for scoring many output sets
+    against the same fixed truth (training scores its val faces' decoder grid at every validation):
+    ``excess(outputs)`` equals ``decoder_grid_score(outputs, reference, periods)["excess"]``."""
+
+    def __init__(self, reference: Sequence[np.ndarray], periods: Sequence[int] = DEFAULT_PERIODS) -> None:
+        self.periods = _check_periods(periods)
+        power, variance = _set_spectrum(reference, self.periods)
+        peak, bg, _ = _peaks(power, self.periods)
+        self.floor = np.maximum(1.0, peak / np.maximum(bg, np.finfo(float).tiny))
+        self.score = _score_power(power, variance, self.periods).score  # the reference's own set score
+
+    def excess(self, outputs: Sequence[np.ndarray]) -> float:
+        """The outputs' set score counting only the lattice bins that stand above the reference's own peaks."""
+        return _score_power(*_set_spectrum(outputs, self.periods), self.periods, self.floor).score
 
 
 def checkerboard_report(

@@ -19,12 +19,16 @@ from __future__ import annotations
 import itertools
 import math
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
 from faceswap.config import INPUT_FILLS, INPUT_MASKS
 from faceswap.model.blocks import UPSAMPLERS, create_upsample
+
+if TYPE_CHECKING:
+    from faceswap.config import Params
 
 BOTTLENECK_TARGET = 3
 MASK_FILL = 0.5  # the grey that replaces the background of a masked input (and of its training target)
@@ -45,6 +49,16 @@ class ModelConfig:
     input_mask: str = "none"  # none | ellipse: the background replaced by grey before the encoder (masked input)
     mask_coverage: float = 0.8  # the alignment coverage the crops were cut with (places the face ellipse)
     input_fill: str = "grey"  # grey | noise | other: what replaces the masked background while training
+
+    @classmethod
+    def from_params(cls, params: Params, variant: str) -> ModelConfig:
+        """The network ``params`` describe with ``variant``'s decoders: the one place a params file becomes a model
+        (training, the benchmarks)."""
+        m = params.model
+        return cls(image_size=params.base.image_size, width=m.width, bottleneck_channels=m.bottleneck_channels,
+                   encoder_stages=m.encoder_stages, max_channels=m.max_channels, decoder=variant,
+                   identities=tuple(params.base.identities), input_mask=m.input_mask,
+                   mask_coverage=params.align.coverage, input_fill=m.input_fill)
 
     def to_dict(self) -> dict:
         return asdict(self)

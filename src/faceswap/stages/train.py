@@ -75,12 +75,13 @@ def check_variants(params: Params) -> None:
             raise ConfigError(f"model.variants: {err}") from None
 
 
-def run(params: Params, variant: str, seed: int) -> TrainRecord:
-    """Train ``variant`` with ``seed`` into ``paths.run_dir``; write its metrics file and curves when it finished."""
-    from faceswap.train import train  # torch: not imported before the command line's arguments are checked
+def run(params: Params, variant: str, seed: int | None = None) -> TrainRecord:
+    """Train ``variant`` with ``seed`` (default ``base.seed``) into ``paths.run_dir``; write its metrics file and
+    curves when it finished."""
+    from faceswap.train import run_seed, train  # torch: not imported before the command line's arguments are checked
 
     check_variants(params)
-    paths = params.paths
+    paths, seed = params.paths, run_seed(params, seed)
     result = train(params, variant, paths.run_dir(variant, seed), manifest=paths.accepted, faces_dir=paths.faces,
                    seed=seed)
     record = TrainRecord.of(result)
@@ -105,35 +106,6 @@ def write_curves(folder: Path, c: Curves) -> Path:
         f"{s},{r:.6f},{w:.6f},{f:.6f}\n"
         for s, r, w, f in zip(c.val_step, c.grid_recon, c.grid_swap, c.flat_grid, strict=True)))
     return folder
-
-
-# --- the command line's per-run options: each names one file of this run below a folder that params.paths holds
-
-
-def location_overrides(*, out: str | Path | None = None, metrics: str | Path | None = None,
-                       curves: str | Path | None = None) -> dict[str, str | None]:
-    """``--out <models>/<variant>/seed<k>``, ``--metrics <train_metrics>/<variant>/seed<k>.json`` and
-    ``--curves <train_curves>/<variant>/seed<k>`` as the dotted ``paths`` overrides of the folders above them
-    (None: not given); :func:`check_locations` then checks that each names exactly this run's file."""
-    def above(p: str | Path | None) -> str | None:
-        return None if p is None else str(Path(p).parent.parent)
-
-    return {"paths.models": above(out), "paths.train_metrics": above(metrics), "paths.train_curves": above(curves)}
-
-
-def check_locations(params: Params, variant: str, seed: int, *, out: str | Path | None = None,
-                    metrics: str | Path | None = None, curves: str | Path | None = None) -> None:
-    """A ConfigError (exit status 2) for a given location that is not where ``params.paths`` puts this run's file."""
-    p = params.paths
-    rules = (("--out", out, p.run_dir(variant, seed), "paths.models", "<models>/<variant>/seed<seed>"),
-             ("--metrics", metrics, p.train_metrics_file(variant, seed), "paths.train_metrics",
-              "<train_metrics>/<variant>/seed<seed>.json"),
-             ("--curves", curves, p.train_curves_dir(variant, seed), "paths.train_curves",
-              "<train_curves>/<variant>/seed<seed>"))
-    for option, given, want, key, shape in rules:
-        if given is not None and Path(given) != want:
-            raise ConfigError(f"{option} {given}: must be {shape} of this run ({want}); to put it elsewhere set "
-                              f"{key} in the params file")
 
 
 def format_record(r: TrainRecord) -> str:
