@@ -3,7 +3,8 @@
     python bench/matrix.py [--steps 200] [--items 4] [--modes serial fanout]
 
 Each run is the stage's own command, read from dvc.yaml (``pipelines.graph``), pointed at a scratch folder
-(``--out/--metrics/--curves``; MLflow into a scratch store), so the workspace and its DVC records are untouched.
+(a copy of params.yaml whose ``paths`` put models, metrics and curves there; MLflow into a scratch store),
+so the workspace and its DVC records are untouched.
 
 - ``serial``: one run after the other with torch's default threads, as ``dvc repro`` runs them;
 - ``fanout``: the flow's lanes (params ``flow.workers`` / ``flow.threads_per_run``, ``pipelines.fanout``): that
@@ -27,6 +28,8 @@ import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+
+import yaml
 
 from _common import print_table, write_results
 
@@ -52,11 +55,24 @@ def commands(steps: int | None, limit: int | None, data_root: Path | None) -> li
     return [(s.item, shlex.split(s.cmd) + extra) for s in items[:limit]]
 
 
+def scratch_params(root: Path) -> Path:
+    """The repository's params with the runs' outputs (models, metrics, curves) moved under ``root``: the train
+    command puts its files where ``paths`` says, so a copy of params is how a run writes elsewhere."""
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    for key in ("accepted", "quarantine", "faces", "identity"):  # inputs stay the repository's (relative → absolute)
+        raw["paths"][key] = str((REPO / raw["paths"][key]).resolve())
+    raw["paths"].update(models=str(root / "models"), train_metrics=str(root / "metrics"),
+                        train_curves=str(root / "curves"))
+    root.mkdir(parents=True, exist_ok=True)
+    path = root / "params.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return path
+
+
 def run_one(item: str, argv: list[str], root: Path, env: dict[str, str]) -> dict:
     variant, seed = item.split("-", 1)
     metrics = root / "metrics" / variant / f"seed{seed}.json"
-    cmd = [*argv, "--out", str(root / "models" / variant / f"seed{seed}"), "--metrics", str(metrics),
-           "--curves", str(root / "curves" / variant / f"seed{seed}")]
+    cmd = [*argv, "--params", str(scratch_params(root))]
     exe = str(Path(sys.executable).with_name(cmd[0])) if cmd[0] == "faceswap" else cmd[0]
     t0 = time.perf_counter()
     proc = subprocess.run([exe, *cmd[1:]], cwd=REPO, env=env, capture_output=True, text=True)
