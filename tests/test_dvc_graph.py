@@ -207,3 +207,16 @@ def test_a_new_variant_is_its_class_and_one_params_line_and_reruns_only_the_mode
     proc = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, capture_output=True, text=True, timeout=300,
                           env={"PYTHONPATH": str(tmp_path / "src"), "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1"})
     assert proc.returncode == 0, proc.stderr
+
+
+def test_the_readme_layout_names_every_module_and_package():
+    """A newcomer finds each room from README's layout: every top-level module and package of src/faceswap and
+    every module of pipelines/ is named there."""
+    text = (REPO / "README.md").read_text()
+    layout = text[text.index("## Layout"):]
+    layout = layout[: layout.index("\n## ", 1)]
+    rooms = [p.name + ("/" if p.is_dir() else "") for p in sorted((SRC / "faceswap").iterdir())
+             if not p.name.startswith("__") and (p.is_dir() or p.suffix == ".py")]
+    rooms += [p.name for p in sorted((REPO / "pipelines").glob("*.py")) if not p.name.startswith("__")]
+    missing = [r for r in rooms if r not in layout]
+    assert not missing, f"README.md's layout does not name {missing}"

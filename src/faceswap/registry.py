@@ -22,6 +22,9 @@ champion measured on other data (new faces, other settings) cannot be compared f
 this stage reads (it runs no evaluation code): the new version, which passed the gates, takes the alias. The
 first version becomes champion. A winner that is already registered (same checkpoint, same evaluation) is not
 registered again.
+
+One module for the rule and its MLflow side because every alias decision applies the rule again (the new version
+against the champion), so the two change together; the summary tables are :mod:`faceswap.tables`.
 """
 
 from __future__ import annotations

@@ -1,5 +1,8 @@
 """Face detection, selection, 5-point alignment and the manifest (``faceswap align``).
 
+One module because the steps below share one pass over each clip's frames (and its per-clip report); the
+detector, the geometry and the roll retry are modules of their own.
+
 The geometry (template, Umeyama, warping, smoothing) lives in :mod:`faceswap.data.geometry`. Per clip (one video of
 one identity), in frame order:
 

@@ -2,7 +2,9 @@
 
 Reconstruction quality (LPIPS, PSNR, SSIM), the checkerboard score of reconstructions and swaps, identity
 transfer of the swaps, cycle consistency and landmark preservation (with a failure rate). Names and directions:
-:mod:`faceswap.names`; intervals: :mod:`faceswap.stats`.
+:mod:`faceswap.names`; intervals: :mod:`faceswap.stats`. One module because every number is computed on the same
+forward passes (reconstructions, swaps, cycles) of the same faces; the measurements themselves live in
+:mod:`faceswap.metrics`.
 """
 
 from __future__ import annotations

@@ -1,4 +1,7 @@
-"""Identity transfer: does a swap look like the target person rather than the source? (issue #11, part 2)
+"""Identity transfer: does a swap look like the target person rather than the source?
+
+One module for the descriptor, its chip geometry and the three readings built on it (distance to centroids,
+verification, gallery retrieval), because all three must cut the chip and batch the network the same way.
 
 The judge is dlib's ResNet face descriptor (``dlib_face_recognition_resnet_model_v1``: 128-D, 99.38% on LFW;
 two photos of one person are usually < 0.6 apart in Euclidean distance). It wants a 150² chip aligned the way
