@@ -103,7 +103,7 @@ fi
 GPU_TESTS="tests/test_bench_gpu.py tests/test_compute.py tests/test_compute_timing.py"
 if [ $DRY = 1 ]; then
   TESTS="$PY -m pytest -q --collect-only $GPU_TESTS"
-  THROUGHPUT="--steps 1 --warmup 1 --batch 2 --image-size 32 --width 8 --bottleneck 16 --variants resize_nearest \
+  THROUGHPUT="--steps 1 --warmup 1 --batch 2 --image-size 64 --width 8 --bottleneck 16 --variants resize_nearest \
 --lpips none --workers 0 --faces 4"
   SEED_TINY="--image-size 64 --width 8 --bottleneck 16 --batch 2 --steps 1 --workers 0 --val-images 2 --eval-faces 3"
   DDP_SET="--image-size 64 --set model.width=8 model.bottleneck_channels=16 train.batch_size=2 train.steps=2 \

@@ -140,7 +140,7 @@ def test_corrupt_inputs_fail_clearly(world):
         assert r.exit_code != 0, (src, r.output)
         assert words in r.output, (src, r.output)
     r = _swap(world, str(world["clip"]), "-o", str(root / "x.mp4"), "--direction", "a2c")
-    assert r.exit_code == 2 and "a2b or b2a" in r.output
+    assert r.exit_code == 2 and "'a2c' is not one of" in r.output and "'a2b'" in r.output and "'b2a'" in r.output
     r = _swap(world, str(world["clip"]), "-o", str(root / "x.mp4"), "--model", "models:/nope@champion")
     assert r.exit_code == 1 and "cannot load model" in r.output
 
