@@ -144,12 +144,16 @@ def test_manifest_is_logged_as_the_runs_dataset_input(tmp_path, monkeypatch):
 
 WRITER = '''
 import sys
+import time
 from faceswap.config import MlflowParams
 from faceswap import tracking
 
-name, steps = sys.argv[1], int(sys.argv[2])
+name, steps, start_at = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
 t = tracking.open_run(MlflowParams(tracking_uri="sqlite:///unused.db"), name)  # $MLFLOW_TRACKING_URI wins
 run_id, uri = t.run_id, t.uri
+while time.time() < start_at:  # every writer logs the same new dataset at the same moment, as training runs do
+    time.sleep(0.005)
+tracking.log_manifest_input(t, "faces.parquet", tracking.TRAINING, commit="c0ffee")
 for step in range(steps):  # full rate: one batch right after the other, as fast as the store takes them
     t.log_metrics({"loss": step / 7, "lr": 1 / (step + 1), "grad_norm": step % 5}, step)
 t.end()
@@ -172,10 +176,16 @@ def test_concurrent_runs_through_the_served_store_lose_no_metric(tmp_path, monke
     monkeypatch.chdir(tmp_path)
     cfg = MlflowParams(tracking_uri="sqlite:///mlflow.db")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "src"), str(REPO)]), "OMP_NUM_THREADS": "1"}
+    import time
+
+    import pandas as pd
+
+    pd.DataFrame({"face_id": [f"f{i}" for i in range(8)], "identity": ["a", "b"] * 4}).to_parquet("faces.parquet")
     with serve_store(cfg, log=tmp_path / "server.log") as served:
         assert served[TRACKING_ENV].startswith("http://127.0.0.1:")
-        procs = [subprocess.Popen([sys.executable, "-c", WRITER, f"w{i}", str(steps)], env=env | served, text=True,
-                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE) for i in range(n)]
+        start_at = str(time.time() + 15)  # after every writer has imported and opened its run
+        procs = [subprocess.Popen([sys.executable, "-c", WRITER, f"w{i}", str(steps), start_at], env=env | served,
+                                  text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE) for i in range(n)]
         outs = [p.communicate(timeout=600) for p in procs]
     for p, (_, err) in zip(procs, outs, strict=True):
         assert p.returncode == 0, err[-2000:]
@@ -188,4 +198,6 @@ def test_concurrent_runs_through_the_served_store_lose_no_metric(tmp_path, monke
         for key in ("loss", "lr", "grad_norm"):
             history = client.get_metric_history(run_id, key)
             assert sorted(m.step for m in history) == list(range(steps)), key
+        (dataset,) = client.get_run(run_id).inputs.dataset_inputs
+        assert dataset.dataset.name == "faces.parquet"
     assert "database is locked" not in (tmp_path / "server.log").read_text()

@@ -343,6 +343,7 @@ def serve_store(params: Params | MlflowParams | None = None, log: Path | None = 
 
 TRAINING, EVALUATION = "training", "evaluation"  # dataset contexts (the UI shows them beside the dataset)
 COMMIT_TAG = "git_commit"
+RACE_RETRIES = 3  # a dataset logged by several runs at once (see log_manifest_input)
 
 
 def _manifest_dataset(manifest: Path, digest: str) -> Dataset:
@@ -380,10 +381,21 @@ def log_manifest_input(
     if not tracker.run:
         return None
     from mlflow.entities import DatasetInput, InputTag
+    from mlflow.exceptions import MlflowException
     from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 
     manifest = Path(manifest)
     digest = dvc_hash or file_md5(manifest)
     tags = [InputTag(MLFLOW_DATASET_CONTEXT, context), InputTag(COMMIT_TAG, commit or git_commit())]
-    tracker.client.log_inputs(tracker.run_id, datasets=[DatasetInput(_manifest_dataset(manifest, digest), tags)])
+    entry = DatasetInput(_manifest_dataset(manifest, digest), tags)
+    for attempt in range(RACE_RETRIES + 1):
+        try:
+            tracker.client.log_inputs(tracker.run_id, datasets=[entry])
+            return digest
+        except MlflowException as err:
+            # runs started together (the fan-out) log the same new dataset at once: MLflow's get-or-create lets
+            # all but one insert fail on the table's unique key, and the retry finds the row the winner wrote
+            if "UNIQUE constraint failed" not in str(err) or attempt == RACE_RETRIES:
+                raise
+            time.sleep(0.2 * (attempt + 1))
     return digest
