@@ -67,7 +67,7 @@ def landmark_detector(cfg: EvaluateParams, device: str) -> Detector | None:
     """The detector of the landmark metrics (MTCNN: its weights ship in its wheel), or None when they are off."""
     if not cfg.landmarks:
         return None
-    from faceswap.data.detect import MtcnnDetector
+    from faceswap.data.mtcnn import MtcnnDetector
 
     return MtcnnDetector(str(device), min_face_size=max(20, cfg.landmark_upscale // 5))
 
