@@ -113,7 +113,7 @@ def test_template_chip_matches_dlibs_own_alignment(encoder) -> None:
     import dlib
 
     still = astronaut()
-    shape = idm._model("shape68")(still.image, dlib.get_frontal_face_detector()(still.image, 1)[0])
+    shape = idm.dlib_model("shape68")(still.image, dlib.get_frontal_face_detector()(still.image, 1)[0])
     own = np.asarray(encoder._rec.compute_face_descriptor(still.image, shape))
     crop = warp_face(still.image, umeyama(still.landmarks, face_template(256, COVERAGE)), 256)
     chip = encoder.chips(crop[None], COVERAGE)[0]

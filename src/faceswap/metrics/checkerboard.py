@@ -124,7 +124,7 @@ def _lattice_index(h: int, w: int, periods: tuple[int, ...]) -> tuple[np.ndarray
     return fy * w + fx, np.array(per), flat(ry, rx), flat(zero, d), flat(d, zero)
 
 
-def _peaks(power: np.ndarray, periods: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def peaks(power: np.ndarray, periods: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Power at each lattice bin, its background bg(f), and each bin's period."""
     centre, per, ring, row, col = _lattice_index(*power.shape, periods)
     s = power.ravel()
@@ -138,7 +138,7 @@ def _score_power(
     """The score from a spectrum; ``floor`` (per lattice bin, ≥ 1) raises each bin's bar to floor × (1 + m) × bg."""
     if not variance > 0.0:  # a flat image has no lattice
         return CheckerboardScore(0.0, {p: 0.0 for p in periods})
-    peak, bg, per = _peaks(power, periods)
+    peak, bg, per = peaks(power, periods)
     bar = (1.0 + PEAK_MARGIN) * bg * (1.0 if floor is None else floor)
     excess = np.maximum(0.0, peak - bar)
     by_period = {p: float(excess[per == p].sum()) for p in periods}
@@ -199,7 +199,7 @@ class GridReference:
     def __init__(self, reference: Sequence[np.ndarray], periods: Sequence[int] = DEFAULT_PERIODS) -> None:
         self.periods = _check_periods(periods)
         power, variance = _set_spectrum(reference, self.periods)
-        peak, bg, _ = _peaks(power, self.periods)
+        peak, bg, _ = peaks(power, self.periods)
         self.floor = np.maximum(1.0, peak / np.maximum(bg, np.finfo(float).tiny))
         self.score = _score_power(power, variance, self.periods).score  # the reference's own set score
 

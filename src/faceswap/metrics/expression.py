@@ -276,19 +276,19 @@ def measure_expressions(images: np.ndarray | Sequence[np.ndarray], coverage: flo
     """
     import dlib
 
-    from faceswap.metrics.identity import _as_images, _check_coverage, _model, _upscaled, face_rectangle
+    from faceswap.metrics.identity import as_images, check_coverage, dlib_model, face_rectangle, upscaled
 
     if box not in ("template", "detector"):
         raise ValueError(f"box must be 'template' or 'detector', got {box!r}")
-    coverage = _check_coverage(coverage)
-    items = _as_images(images, names)
+    coverage = check_coverage(coverage)
+    items = as_images(images, names)
     n = len(items)
-    sp = _model("shape68")
+    sp = dlib_model("shape68")
     detector = dlib.get_frontal_face_detector() if face_check or box == "detector" else None
     lms = np.full((n, 68, 2), np.nan)
     found = np.ones(n, bool)
     for i, im in enumerate(items):
-        big, k = _upscaled(im, 192)
+        big, k = upscaled(im, 192)
         rect = face_rectangle(big.shape[0], coverage)
         hit = _face_found(big, rect, detector) if detector is not None else None
         found[i] = detector is None or hit is not None

@@ -47,9 +47,9 @@ from faceswap.metrics.checkerboard import (
     DEFAULT_PERIODS,
     PEAK_MARGIN,
     _check_periods,
-    _peaks,
     _spectrum,
     checkerboard_score,
+    peaks,
 )
 
 DEFAULT_SKIN = (0.78, 0.60, 0.52)  # RGB in [0, 1]: a mid skin tone
@@ -132,7 +132,7 @@ def flat_measures(image: np.ndarray, periods: Sequence[int] = DEFAULT_PERIODS) -
     if not total > 0.0:
         return score, 0.0, 0.0
     power, _ = _spectrum(x, ps[-1])
-    peak, bg, _ = _peaks(power, ps)
+    peak, bg, _ = peaks(power, ps)
     excess = float(np.maximum(0.0, peak - (1.0 + PEAK_MARGIN) * bg).sum())
     return score, excess / total, variance / total
 

@@ -71,13 +71,13 @@ def _chip_points() -> np.ndarray:
     return (DLIB_MEAN_FACE_5 + CHIP_PADDING) / (1 + 2 * CHIP_PADDING) * CHIP_SIZE
 
 
-def _check_coverage(coverage: float) -> float:
+def check_coverage(coverage: float) -> float:
     if not (isinstance(coverage, int | float) and 0.2 <= float(coverage) <= 1.5):
         raise ValueError(f"coverage must be a number in [0.2, 1.5] (params align.coverage), got {coverage!r}")
     return float(coverage)
 
 
-def _as_images(images: np.ndarray | Sequence[np.ndarray], names: Sequence[str] | None) -> list[np.ndarray]:
+def as_images(images: np.ndarray | Sequence[np.ndarray], names: Sequence[str] | None) -> list[np.ndarray]:
     """Validate a batch of square RGB uint8 crops; errors name the offending crop (index, and name if given)."""
     if isinstance(images, np.ndarray) and images.ndim != 4:
         raise ValueError(f"images must be (N, H, W, 3) uint8 crops or a list of (H, W, 3); got shape {images.shape}")
@@ -109,7 +109,7 @@ _models: dict[str, Any] = {}
 _models_lock = threading.Lock()
 
 
-def _model(key: str) -> Any:
+def dlib_model(key: str) -> Any:
     """dlib model objects, loaded once per process from the verified cache (see :mod:`dlib_models`)."""
     import dlib
 
@@ -127,7 +127,7 @@ def _model(key: str) -> Any:
         return _models[key]
 
 
-def _upscaled(im: np.ndarray, min_side: int) -> tuple[np.ndarray, float]:
+def upscaled(im: np.ndarray, min_side: int) -> tuple[np.ndarray, float]:
     import cv2
 
     k = max(1, int(np.ceil(min_side / im.shape[0])))
@@ -140,7 +140,7 @@ def _fit_shape(predictor: Any, im: np.ndarray, coverage: float) -> tuple[Any, np
     """Run a dlib shape predictor inside the known face box of an aligned crop, upscaled to ≥ 192² first."""
     import dlib
 
-    big, k = _upscaled(im, 192)
+    big, k = upscaled(im, 192)
     shape = predictor(big, dlib.rectangle(*face_rectangle(big.shape[0], coverage)))
     return shape, big, k
 
@@ -153,8 +153,8 @@ class IdentityEncoder:
             raise ValueError(f"landmarks must be 'template' or 'shape5', got {landmarks!r}")
         self.landmarks = landmarks
         self.batch_size = batch_size
-        self._rec = _model("resnet")
-        self._sp5 = _model("shape5") if landmarks == "shape5" else None
+        self._rec = dlib_model("resnet")
+        self._sp5 = dlib_model("shape5") if landmarks == "shape5" else None
 
     def chips(self, images: np.ndarray | Sequence[np.ndarray], coverage: float,
               names: Sequence[str] | None = None) -> np.ndarray:
@@ -163,8 +163,8 @@ class IdentityEncoder:
 
         from faceswap.data.geometry import face_template, umeyama, warp_face
 
-        coverage = _check_coverage(coverage)
-        out = np.empty((len(items := _as_images(images, names)), CHIP_SIZE, CHIP_SIZE, 3), np.uint8)
+        coverage = check_coverage(coverage)
+        out = np.empty((len(items := as_images(images, names)), CHIP_SIZE, CHIP_SIZE, 3), np.uint8)
         for i, im in enumerate(items):
             m = umeyama(face_template(im.shape[0], coverage), _chip_points())
             if abs(np.linalg.det(m[:, :2])) >= 1:  # enlarging (small crops): bicubic
@@ -177,8 +177,8 @@ class IdentityEncoder:
     def describe(self, images: np.ndarray | Sequence[np.ndarray], coverage: float,
                  names: Sequence[str] | None = None) -> np.ndarray:
         """(N, 128) float32 descriptors of aligned crops ((N, H, H, 3) uint8, cut with ``coverage``)."""
-        coverage = _check_coverage(coverage)
-        items = _as_images(images, names)
+        coverage = check_coverage(coverage)
+        items = as_images(images, names)
         if not items:
             return np.empty((0, DIM), np.float32)
         if self.landmarks == "template":
@@ -197,7 +197,7 @@ class IdentityEncoder:
 
 def _describe_chips(chips: np.ndarray, rec: Any = None) -> np.ndarray:
     """(N, 128) descriptors of 150² chips; in a pool worker ``rec`` is that process's own model."""
-    rec = rec if rec is not None else _model("resnet")
+    rec = rec if rec is not None else dlib_model("resnet")
     return np.asarray([np.asarray(v) for v in rec.compute_face_descriptor(list(chips))], np.float32).reshape(-1, DIM)
 
 
@@ -442,9 +442,9 @@ def landmarks68(images: np.ndarray | Sequence[np.ndarray], coverage: float,
     Never fails to return points (there is no detection step), so it cannot flag a swap with no face in it;
     the model's licence (iBUG 300-W) excludes commercial use.
     """
-    coverage = _check_coverage(coverage)
-    items = _as_images(images, names)
-    sp = _model("shape68")
+    coverage = check_coverage(coverage)
+    items = as_images(images, names)
+    sp = dlib_model("shape68")
     out = np.empty((len(items), 68, 2), np.float64)
     for i, im in enumerate(items):
         shape, _, k = _fit_shape(sp, im, coverage)
