@@ -42,6 +42,9 @@ ARMS: dict[str, dict[tuple[str, ...], object]] = {
     # what stands behind the masked face while training (grey in the arms above)
     "mask+colour+noise": {**MASK, **RCT, ("model", "input_fill"): "noise"},
     "mask+colour+other": {**MASK, **RCT, ("model", "input_fill"): "other"},
+    # the random warp's strength (RMS displacement / side; 0.025 by default)
+    "mask+colour+nowarp": {**MASK, **RCT, ("train", "augment", "warp"): 0.0},
+    "mask+colour+warp2x": {**MASK, **RCT, ("train", "augment", "warp"): 0.05},
     "7x7:mask+colour": {**MASK, **RCT, ("model", "encoder_stages"): SEVEN},  # the seed's day-13 geometry
     "7x7:baseline": {("model", "encoder_stages"): SEVEN},
 }
