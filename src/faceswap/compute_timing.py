@@ -146,30 +146,26 @@ def _read(path: Path) -> dict[str, Any]:
 
 
 def training_step(mcfg: Any, loss: Any, batch: int, *, lr: float = 1e-4) -> MakeStep:
-    """``make_step`` for :func:`timed_plan`: the run's model (``ModelConfig``) and loss (``LossParams``) on
-    ``batch`` random faces per identity — the training loop's forward over all identities, reconstruction loss
-    (with LPIPS on the steps that use it), backward and fused AdamW — under a candidate plan."""
-    from faceswap.losses import reconstruction_loss, uses_lpips
+    """``make_step`` for :func:`timed_plan`: the training loop's own :func:`~faceswap.train.step.train_step` on the
+    run's model (``ModelConfig``) and loss (``LossParams``) with ``batch`` random faces per identity, under a
+    candidate plan (forward over all identities, loss with LPIPS on the steps that use it, backward, fused AdamW)."""
     from faceswap.model import FaceSwapAutoencoder
+    from faceswap.train.step import StepParts, SwapModel, train_step
 
     def make(plan: ComputePlan) -> Step:
         model = FaceSwapAutoencoder(mcfg)
         if plan.channels_last:
             model = model.to(memory_format=torch.channels_last)
-        opt = torch.optim.AdamW(model.parameters(), lr=lr, fused=True)
-        n, ids = mcfg.image_size, list(model.decoders)
-        xs = [to_layout(torch.rand(batch, 3, n, n), plan) for _ in ids]
+        parts = StepParts(net=SwapModel(model, with_codes=loss.code_mmd > 0), model=model,
+                          opt=torch.optim.AdamW(model.parameters(), lr=lr, fused=True),
+                          scaler=torch.amp.GradScaler("cpu", enabled=False), loss=loss, grad_clip=None,
+                          autocast=plan.autocast)
+        n = mcfg.image_size
+        xs = [to_layout(torch.rand(batch, 3, n, n), plan) for _ in model.decoders]
         count = [0]
 
         def step() -> None:
-            with plan.autocast():
-                codes = model.encode(torch.cat(xs)).split(batch)
-                preds = [model.decode(z, i) for z, i in zip(codes, ids, strict=True)]
-                with_lp = uses_lpips(loss, count[0])
-                total = sum(reconstruction_loss(p, x, loss, with_lp)[0] for p, x in zip(preds, xs, strict=True))
-            total.backward()
-            opt.step()
-            opt.zero_grad(set_to_none=True)
+            train_step(parts, xs, xs, count[0], lr)
             count[0] += 1
 
         return step
