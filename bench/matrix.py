@@ -72,7 +72,7 @@ def scratch_params(root: Path) -> Path:
 def run_one(item: str, argv: list[str], root: Path, env: dict[str, str]) -> dict:
     variant, seed = item.split("-", 1)
     metrics = root / "metrics" / variant / f"seed{seed}.json"
-    cmd = [*argv, "--params", str(scratch_params(root))]
+    cmd = argv
     exe = str(Path(sys.executable).with_name(cmd[0])) if cmd[0] == "faceswap" else cmd[0]
     t0 = time.perf_counter()
     proc = subprocess.run([exe, *cmd[1:]], cwd=REPO, env=env, capture_output=True, text=True)
@@ -83,6 +83,8 @@ def run_one(item: str, argv: list[str], root: Path, env: dict[str, str]) -> dict
 
 def run_mode(mode: str, cmds: list[tuple[str, list[str]]], root: Path) -> tuple[float, list[dict], str]:
     params = load_params(REPO / "params.yaml")
+    scratch = str(scratch_params(root))  # written once, before any run reads it
+    cmds = [(item, [*argv, "--params", scratch]) for item, argv in cmds]
     base = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")]),
             "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}"}
     if mode == "serial":
