@@ -21,7 +21,6 @@ import os
 import queue
 import shutil
 import subprocess
-import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -165,10 +164,10 @@ def run_item(item: Item, lanes_key: str, extra_env: dict[str, str], log_tail: in
             "detail": f"fanned out ({pinned})" if pinned else "fanned out"}
 
 
-def commit(root: Path, address: str, log_tail: int, lock: threading.Lock) -> None:
-    """``dvc commit`` one finished item: its deps, params and outs into dvc.lock, its outs into the cache."""
-    with lock:
-        rc, last = stream(dvc("commit", "--force", address), root, f"dvc commit {address}", log_tail)
+def commit(root: Path, address: str, log_tail: int) -> None:
+    """``dvc commit`` one finished item: its deps, params and outs into dvc.lock, its outs into the cache. Called
+    from the flow's thread only, one item after the other (the runs themselves go side by side)."""
+    rc, last = stream(dvc("commit", "--force", address), root, f"dvc commit {address}", log_tail)
     if rc != 0:
         raise StageFailed(f"dvc commit {address} failed (exit {rc}):\n" + "\n".join(last))
 
@@ -183,7 +182,7 @@ def run_group(root: Path, addresses: list[str], lanes: Lanes, address: str | Non
     for lane in range(lanes.workers):
         pool.put(lanes.env(lane))
     _LANES[key] = pool
-    lock, outcomes, failure = threading.Lock(), [], None
+    outcomes, failure = [], None
     task_ = run_item.with_options(retries=retries, retry_delay_seconds=retry_delay_seconds if retries else 0)
     try:
         with task_runner(lanes, address) as runner:
@@ -196,7 +195,7 @@ def run_group(root: Path, addresses: list[str], lanes: Lanes, address: str | Non
                     failure = failure or err
                     outcomes.append({"stage": it.address, "status": "failed", "seconds": 0.0, "detail": str(err)[:200]})
                     continue
-                commit(root, it.address, log_tail, lock)
+                commit(root, it.address, log_tail)
                 outcomes.append(outcome)
     finally:
         _LANES.pop(key, None)
