@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 import pytest
@@ -22,6 +24,14 @@ for _k, _v in {
 # The one tracking rule puts $MLFLOW_TRACKING_URI first: a developer's store must not receive test runs, and
 # tests name their own store (mlflow.tracking_uri in their params, or this variable set in the test).
 os.environ.pop("MLFLOW_TRACKING_URI", None)
+
+
+def bench_module(name: str) -> ModuleType:
+    """A script of bench/ imported as a module (bench/ is not a package), for tests of its helpers."""
+    spec = importlib.util.spec_from_file_location(name, REPO / "bench" / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
 
 
 @pytest.fixture(scope="session")

@@ -2,22 +2,17 @@
 
 from __future__ import annotations
 
-import importlib.util
-
 import numpy as np
 
 from faceswap.data.demo import astronaut, grace_hopper
 from faceswap.data.geometry import face_template, umeyama, warp_face
-from tests.conftest import REPO
+from tests.conftest import bench_module
 
 COVERAGE = 0.8
 
 
 def _bench():
-    spec = importlib.util.spec_from_file_location("mask_fit", REPO / "bench" / "mask_fit.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return bench_module("mask_fit")
 
 
 def test_a_hull_fills_its_polygon_and_the_extension_raises_only_the_brows():

@@ -3,20 +3,15 @@ own folder; the parsing and the params it writes are checked here (a run itself 
 
 from __future__ import annotations
 
-import importlib.util
-
 import pytest
 import yaml
 
 from faceswap.config import parse_params
-from tests.conftest import REPO
+from tests.conftest import REPO, bench_module
 
 
 def _bench():
-    spec = importlib.util.spec_from_file_location("real_pair_scale", REPO / "bench" / "real_pair_scale.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return bench_module("real_pair_scale")
 
 
 def test_a_run_spec_becomes_valid_params_in_its_own_folder():
