@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from faceswap.checkpoint import load_checkpoint
+from faceswap.checkpoint import checkpoint_dir, load_checkpoint
 from faceswap.compute import PRECISION_ENV, ComputeError, CpuFeatures, plan_compute
 from faceswap.train import TrainingError, default_workers
 from tests.test_train import faces, params, train  # noqa: F401 - the module's face-set fixture
@@ -93,16 +93,16 @@ def test_bf16_cpu_steps_train_and_resume_across_precisions(faces, tmp_path, caps
     r1 = run(first, cl)
     assert r1.outcome.step == 16 and r1.best.val_loss is not None
     assert torch.isfinite(torch.tensor(r1.curves.loss)).all()
-    half = load_checkpoint(out / "checkpoints" / "step_0000008.pt")
+    half = load_checkpoint(checkpoint_dir(out) / "step_0000008.pt")
     assert (half["precision"], half["channels_last"]) == (first, cl)
     for late in ("step_0000016.pt", "best.pt"):
-        (out / "checkpoints" / late).unlink()
+        (checkpoint_dir(out) / late).unlink()
     capsys.readouterr()
     r2 = run(second, not cl)
     err = capsys.readouterr().err
     assert r2.outcome.resumed_from == 8 and r2.outcome.step == 16
     assert f"checkpoint written in {first}" in err and f"continuing in {second}" in err
-    last = load_checkpoint(out / "checkpoints" / "step_0000016.pt")
+    last = load_checkpoint(checkpoint_dir(out) / "step_0000016.pt")
     assert (last["precision"], last["channels_last"]) == (second, not cl)
     assert torch.isfinite(torch.tensor(r2.curves.loss)).all() and _weights_finite(out / "model.pt")
     # the same arithmetic in another precision: the resumed run ends near the uninterrupted one

@@ -1,20 +1,24 @@
 """DVC's own comparison works: metrics are git-tracked (DVC's convention for ``cache: false`` metrics), so after
 ``dvc exp run -S …`` both ``dvc exp show`` and ``dvc metrics diff`` hold every variant's numbers for the baseline
-commit and for the experiment. A tiny real pipeline (one short demo clip per identity, one variant, one seed, a
-few steps) in a clone of this repository."""
+commit and for the experiment; and an experiment whose training is killed resumes from its last checkpoint on the
+next ``dvc exp run`` (the way the showcase profile is run). A tiny real pipeline (one short demo clip per
+identity, one variant, one seed, a few steps) in a clone of this repository."""
 
 from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
+from faceswap.checkpoint import checkpoint_dir
 from faceswap.config import set_key
 
 from .conftest import REPO
@@ -83,3 +87,20 @@ def test_exp_show_and_metrics_diff_hold_baseline_and_experiment(tmp_path):
     diff = json.loads(_run(["dvc", "metrics", "diff", "--json", "--all"], repo, env))
     lpips = diff[f"metrics/{VARIANT}.json"]["recon_lpips"]
     assert lpips["old"] == pytest.approx(base["recon_lpips"]) and lpips["new"] == pytest.approx(new["recon_lpips"])
+
+    # a killed experiment resumes: its training states live outside the run folder that `dvc exp run` checks out
+    states = checkpoint_dir(repo / "models" / VARIANT / "seed0")
+    long = ["dvc", "exp", "run", "-S", "train.steps=400", "-S", "train.checkpoint_every=20"]
+    proc = subprocess.Popen([*long, "-n", "killed"], cwd=repo, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 600
+    try:
+        while not (states / "step_0000040.pt").exists():
+            assert proc.poll() is None and time.monotonic() < deadline, "the long experiment ended before step 40"
+            time.sleep(0.05)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    _run([*long, "-n", "resumed"], repo, env)
+    record = json.loads((repo / "metrics" / "train" / VARIANT / "seed0.json").read_text())
+    assert record["step"] == 400 and record["resumed_from"] is not None and record["resumed_from"] >= 40, record

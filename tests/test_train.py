@@ -15,7 +15,7 @@ import pytest
 import torch
 import yaml
 
-from faceswap.checkpoint import load_checkpoint, load_model
+from faceswap.checkpoint import checkpoint_dir, load_checkpoint, load_model
 from faceswap.config import ConfigError, parse_params
 from faceswap.data.dataset import StepBatches, SwapPairs, load_faces
 from faceswap.train import GRID_KEYS, TrainingError, lr_at
@@ -140,8 +140,8 @@ def test_loss_decreases_and_outputs_follow_the_interface(faces, tmp_path):
     assert {"model", "model_config", "step", "val_loss", "variant", "schema_version"} <= set(state)
     assert state["variant"] == "resize_nearest" and state["step"] == r.best_step
     assert state["val_loss"] == pytest.approx(min(val), abs=1e-6) and r.best_val_loss == state["val_loss"]
-    assert sorted(x.name for x in (out / "checkpoints").iterdir()) == ["best.pt", "step_0000040.pt", "step_0000060.pt"]
-    full = load_checkpoint(out / "checkpoints" / "step_0000060.pt")  # weights_only: the whole state loads safely
+    assert sorted(x.name for x in checkpoint_dir(out).iterdir()) == ["best.pt", "step_0000040.pt", "step_0000060.pt"]
+    full = load_checkpoint(checkpoint_dir(out) / "step_0000060.pt")  # weights_only: the whole state loads safely
     assert {"optimizer", "scaler", "schedule", "rng", "config", "fingerprint", "schema_version"} <= set(full)
     run = json.loads((out / "run.json").read_text())
     assert set(run) == {"variant", "mlflow_run_id", "mlflow_experiment_id", "tracking_uri", "data_version",
@@ -197,22 +197,22 @@ def test_sigterm_saves_and_resume_matches_an_uninterrupted_run(faces, tmp_path):
          "--data", str(faces), "--faces-dir", str(faces.parent), "--params", str(cfg)],
         env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
-    while not (out / "checkpoints" / "step_0000004.pt").exists() and proc.poll() is None:
+    while not (checkpoint_dir(out) / "step_0000004.pt").exists() and proc.poll() is None:
         assert time.monotonic() < deadline, "no checkpoint appeared"
         time.sleep(0.05)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 128 + signal.SIGTERM, err
     assert "stopped by signal" in err and "interrupted at step" in err and "rerun the same command" in err
-    stopped = max(int(c.stem.split("_")[1]) for c in (out / "checkpoints").glob("step_*.pt"))
+    stopped = max(int(c.stem.split("_")[1]) for c in checkpoint_dir(out).glob("step_*.pt"))
     assert 4 <= stopped < steps
     assert not (out / "model.pt").exists()  # an interrupted run is not a finished one
     assert not (tmp_path / "metrics").exists()  # nor are its records written
 
     r = train(parse_params(yaml.safe_load(cfg.read_text())), "pixelshuffle_icnr", out, faces)
     assert r.outcome.resumed_from == stopped and r.outcome.step == steps
-    a = load_checkpoint(tmp_path / "ref" / "checkpoints" / f"step_{steps:07d}.pt")
-    b = load_checkpoint(out / "checkpoints" / f"step_{steps:07d}.pt")
+    a = load_checkpoint(checkpoint_dir(tmp_path / "ref") / f"step_{steps:07d}.pt")
+    b = load_checkpoint(checkpoint_dir(out) / f"step_{steps:07d}.pt")
     for k in a["model"]:
         torch.testing.assert_close(b["model"][k], a["model"][k], rtol=0, atol=1e-6)
     for s, st in a["optimizer"]["state"].items():
@@ -251,8 +251,8 @@ def test_grid_curves_and_metrics_are_written_and_leave_the_training_unchanged(fa
     ref = train(params(tmp_path, steps=10, val_every=5, checkpoint_every=10, preview_every=10), "convtranspose",
                 tmp_path / "nogrid", faces)
     assert ref.outcome.step == 10 and all(np.isnan(ref.curves.grid_swap))
-    a = load_checkpoint(out / "checkpoints" / "step_0000010.pt")
-    b = load_checkpoint(tmp_path / "nogrid" / "checkpoints" / "step_0000010.pt")
+    a = load_checkpoint(checkpoint_dir(out) / "step_0000010.pt")
+    b = load_checkpoint(checkpoint_dir(tmp_path / "nogrid") / "step_0000010.pt")
     assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])  # bit for bit
     assert a["history"]["loss"] == b["history"]["loss"] and a["history"]["val_loss"] == b["history"]["val_loss"]
     assert torch.equal(a["rng"]["torch"], b["rng"]["torch"])
@@ -281,12 +281,12 @@ def test_grid_reference_is_decoder_grid_score_and_old_histories_pad_with_nan(fac
 def test_corrupt_latest_checkpoint_falls_back_and_changed_config_starts_fresh(faces, tmp_path, capsys):
     out = tmp_path / "m"
     train(params(tmp_path, steps=10), "convtranspose", out, faces)
-    latest = out / "checkpoints" / "step_0000010.pt"
+    latest = checkpoint_dir(out) / "step_0000010.pt"
     latest.write_bytes(latest.read_bytes()[:1000])
     with pytest.warns(RuntimeWarning, match="falling back"):
         r = train(params(tmp_path, steps=12), "convtranspose", out, faces)
     assert r.outcome.resumed_from is None  # steps changed the schedule: a new config
-    latest = out / "checkpoints" / "step_0000012.pt"
+    latest = checkpoint_dir(out) / "step_0000012.pt"
     latest.write_bytes(b"garbage")
     with pytest.warns(RuntimeWarning, match="falling back"):
         r = train(params(tmp_path, steps=12, checkpoint_every=5, preview_every=3), "convtranspose", out, faces)
@@ -301,7 +301,7 @@ def test_resume_reasons(faces, tmp_path):
     from faceswap.train import ResumeReason, find_resume, fingerprint, run_config
 
     out = tmp_path / "m"
-    ckpts = out / "checkpoints"
+    ckpts = checkpoint_dir(out)
     assert find_resume(ckpts, "x").reason is ResumeReason.NONE_FOUND
     p = params(tmp_path, steps=4, checkpoint_every=2, val_every=2, preview_every=2)
     train(p, "resize_nearest", out, faces)
@@ -328,7 +328,7 @@ def test_a_checkpoint_of_an_unknown_schema_stops_the_resume_with_what_to_do(face
     out = tmp_path / "m"
     p = params(tmp_path, steps=4, checkpoint_every=4, val_every=4, preview_every=4)
     train(p, "resize_nearest", out, faces)
-    path = out / "checkpoints" / "step_0000004.pt"
+    path = checkpoint_dir(out) / "step_0000004.pt"
     state = load_checkpoint(path)
     save_checkpoint(path, {**state, "schema_version": SCHEMA_VERSION + 1})
     with pytest.raises(CheckpointVersionError, match=r"newer faceswap: upgrade faceswap.*delete .*checkpoints"):
@@ -366,7 +366,7 @@ def test_nonfinite_losses_are_skipped_then_stop_the_run(faces, tmp_path, capsys,
     _nan_loss_at(monkeypatch, {4, 5, 6})
     with pytest.raises(TrainingError, match=r"3 non-finite steps in a row \(steps 4..6, last: loss\).*step_0000006.pt"):
         train(params(tmp_path, steps=20, checkpoint_every=2, max_nonfinite=3), "resize_bilinear", out, faces)
-    assert load_checkpoint(out / "checkpoints" / "step_0000006.pt")["step"] == 6  # weights of step 4, unharmed
+    assert load_checkpoint(checkpoint_dir(out) / "step_0000006.pt")["step"] == 6  # weights of step 4, unharmed
     assert not (out / "model.pt").exists()
 
 
@@ -397,7 +397,7 @@ def test_nonfinite_gradients_with_a_finite_loss_skip_the_step(faces, tmp_path, c
     r = train(params(tmp_path, steps=4, checkpoint_every=2, grad_clip=None), "resize_nearest", out, faces)
     assert "non-finite gradients (finite loss) at step 0" in capsys.readouterr().err
     assert r.outcome.nonfinite_skipped == 1 and r.outcome.step == 4
-    weights = load_checkpoint(out / "checkpoints" / "step_0000004.pt")["model"]
+    weights = load_checkpoint(checkpoint_dir(out) / "step_0000004.pt")["model"]
     assert all(torch.isfinite(v).all() for v in weights.values() if v.is_floating_point())  # NaN never applied
 
 
@@ -421,7 +421,7 @@ def test_ddp_two_cpu_processes_train_and_agree(faces, tmp_path):
     assert m["world_size"] == 2 and m["step"] == 6  # the replicas agreeing is checked inside (TrainingError)
     assert (tmp_path / "metrics" / "train" / "curves" / "pixelshuffle" / "seed0" / "val.csv").is_file()
     out = tmp_path / "models" / "pixelshuffle" / "seed0"
-    assert max(x.name for x in (out / "checkpoints").glob("step_*")) == "step_0000006.pt"
+    assert max(x.name for x in checkpoint_dir(out).glob("step_*")) == "step_0000006.pt"
     load_model(out / "model.pt")
     # one flag reduce per step and the replica check at the end, on both ranks
     assert [int((counts / f"rank{r}.txt").read_text()) >= 6 + 2 for r in (0, 1)] == [True, True]
@@ -431,8 +431,8 @@ def test_ddp_two_cpu_processes_train_and_agree(faces, tmp_path):
     # weights' norm apart, where another seed lands 100 % apart
     single = train(params(tmp_path, **{**over, "batch_size": 4}), "pixelshuffle", tmp_path / "single", faces)
     assert single.outcome.step == 6
-    a = load_checkpoint(out / "checkpoints" / "step_0000006.pt")["model"]
-    b = load_checkpoint(tmp_path / "single" / "checkpoints" / "step_0000006.pt")["model"]
+    a = load_checkpoint(checkpoint_dir(out) / "step_0000006.pt")["model"]
+    b = load_checkpoint(checkpoint_dir(tmp_path / "single") / "step_0000006.pt")["model"]
     floats = [k for k in a if a[k].is_floating_point()]
     apart = sum(float((a[k] - b[k]).norm() ** 2) for k in floats) ** 0.5
     assert apart < 0.02 * sum(float(b[k].norm() ** 2) for k in floats) ** 0.5

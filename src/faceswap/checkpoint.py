@@ -4,8 +4,8 @@ A checkpoint is one dict saved with ``torch.save`` and loaded with ``weights_onl
 code, so everything in it is tensors and plain Python containers and scalars). Its layout has one typed
 definition here, versioned by ``schema_version``:
 
-* :class:`TrainingState`: a full training state (``checkpoints/step_*.pt``, ``best.pt``): everything a resume
-  needs to continue exactly (weights, optimiser, scaler, schedule, RNG, counters, the run's config);
+* :class:`TrainingState`: a full training state (``step_*.pt``, ``best.pt`` in :func:`checkpoint_dir`): everything
+  a resume needs to continue exactly (weights, optimiser, scaler, schedule, RNG, counters, the run's config);
 * :class:`ModelFile`: the trained model (``model.pt``): best weights, the config that rebuilds the network,
   and what evaluation and serving read beside it (step, validation loss, variant, detector).
 
@@ -33,6 +33,15 @@ from faceswap.model import FaceSwapAutoencoder, ModelConfig
 SCHEMA_VERSION = 1
 #: files written before ``schema_version`` existed have this layout
 UNVERSIONED = 1
+
+
+def checkpoint_dir(run_dir: str | Path) -> Path:
+    """Where a run's training states live: ``<variant>/checkpoints/seed<k>`` beside ``<variant>/seed<k>``, not in
+    it. The run folder is a cached DVC output, which ``dvc exp run`` checks out to the baseline's version before it
+    runs (deleting the states a killed run left); this folder is a separate output, persisted and not cached, so a
+    killed run resumes under ``dvc exp run`` as under ``dvc repro``."""
+    run_dir = Path(run_dir)
+    return run_dir.parent / "checkpoints" / run_dir.name
 
 
 class CheckpointError(FaceswapError, RuntimeError):
@@ -69,7 +78,7 @@ def _from_dict(cls: type, state: Mapping[str, Any], source: str | Path, what: st
 
 @dataclass(frozen=True)
 class TrainingState:
-    """A full training state (``checkpoints/step_*.pt``, ``best.pt``), saved every ``checkpoint_every`` steps.
+    """A full training state (``step_*.pt``, ``best.pt`` in :func:`checkpoint_dir`), saved every ``checkpoint_every`` steps.
 
     Fields with defaults were added after the first checkpoints were written: an older file reads with them."""
 

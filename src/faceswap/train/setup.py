@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from faceswap.checkpoint import checkpoint_dir
 from faceswap.compute_timing import timed_training_plan
 from faceswap.config import Params, TrainParams
 from faceswap.data.dataset import FaceSet, StepBatches, SwapPairs, load_faces, worker_init
@@ -67,7 +68,7 @@ class RunSetup:
 
     @property
     def ckpt_dir(self) -> Path:
-        return self.out / "checkpoints"
+        return checkpoint_dir(self.out)
 
 
 def setup_run(params: Params, variant: str, out_dir: str | Path, *, manifest: str | Path,
