@@ -174,7 +174,7 @@ def test_face_weighted_training_runs_and_weighs_its_validation_the_same_way(face
     assert r.step == 30 and r.final_train_loss == r.final_train_loss  # finite
     w = pixel_weight(p)
     assert w is not None and float(w.min()) == pytest.approx(0.2, abs=1e-3)
-    model, state = load_model(next(Path(r.run_dir).rglob("best.pt")), torch.device("cpu"))
+    model, state = load_model(checkpoint_dir(r.run_dir) / "best.pt", torch.device("cpu"))
     val = {i: stack_faces(fs, p.train.val_images) for i, fs in load_faces(faces, ("a", "b"), "val", 64).items()}
     # recomputed in the run's own arithmetic (bf16 where the plan chose it), so the tolerance is the rounding of
     # a summation order, whatever plan this machine picks

@@ -78,7 +78,8 @@ def _from_dict(cls: type, state: Mapping[str, Any], source: str | Path, what: st
 
 @dataclass(frozen=True)
 class TrainingState:
-    """A full training state (``step_*.pt``, ``best.pt`` in :func:`checkpoint_dir`), saved every ``checkpoint_every`` steps.
+    """A full training state (``step_*.pt``, ``best.pt`` in :func:`checkpoint_dir`), saved every
+    ``checkpoint_every`` steps.
 
     Fields with defaults were added after the first checkpoints were written: an older file reads with them."""
 

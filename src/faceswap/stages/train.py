@@ -4,8 +4,9 @@ Reads the accepted manifest ``paths.accepted`` (crops under ``paths.faces``) and
 :func:`faceswap.train.train` into the run folder ``paths.run_dir(variant, seed)``, which gets what the library
 writes (``model.pt``, ``run.json``, ``previews/``), and the training states a rerun resumes from into
 ``<models>/<variant>/checkpoints/seed<k>`` (:func:`faceswap.checkpoint.checkpoint_dir`: a separate output, so
-``dvc exp run`` keeps them). This stage writes the records DVC reads: the metrics file ``paths.train_metrics_file(variant, seed)``
-(:meth:`TrainRecord.to_json`) and the curves ``paths.train_curves_dir(variant, seed)/{train,val,grid}.csv``.
+``dvc exp run`` keeps them). This stage writes the records DVC reads: the metrics file
+``paths.train_metrics_file(variant, seed)`` (:meth:`TrainRecord.to_json`) and the curves
+``paths.train_curves_dir(variant, seed)/{train,val,grid}.csv``.
 A run stopped by SIGINT/SIGTERM writes neither (it is not finished; rerun to resume), and under DDP only rank 0
 writes them.
 """

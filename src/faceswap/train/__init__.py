@@ -19,7 +19,8 @@ inputs against clean targets. One code path serves every device:
   (:class:`TrainingError`) and leave the last good checkpoint (:mod:`.run`); SIGINT/SIGTERM save and stop cleanly.
 
 Outputs in ``out_dir``: ``model.pt`` (the best-by-validation weights, a :class:`~faceswap.checkpoint.ModelFile`),
-``previews/``, ``run.json``; the training states beside it, in :func:`~faceswap.checkpoint.checkpoint_dir`. The stage's records (DVC metrics, loss curves) are written by
+``previews/``, ``run.json``; the training states beside it, in :func:`~faceswap.checkpoint.checkpoint_dir`. The
+stage's records (DVC metrics, loss curves) are written by
 :mod:`faceswap.stages.train` from the :class:`TrainResult`.
 """
 
