@@ -375,7 +375,7 @@ COLOUR_MODES = ("none", "rct", "lct")
 class AugmentParams(_Section):
     """Face-swap augmentation, drawn from a per-sample seed (reproducible, resumable)."""
 
-    warp: float = Field(0.025, ge=0.0, le=0.2, description="Random warp: RMS displacement / side; input only.")
+    warp: float = Field(0.0, ge=0.0, le=0.2, description="Random warp: RMS displacement / side; input only (0 = off).")
     rotate_deg: float = Field(8.0, ge=0.0, le=45.0, description="Random affine: rotation range ±degrees.")
     scale: float = Field(0.05, ge=0.0, le=0.5, description="Random affine: zoom range ±fraction.")
     shift: float = Field(0.04, ge=0.0, le=0.5, description="Random affine: translation range ±fraction of side.")
