@@ -90,7 +90,8 @@ def test_exp_show_and_metrics_diff_hold_baseline_and_experiment(tmp_path):
 
     # a killed experiment resumes: its training states live outside the run folder that `dvc exp run` checks out
     states = checkpoint_dir(repo / "models" / VARIANT / "seed0")
-    long = ["dvc", "exp", "run", "-S", "train.steps=400", "-S", "train.checkpoint_every=20"]
+    long = ["dvc", "exp", "run", "-S", "train.steps=200", "-S", "train.checkpoint_every=20", "-S", "train.val_every=50",
+            "-S", "train.preview_every=200"]
     proc = subprocess.Popen([*long, "-n", "killed"], cwd=repo, env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.monotonic() + 600
@@ -103,4 +104,4 @@ def test_exp_show_and_metrics_diff_hold_baseline_and_experiment(tmp_path):
         proc.wait()
     _run([*long, "-n", "resumed"], repo, env)
     record = json.loads((repo / "metrics" / "train" / VARIANT / "seed0.json").read_text())
-    assert record["step"] == 400 and record["resumed_from"] is not None and record["resumed_from"] >= 40, record
+    assert record["step"] == 200 and record["resumed_from"] is not None and record["resumed_from"] >= 40, record
