@@ -95,25 +95,27 @@ def measure(images: np.ndarray, coverage: float) -> dict:
         if rim.any():
             rim_rgb.append(im[rim].mean(0))
     return {"per_face": {k: np.array(v) for k, v in rows.items()}, "rim_rgb": np.array(rim_rgb),
-            "face_rgb": np.array(face_rgb),
+            "face_rgb": np.array(face_rgb), "landmarks": pts,
             "ellipse_px": int(ellipse.sum()), "mean_hull_px": int(mean_hull.sum())}
 
 
-def picture(faces: dict, coverage: float, path: Path, per_identity: int = 6, scale: int = 4) -> None:
-    """Crops of each identity (rows), upscaled, with the ellipse's edge (green) and the extended hull's (red)."""
+def picture(faces: dict, landmarks: dict, coverage: float, path: Path, per_identity: int = 6,
+            scale: int = 4) -> None:
+    """Crops of each identity (rows), upscaled, with the ellipse's edge (green) and the extended hull's (red);
+    ``landmarks``: each identity's 68 points, as :func:`measure` fitted them."""
     import cv2
 
     from faceswap.data.template import face_region
     from faceswap.imageio import write_rgb
-    from faceswap.metrics.identity import landmarks68
+    from faceswap.pictures import evenly_spaced
 
     rows = []
-    for fs in faces.values():
+    for ident, fs in faces.items():
         size = fs.images.shape[1]
         ellipse = face_region(size, coverage)
-        picks = np.linspace(0, len(fs) - 1, per_identity).round().astype(int)
+        picks = evenly_spaced(len(fs), per_identity)
         tiles = []
-        for im, p in zip(fs.images[picks], landmarks68(fs.images[picks], coverage), strict=True):
+        for im, p in zip(fs.images[picks], landmarks[ident][picks], strict=True):
             big = cv2.resize(im, (size * scale,) * 2, interpolation=cv2.INTER_CUBIC)
             for mask, colour in ((ellipse, (0, 255, 0)), (hull_mask(extended(p), size), (255, 0, 0))):
                 up = cv2.resize(mask.astype(np.uint8), (size * scale,) * 2, interpolation=cv2.INTER_NEAREST)
@@ -142,12 +144,12 @@ def main(argv: list[str] | None = None) -> int:
     faces = load_faces(root / params.paths.accepted, tuple(params.base.identities), args.split,
                        params.base.image_size, faces_dir=root / params.paths.faces, max_faces=args.max_faces)
     coverage = params.align.coverage
-    results, rims, face_rgb = {}, {}, {}
+    results, rims, face_rgb, landmarks = {}, {}, {}, {}
     for ident, fs in faces.items():
         m = measure(fs.images, coverage)
         results[ident] = {k: mean_ci(v) for k, v in m["per_face"].items()}
         results[ident]["ellipse_px"], results[ident]["mean_hull_px"] = m["ellipse_px"], m["mean_hull_px"]
-        rims[ident], face_rgb[ident] = m["rim_rgb"], m["face_rgb"]
+        rims[ident], face_rgb[ident], landmarks[ident] = m["rim_rgb"], m["face_rgb"], m["landmarks"]
     a, b = sorted(rims)[:2]
     diff = rims[a].mean(0) - rims[b].mean(0)
     face_sets = {i: fs.images.reshape(-1, 3).mean(0) for i, fs in faces.items()}
@@ -171,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     path.write_text(json.dumps(out, indent=2))
     print(f"wrote {path}")
     if args.picture:
-        picture(faces, coverage, args.picture)
+        picture(faces, landmarks, coverage, args.picture)
         print(f"wrote {args.picture}")
     return 0
 
